@@ -1,0 +1,130 @@
+import { createHash, randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export type Part =
+  | { name: string; value: string }
+  | { name: string; filename: string; type?: string; data: Buffer | PatternSource };
+
+/** A deterministic large payload generated on the fly: the test never holds it whole. */
+export interface PatternSource {
+  size: number;
+  seed: number;
+}
+
+export const BOUNDARY = '----SpoolTestBoundary7MA4YWxkTrZu0gW';
+
+export function sha256(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** Chunks of a pattern source (64 KiB each), reproducible from its seed. */
+export function* patternChunks(source: PatternSource, chunkSize = 64 * 1024): Generator<Buffer> {
+  const block = Buffer.alloc(chunkSize);
+  for (let i = 0; i < chunkSize; i++) block[i] = (i * 31 + source.seed * 7) & 0xff;
+  let left = source.size;
+  let n = 0;
+  while (left > 0) {
+    const len = Math.min(chunkSize, left);
+    const chunk = Buffer.from(block.subarray(0, len));
+    if (len >= 4) chunk.writeUInt32BE(n >>> 0, 0); // every chunk differs, so misordering shows in the hash
+    n++;
+    yield chunk;
+    left -= len;
+  }
+}
+
+export function patternSha256(source: PatternSource): string {
+  const hash = createHash('sha256');
+  for (const chunk of patternChunks(source)) hash.update(chunk);
+  return hash.digest('hex');
+}
+
+export function randomData(size: number): Buffer {
+  return randomBytes(size);
+}
+
+function partHeader(part: Part, boundary: string): string {
+  if ('value' in part) {
+    return `--${boundary}\r\nContent-Disposition: form-data; name="${part.name}"\r\n\r\n`;
+  }
+  return (
+    `--${boundary}\r\nContent-Disposition: form-data; name="${part.name}"; filename="${part.filename}"\r\n` +
+    `Content-Type: ${part.type ?? 'application/octet-stream'}\r\n\r\n`
+  );
+}
+
+/** The body as a sequence of chunks (large file parts generated lazily). */
+export function* multipartChunks(parts: Part[], boundary = BOUNDARY): Generator<Buffer> {
+  for (const part of parts) {
+    yield Buffer.from(partHeader(part, boundary));
+    if ('value' in part) yield Buffer.from(part.value);
+    else if (Buffer.isBuffer(part.data)) yield part.data;
+    else yield* patternChunks(part.data);
+    yield Buffer.from('\r\n');
+  }
+  yield Buffer.from(`--${boundary}--\r\n`);
+}
+
+export function multipartBody(parts: Part[], boundary = BOUNDARY): Buffer {
+  return Buffer.concat([...multipartChunks(parts, boundary)]);
+}
+
+export function multipartLength(parts: Part[], boundary = BOUNDARY): number {
+  let total = 0;
+  for (const part of parts) {
+    total += Buffer.byteLength(partHeader(part, boundary)) + 2;
+    if ('value' in part) total += Buffer.byteLength(part.value);
+    else total += Buffer.isBuffer(part.data) ? part.data.length : part.data.size;
+  }
+  return total + Buffer.byteLength(`--${boundary}--\r\n`);
+}
+
+export interface RawResponse {
+  status: number;
+  body: string;
+  json: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+/** Sends chunks to a listening server with real backpressure; resolves with the response. */
+export function postChunks(
+  server: http.Server,
+  path: string,
+  chunks: Iterable<Buffer>,
+  headers: Record<string, string | number>,
+): Promise<RawResponse> {
+  const { port } = server.address() as AddressInfo;
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method: 'POST', headers }, (res) => {
+      const body: Buffer[] = [];
+      res.on('data', (c: Buffer) => body.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(body).toString();
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, body: text, json });
+      });
+    });
+    req.on('error', reject);
+    const iterator = chunks[Symbol.iterator]();
+    const pump = () => {
+      for (;;) {
+        const { value, done } = iterator.next();
+        if (done) return void req.end();
+        if (!req.write(value)) return void req.once('drain', pump);
+      }
+    };
+    pump();
+  });
+}
+
+export function postMultipart(server: http.Server, path: string, parts: Part[], boundary = BOUNDARY) {
+  return postChunks(server, path, multipartChunks(parts, boundary), {
+    'content-type': `multipart/form-data; boundary=${boundary}`,
+    'content-length': multipartLength(parts, boundary),
+  });
+}

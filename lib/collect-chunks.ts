@@ -1,0 +1,98 @@
+import type { Readable } from 'node:stream';
+import type { MemoryLease } from './memory-budget';
+
+export interface Collected {
+  readonly chunks: Buffer[];
+  /** Bytes in `chunks`, all reserved on the lease. */
+  readonly size: number;
+  /** Set when collection stopped early: the stream is paused, `chunks` + `overflow` were consumed from it. */
+  readonly overflow?: { chunk: Buffer; reason: 'threshold' | 'budget' };
+}
+
+/**
+ * Reads `stream` into memory, reserving every chunk on `lease`, until it ends or would pass
+ * `maxBytes` / the budget. Chunks are kept as they come (no concatenation while reading).
+ */
+export function collectChunks(
+  stream: Readable,
+  lease: MemoryLease,
+  maxBytes: number,
+  signal: AbortSignal,
+): Promise<Collected> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+
+    const settle = (fn: () => void) => {
+      stream.off('data', onData).off('end', onEnd).off('error', onError);
+      signal.removeEventListener('abort', onAbort);
+      fn();
+    };
+    const onData = (chunk: Buffer) => {
+      const reason = size + chunk.length > maxBytes ? 'threshold' : !lease.tryReserve(chunk.length) ? 'budget' : undefined;
+      if (reason === undefined) {
+        chunks.push(chunk);
+        size += chunk.length;
+        return;
+      }
+      stream.pause();
+      settle(() => resolve({ chunks, size, overflow: { chunk, reason } }));
+    };
+    const onEnd = () => settle(() => resolve({ chunks, size }));
+    const fail = (err: unknown) => {
+      lease.release(size);
+      settle(() => reject(err));
+    };
+    const onError = (err: Error) => fail(err);
+    const onAbort = () => fail(signal.reason);
+
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    stream.on('data', onData).once('end', onEnd).once('error', onError);
+  });
+}
+
+/** Files up to this size are copied into one exact-size buffer, so they do not pin larger socket buffers. */
+const COMPACT_BELOW = 256 * 1024;
+
+/**
+ * Turns collected chunks into a lazily joined buffer. Small files are joined at once (cheap, and frees the
+ * socket buffers they were sliced from); large ones are joined only when `buffer` is first read, so a
+ * file is never held twice while other uploads wait.
+ */
+export class ChunkList {
+  #chunks: Buffer[] | undefined;
+  #joined: Buffer | undefined;
+  readonly size: number;
+
+  constructor(chunks: Buffer[], size: number) {
+    this.size = size;
+    if (size <= COMPACT_BELOW || chunks.length === 1) this.#joined = join(chunks, size);
+    else this.#chunks = chunks;
+  }
+
+  get buffer(): Buffer {
+    if (this.#joined === undefined) {
+      this.#joined = join(this.#chunks ?? [], this.size);
+      this.#chunks = undefined;
+    }
+    return this.#joined;
+  }
+
+  /** The stored bytes as chunks, without joining them. */
+  chunks(): Buffer[] {
+    return this.#joined !== undefined ? [this.#joined] : (this.#chunks ?? []);
+  }
+
+  clear(): void {
+    this.#chunks = undefined;
+    this.#joined = Buffer.alloc(0);
+  }
+}
+
+function join(chunks: Buffer[], size: number): Buffer {
+  if (chunks.length === 1 && chunks[0].length === size && chunks[0].buffer.byteLength <= size * 1.1 + 64) {
+    return chunks[0];
+  }
+  return Buffer.concat(chunks, size);
+}

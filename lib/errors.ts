@@ -1,0 +1,86 @@
+/**
+ * Every failure express-spool reports, as a string-literal union.
+ * Codes shared with multer keep multer's names so existing error handlers keep working.
+ */
+export type SpoolErrorCode =
+  | 'LIMIT_PART_COUNT'
+  | 'LIMIT_FILE_SIZE'
+  | 'LIMIT_FILE_COUNT'
+  | 'LIMIT_FIELD_KEY'
+  | 'LIMIT_FIELD_VALUE'
+  | 'LIMIT_FIELD_COUNT'
+  | 'LIMIT_UNEXPECTED_FILE'
+  | 'MISSING_FIELD_NAME'
+  | 'MALFORMED_MULTIPART'
+  | 'UNSUPPORTED_CONTENT_TYPE'
+  | 'FILE_REJECTED'
+  | 'CLIENT_ABORTED'
+  | 'REQUEST_TIMEOUT'
+  | 'MEMORY_BUDGET_EXCEEDED'
+  | 'STORAGE_FAILED'
+  | 'STORAGE_UNAVAILABLE';
+
+interface CodeInfo {
+  readonly status: number;
+  readonly message: string;
+}
+
+/** HTTP status and default message of each code: the one table to read when mapping errors. */
+export const ERROR_CODES: Readonly<Record<SpoolErrorCode, CodeInfo>> = Object.freeze({
+  LIMIT_PART_COUNT: { status: 413, message: 'Too many parts' },
+  LIMIT_FILE_SIZE: { status: 413, message: 'File too large' },
+  LIMIT_FILE_COUNT: { status: 413, message: 'Too many files' },
+  LIMIT_FIELD_KEY: { status: 413, message: 'Field name too long' },
+  LIMIT_FIELD_VALUE: { status: 413, message: 'Field value too long' },
+  LIMIT_FIELD_COUNT: { status: 413, message: 'Too many fields' },
+  LIMIT_UNEXPECTED_FILE: { status: 400, message: 'Unexpected field' },
+  MISSING_FIELD_NAME: { status: 400, message: 'Field name missing' },
+  MALFORMED_MULTIPART: { status: 400, message: 'Malformed multipart body' },
+  UNSUPPORTED_CONTENT_TYPE: { status: 415, message: 'Unsupported multipart content type' },
+  FILE_REJECTED: { status: 400, message: 'File rejected by fileFilter' },
+  CLIENT_ABORTED: { status: 400, message: 'Client aborted the request' },
+  REQUEST_TIMEOUT: { status: 408, message: 'Request body stalled' },
+  MEMORY_BUDGET_EXCEEDED: { status: 503, message: 'Memory budget for uploads exhausted' },
+  STORAGE_FAILED: { status: 500, message: 'Storage engine failed' },
+  STORAGE_UNAVAILABLE: { status: 503, message: 'Storage backend unavailable' },
+});
+
+export interface SpoolErrorOptions {
+  /** The form field the error is about, when there is one. */
+  field?: string;
+  /** Overrides the code's default HTTP status (e.g. 502 for an S3 error answer). */
+  status?: number;
+  cause?: unknown;
+}
+
+/** The one error class express-spool throws or passes to `next()`; tell errors apart by `code`. */
+export class SpoolError extends Error {
+  override readonly name = 'SpoolError';
+  readonly code: SpoolErrorCode;
+  /** HTTP status to answer with; Express's default handler reads `status`. */
+  readonly status: number;
+  /** Same as `status`, for handlers that read `statusCode`. */
+  readonly statusCode: number;
+  /** Set when the error was caused by a specific field (multer's `field`). */
+  readonly field?: string;
+  /** Failures met while removing already stored files during cleanup (multer's `storageErrors`). */
+  storageErrors: unknown[] = [];
+
+  constructor(code: SpoolErrorCode, message?: string, options: SpoolErrorOptions = {}) {
+    const info = ERROR_CODES[code];
+    super(message ?? info.message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.status = options.status ?? info.status;
+    this.statusCode = this.status;
+    if (options.field !== undefined) this.field = options.field;
+  }
+
+  /** Whether an HTTP response should expose `message` (client errors only, like http-errors). */
+  get expose(): boolean {
+    return this.status < 500;
+  }
+}
+
+export function isSpoolError(value: unknown): value is SpoolError {
+  return value instanceof SpoolError;
+}

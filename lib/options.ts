@@ -1,0 +1,164 @@
+import type { IncomingMessage } from 'node:http';
+import { diskEngine } from '../engines/disk';
+import { spoolEngine } from '../engines/spool';
+import { isStorageEngine, type IncomingFile, type StorageEngine } from './engine';
+import { MemoryBudget } from './memory-budget';
+import { countOption, describe, sizeOption, type Size } from './sizes';
+
+/** Request limits (busboy's names). Every limit is on by default; pass `Infinity` to lift one. */
+export interface SpoolLimits {
+  /** Max bytes per file. @default '1GiB' */
+  fileSize?: Size;
+  /** Max file parts per request. @default 100 */
+  files?: number;
+  /** Max text fields per request. @default 1000 */
+  fields?: number;
+  /** Max bytes per text field value. @default '1MiB' */
+  fieldSize?: Size;
+  /** Max bytes per field name. @default 200 */
+  fieldNameSize?: Size;
+  /** Max parts (files + fields) per request. @default 1100 */
+  parts?: number;
+  /** Max header key/value pairs per part. @default 2000 */
+  headerPairs?: number;
+}
+
+export type FileFilterCallback = (error: Error | null, acceptFile?: boolean) => void;
+
+/**
+ * Decides, before any byte is stored, whether a file is kept: call `callback(null, true|false)`
+ * (multer's style), or return a boolean / a promise of one. A rejected file is skipped silently;
+ * an error fails the request with that error.
+ */
+export type FileFilter = (
+  req: IncomingMessage,
+  file: IncomingFile,
+  callback: FileFilterCallback,
+) => void | boolean | Promise<boolean | void>;
+
+export interface SpoolOptions {
+  /**
+   * Files that end within this many bytes stay in memory; larger ones go to `rollover`.
+   * Ignored when `storage` is given.
+   * @default '1MiB'
+   */
+  threshold?: Size;
+  /**
+   * Engine for files past the threshold.
+   * @default diskEngine() — temporary files under os.tmpdir(), removed when the response ends
+   */
+  rollover?: StorageEngine;
+  /** Store every file with this engine instead of the memory/rollover spool (e.g. `memoryEngine()`). */
+  storage?: StorageEngine;
+  /**
+   * Bytes all in-flight requests of this middleware may hold in memory together, or a shared
+   * {@link MemoryBudget} instance. Spooled files roll over early when it is exhausted.
+   * @default '64MiB'
+   */
+  memoryBudget?: Size | MemoryBudget;
+  limits?: SpoolLimits;
+  fileFilter?: FileFilter;
+  /** Compute `file.sha256` while streaming. @default true */
+  sha256?: boolean;
+  /** Keep the directory part of client filenames in `originalname`. @default false */
+  preservePath?: boolean;
+  /**
+   * Fail with REQUEST_TIMEOUT (408) when the body stalls this many ms; 0 turns it off.
+   * @default 30000
+   */
+  idleTimeout?: number;
+  /**
+   * After an error, how long (ms) to keep reading the rest of the body before answering, so the client
+   * sees the error response instead of a reset connection.
+   * @default 2000
+   */
+  drainTimeout?: number;
+}
+
+export interface ResolvedLimits {
+  fileSize: number;
+  files: number;
+  fields: number;
+  fieldSize: number;
+  fieldNameSize: number;
+  parts: number;
+  headerPairs: number;
+}
+
+export interface SpoolConfig {
+  engine: StorageEngine;
+  budget: MemoryBudget;
+  limits: ResolvedLimits;
+  fileFilter: FileFilter | undefined;
+  sha256: boolean;
+  preservePath: boolean;
+  idleTimeout: number;
+  drainTimeout: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<ResolvedLimits> = Object.freeze({
+  fileSize: 1024 ** 3,
+  files: 100,
+  fields: 1000,
+  fieldSize: 1024 ** 2,
+  fieldNameSize: 200,
+  parts: 1100,
+  headerPairs: 2000,
+});
+
+const KNOWN_OPTIONS = new Set([
+  'threshold', 'rollover', 'storage', 'memoryBudget', 'limits', 'fileFilter',
+  'sha256', 'preservePath', 'idleTimeout', 'drainTimeout',
+]);
+
+/** Validates options once, when the factory is called; throws TypeError with the option's name. */
+export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(`Expected options to be an object, got ${describe(options)}`);
+  }
+  for (const key of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`Unknown option \`${key}\``);
+  }
+  const { storage, fileFilter } = options;
+  if (storage !== undefined && !isStorageEngine(storage)) {
+    throw new TypeError(`Expected \`storage\` to be a storage engine, got ${describe(storage)}`);
+  }
+  if (storage !== undefined && (options.threshold !== undefined || options.rollover !== undefined)) {
+    throw new TypeError('`threshold` and `rollover` configure the default spool engine; do not combine them with `storage`');
+  }
+  if (fileFilter !== undefined && typeof fileFilter !== 'function') {
+    throw new TypeError(`Expected \`fileFilter\` to be a function, got ${describe(fileFilter)}`);
+  }
+  return {
+    engine: storage ?? spoolEngine({ threshold: options.threshold, rollover: options.rollover ?? diskEngine() }),
+    budget: options.memoryBudget instanceof MemoryBudget ? options.memoryBudget : new MemoryBudget(options.memoryBudget ?? '64MiB'),
+    limits: resolveLimits(options.limits),
+    fileFilter,
+    sha256: booleanOption('sha256', options.sha256, true),
+    preservePath: booleanOption('preservePath', options.preservePath, false),
+    idleTimeout: countOption('idleTimeout', options.idleTimeout, 30_000),
+    drainTimeout: countOption('drainTimeout', options.drainTimeout, 2_000),
+  };
+}
+
+function resolveLimits(limits: SpoolLimits = {}): ResolvedLimits {
+  if (typeof limits !== 'object' || limits === null) {
+    throw new TypeError(`Expected \`limits\` to be an object, got ${describe(limits)}`);
+  }
+  const d = DEFAULT_LIMITS;
+  return {
+    fileSize: sizeOption('limits.fileSize', limits.fileSize, d.fileSize),
+    files: countOption('limits.files', limits.files, d.files),
+    fields: countOption('limits.fields', limits.fields, d.fields),
+    fieldSize: sizeOption('limits.fieldSize', limits.fieldSize, d.fieldSize),
+    fieldNameSize: sizeOption('limits.fieldNameSize', limits.fieldNameSize, d.fieldNameSize),
+    parts: countOption('limits.parts', limits.parts, d.parts),
+    headerPairs: countOption('limits.headerPairs', limits.headerPairs, d.headerPairs),
+  };
+}
+
+function booleanOption(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new TypeError(`Expected \`${name}\` to be a boolean, got ${describe(value)}`);
+  return value;
+}

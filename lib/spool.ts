@@ -1,0 +1,60 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { FileSelection, type FieldSpec } from './file-selection';
+import type { MemoryBudget } from './memory-budget';
+import { resolveOptions, type SpoolConfig, type SpoolOptions } from './options';
+import { UploadRequest, type Next } from './upload-request';
+
+/** A connect/Express middleware: `(req, res, next)`. */
+export type Middleware = (req: IncomingMessage, res: ServerResponse, next: Next) => void;
+
+/** What `spool()` returns: multer's five route helpers. */
+export interface Spool {
+  /** One file in field `name` → `req.file`. */
+  single(name: string): Middleware;
+  /** Up to `maxCount` files in field `name` → `req.files` (array). */
+  array(name: string, maxCount?: number): Middleware;
+  /** Files in the named fields → `req.files` (object of arrays by field name). */
+  fields(fields: readonly FieldSpec[]): Middleware;
+  /** Files in any field → `req.files` (array). */
+  any(): Middleware;
+  /** Text fields only; any file fails with LIMIT_UNEXPECTED_FILE. */
+  none(): Middleware;
+  /** The memory budget this instance's requests share. */
+  readonly memoryBudget: MemoryBudget;
+}
+
+const HANDLED = Symbol('express-spool.handled');
+
+/**
+ * Creates the upload middleware. Options are validated here (TypeError on a bad one).
+ * @example
+ * const upload = spool({ threshold: '1MiB', rollover: diskEngine({ directory: './uploads' }) });
+ * app.post('/photos', upload.single('photo'), (req, res) => res.json(req.file));
+ */
+export function spool(options?: SpoolOptions): Spool {
+  const config = resolveOptions(options);
+  const middleware = (selection: FileSelection): Middleware => {
+    return (req, res, next) => {
+      if (!isMultipartWithBody(req) || (req as { [HANDLED]?: boolean })[HANDLED]) return next();
+      (req as { [HANDLED]?: boolean })[HANDLED] = true;
+      new UploadRequest(req, res, next, config, selection).start();
+    };
+  };
+  return {
+    single: (name) => middleware(FileSelection.single(name)),
+    array: (name, maxCount) => middleware(FileSelection.array(name, maxCount)),
+    fields: (fields) => middleware(FileSelection.fields(fields)),
+    any: () => middleware(FileSelection.any()),
+    none: () => middleware(FileSelection.none()),
+    memoryBudget: config.budget,
+  };
+}
+
+/** multipart/form-data with a body (like type-is: a Content-Length or Transfer-Encoding header). */
+function isMultipartWithBody(req: IncomingMessage): boolean {
+  const type = req.headers['content-type'];
+  if (typeof type !== 'string' || !/^\s*multipart\/form-data\s*(?:;|$)/i.test(type)) return false;
+  return req.headers['transfer-encoding'] !== undefined || req.headers['content-length'] !== undefined;
+}
+
+export type { SpoolConfig };

@@ -1,0 +1,245 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
+import busboy, { type Busboy, type FileInfo, type FieldInfo } from 'busboy';
+import { appendField, createBody, type FieldObject } from './append-field';
+import type { IncomingFile } from './engine';
+import { SpoolError } from './errors';
+import type { FileSelection } from './file-selection';
+import { FileTap } from './file-tap';
+import type { MemoryLease } from './memory-budget';
+import type { SpoolConfig } from './options';
+import { removeAll } from './remove-all';
+import { runFileFilter } from './run-file-filter';
+import { UploadedFile } from './uploaded-file';
+import { toParserError, toStorageError } from './error-mapping';
+
+export type Next = (err?: unknown) => void;
+
+/** Where the middleware puts its results; typed loosely because Express's Request is not imported. */
+export interface SpoolRequest extends IncomingMessage {
+  body?: unknown;
+  file?: UploadedFile;
+  files?: UploadedFile[] | Record<string, UploadedFile[]>;
+}
+
+/**
+ * One multipart request from first byte to `next()`. Owns the lifecycle: one AbortController wired to the
+ * client's socket, limits and errors; one guarded finish; on failure every stored file is removed before
+ * `next(err)`; temporary files and the memory lease are released when the response ends.
+ */
+export class UploadRequest {
+  readonly #req: SpoolRequest;
+  readonly #res: ServerResponse;
+  readonly #next: Next;
+  readonly #config: SpoolConfig;
+  readonly #selection: FileSelection;
+  readonly #allowFile: (fieldname: string) => boolean;
+  readonly #controller = new AbortController();
+  readonly #lease: MemoryLease;
+  readonly #body: FieldObject = createBody();
+  /** Files kept, by arrival index (they finish out of order). */
+  readonly #files: UploadedFile[] = [];
+  /** Everything stored so far, success or not: what cleanup removes. */
+  readonly #stored: UploadedFile[] = [];
+  readonly #pending = new Set<Promise<void>>();
+  #parser: Busboy | undefined;
+  #fileCount = 0;
+  #error: Error | undefined;
+  #done = false;
+  #idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(req: IncomingMessage, res: ServerResponse, next: Next, config: SpoolConfig, selection: FileSelection) {
+    this.#req = req as SpoolRequest;
+    this.#res = res;
+    this.#next = next;
+    this.#config = config;
+    this.#selection = selection;
+    this.#allowFile = selection.counter();
+    this.#lease = config.budget.lease();
+  }
+
+  start(): void {
+    const { limits, preservePath } = this.#config;
+    let parser: Busboy;
+    try {
+      parser = busboy({
+        headers: this.#req.headers,
+        preservePath,
+        defParamCharset: 'utf8',
+        // busboy flags a file that reaches fileSize; one byte more tells "exactly the limit" from "over it".
+        limits: { ...limits, fileSize: limits.fileSize + 1, fieldNameSize: undefined },
+      });
+    } catch (err) {
+      this.#finishWith(toParserError(err));
+      return;
+    }
+    this.#parser = parser;
+    this.#res.once('close', this.#onResponseClose);
+    this.#req.once('aborted', this.#onClientAborted).once('error', this.#onClientAborted);
+    parser
+      .on('field', this.#onField)
+      .on('file', this.#onFile)
+      .on('partsLimit', () => this.#fail(new SpoolError('LIMIT_PART_COUNT')))
+      .on('filesLimit', () => this.#fail(new SpoolError('LIMIT_FILE_COUNT')))
+      .on('fieldsLimit', () => this.#fail(new SpoolError('LIMIT_FIELD_COUNT')))
+      .on('error', (err: unknown) => this.#fail(toParserError(err)))
+      .on('close', () => void this.#settle());
+    if (this.#config.idleTimeout > 0) {
+      this.#idleTimer = setTimeout(this.#onIdle, this.#config.idleTimeout);
+      this.#req.on('data', this.#touch);
+    }
+    this.#req.pipe(parser);
+  }
+
+  #onField = (name: string, value: string, info: FieldInfo): void => {
+    if (this.#error) return;
+    if (info.valueTruncated) return this.#fail(new SpoolError('LIMIT_FIELD_VALUE', undefined, { field: name }));
+    const problem = this.#checkName(name);
+    if (problem) return this.#fail(problem);
+    appendField(this.#body, name, value);
+  };
+
+  #onFile = (fieldname: string, stream: Readable, info: FileInfo): void => {
+    // Listen before anything else: a malformed body can error the stream right away (multer CVE-2025-7338).
+    stream.on('error', (err) => this.#fail(toParserError(err)));
+    if (this.#error) return void stream.resume();
+    const problem = this.#checkName(fieldname);
+    if (problem) return this.#failAndSkip(stream, problem);
+    if (!this.#allowFile(fieldname)) {
+      return this.#failAndSkip(stream, new SpoolError('LIMIT_UNEXPECTED_FILE', undefined, { field: fieldname }));
+    }
+    stream.once('limit', () => this.#fail(new SpoolError('LIMIT_FILE_SIZE', undefined, { field: fieldname })));
+    const meta: IncomingFile = {
+      fieldname,
+      originalname: info.filename ?? '',
+      encoding: info.encoding,
+      mimetype: info.mimeType,
+    };
+    const index = this.#fileCount++;
+    const work = this.#storeFile(index, stream, meta).catch((err: unknown) => this.#fail(toStorageError(err)));
+    this.#pending.add(work);
+    void work.finally(() => this.#pending.delete(work));
+  };
+
+  async #storeFile(index: number, stream: Readable, meta: IncomingFile): Promise<void> {
+    const { fileFilter, engine, sha256 } = this.#config;
+    if (fileFilter) {
+      let accepted: boolean;
+      try {
+        accepted = await runFileFilter(fileFilter, this.#req, meta);
+      } catch (err) {
+        stream.resume();
+        return this.#fail(err instanceof Error ? err : new SpoolError('FILE_REJECTED', String(err)));
+      }
+      // The request may have failed while the filter was pending (multer CVE-2026-3304): store nothing.
+      if (!accepted || this.#error) return void stream.resume();
+    }
+    const tap = new FileTap(stream, sha256);
+    const stored = await engine.store(tap, meta, {
+      signal: this.#controller.signal,
+      memory: this.#lease,
+      request: this.#req,
+    });
+    const file = new UploadedFile(meta, tap.bytes, tap.digest(), stored);
+    this.#stored.push(file); // from here on cleanup owns it, whatever happens next
+    if ((stream as Readable & { truncated?: boolean }).truncated) {
+      throw new SpoolError('LIMIT_FILE_SIZE', undefined, { field: meta.fieldname });
+    }
+    this.#files[index] = file;
+  }
+
+  #checkName(name: string | undefined): SpoolError | undefined {
+    if (name === undefined || name === '') return new SpoolError('MISSING_FIELD_NAME');
+    if (Buffer.byteLength(name) > this.#config.limits.fieldNameSize) {
+      return new SpoolError('LIMIT_FIELD_KEY', undefined, { field: name.slice(0, 100) });
+    }
+    return undefined;
+  }
+
+  #failAndSkip(stream: Readable, err: Error): void {
+    stream.resume();
+    this.#fail(err);
+  }
+
+  #touch = (): void => {
+    this.#idleTimer?.refresh();
+  };
+
+  #onIdle = (): void => {
+    this.#fail(new SpoolError('REQUEST_TIMEOUT'));
+  };
+
+  #onClientAborted = (): void => {
+    this.#fail(new SpoolError('CLIENT_ABORTED'));
+  };
+
+  #onResponseClose = (): void => {
+    // Before we answered: the client went away mid-body.
+    if (!this.#done) this.#fail(new SpoolError('CLIENT_ABORTED'));
+    this.#lease.close();
+    const temporary = this.#stored.filter((file) => file.isTemporary);
+    if (temporary.length > 0) void removeAll(temporary);
+  };
+
+  /** First error wins; stops the parser and every engine, then `#settle` cleans up once work has drained. */
+  #fail(err: Error): void {
+    if (this.#error || this.#done) return;
+    this.#error = err;
+    this.#stopReading();
+    this.#controller.abort(err);
+    void this.#settle();
+  }
+
+  #stopReading(): void {
+    clearTimeout(this.#idleTimer);
+    this.#req.off('data', this.#touch);
+    if (this.#parser) {
+      this.#req.unpipe(this.#parser);
+      this.#parser.destroy();
+    }
+  }
+
+  /** Runs after the parser closes or a failure: waits for all file work, then finishes exactly once. */
+  async #settle(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    if (this.#done) return;
+    if (!this.#error && !this.#parser?.writableFinished) return; // parser still running; 'close' will call us
+    this.#done = true;
+    clearTimeout(this.#idleTimer);
+    this.#req.off('data', this.#touch);
+    if (this.#error) {
+      const failures = await removeAll(this.#stored);
+      this.#stored.length = 0;
+      if (failures.length > 0) (this.#error as SpoolError).storageErrors = failures;
+      this.#lease.close();
+      return this.#drainThenNext(this.#error);
+    }
+    this.#req.body = this.#body;
+    this.#selection.assign(this.#req, this.#files.filter(Boolean));
+    this.#next();
+  }
+
+  #finishWith(err: Error): void {
+    this.#done = true;
+    this.#lease.close();
+    this.#drainThenNext(err);
+  }
+
+  /** Reads (and drops) the rest of the body for a while so the client can read our error answer. */
+  #drainThenNext(err: Error): void {
+    const req = this.#req;
+    if (req.complete || req.destroyed) return this.#next(err);
+    if (!this.#res.headersSent) this.#res.setHeader('Connection', 'close');
+    let called = false;
+    const done = () => {
+      if (called) return;
+      called = true;
+      clearTimeout(timer);
+      req.off('end', done).off('close', done);
+      this.#next(err);
+    };
+    const timer = setTimeout(done, this.#config.drainTimeout);
+    req.once('end', done).once('close', done);
+    req.resume();
+  }
+}

@@ -1,0 +1,73 @@
+import type { Readable } from 'node:stream';
+import type { IncomingFile, StoredFile } from './engine';
+
+/**
+ * A file as the app sees it on `req.file` / `req.files`: multer's fields, the engine's details
+ * (`buffer`; `destination`/`filename`/`path`; `bucket`/`key`/…), plus `storage`, `sha256` and methods.
+ * Methods live on the prototype, so `res.json(req.file)` shows data only.
+ */
+export class UploadedFile implements IncomingFile {
+  declare readonly fieldname: string;
+  declare readonly originalname: string;
+  declare readonly encoding: string;
+  declare readonly mimetype: string;
+  /** Bytes received. */
+  declare readonly size: number;
+  /** Which engine kept the bytes: 'memory' | 'disk' | 's3' | a custom engine's name. */
+  declare readonly storage: string;
+  /** Hex sha256 of the bytes received, computed while streaming (absent when hashing is off). */
+  declare readonly sha256?: string;
+  /** Memory engine: the bytes. */
+  declare readonly buffer?: Buffer;
+  /** Disk engine: directory, generated file name and full path. */
+  declare readonly destination?: string;
+  declare readonly filename?: string;
+  declare readonly path?: string;
+  /** S3 engine: where the object went. */
+  declare readonly bucket?: string;
+  declare readonly key?: string;
+  declare readonly location?: string;
+  declare readonly etag?: string;
+  declare readonly versionId?: string;
+
+  readonly #stored: StoredFile;
+  #kept = false;
+  #removal: Promise<void> | undefined;
+
+  constructor(meta: IncomingFile, size: number, sha256: string | undefined, stored: StoredFile) {
+    Object.assign(this, {
+      fieldname: meta.fieldname,
+      originalname: meta.originalname,
+      encoding: meta.encoding,
+      mimetype: meta.mimetype,
+      size,
+      storage: stored.storage,
+    });
+    if (sha256 !== undefined) Object.assign(this, { sha256 });
+    // Copy descriptors, not values, so lazy getters (the memory engine's buffer) stay lazy.
+    Object.defineProperties(this, Object.getOwnPropertyDescriptors(stored.details));
+    this.#stored = stored;
+  }
+
+  /** A fresh Readable of the stored bytes, whichever engine holds them. */
+  stream(): Readable {
+    return this.#stored.stream();
+  }
+
+  /** Deletes the stored bytes. Safe to call more than once. */
+  remove(): Promise<void> {
+    this.#removal ??= this.#stored.remove();
+    return this.#removal;
+  }
+
+  /** Keeps a temporary file past the end of the response (the app then owns its removal). */
+  keep(): this {
+    this.#kept = true;
+    return this;
+  }
+
+  /** Whether the core must remove this file when the response ends. */
+  get isTemporary(): boolean {
+    return this.#stored.temporary === true && !this.#kept;
+  }
+}
