@@ -13,6 +13,8 @@ import { runFileFilter } from './run-file-filter';
 import { UploadedFile } from './uploaded-file';
 import { toParserError, toStorageError } from './error-mapping';
 
+function ignore(): void {}
+
 export type Next = (err?: unknown) => void;
 
 /** Where the middleware puts its results; typed loosely because Express's Request is not imported. */
@@ -135,6 +137,9 @@ export class UploadRequest {
       if (!accepted || this.#error) return void stream.resume();
     }
     const tap = new FileTap(stream, sha256);
+    // The core already hears the source's errors; this keeps a tap that errors before its engine
+    // starts reading (e.g. while a directory is created) from crashing the process.
+    tap.on('error', ignore);
     const stored = await engine.store(tap, meta, {
       signal: this.#controller.signal,
       memory: this.#lease,
@@ -193,10 +198,11 @@ export class UploadRequest {
   #stopReading(): void {
     clearTimeout(this.#idleTimer);
     this.#req.off('data', this.#touch);
-    if (this.#parser) {
-      this.#req.unpipe(this.#parser);
-      this.#parser.destroy();
-    }
+    const parser = this.#parser;
+    if (!parser) return;
+    this.#req.unpipe(parser);
+    // Not synchronously: we may be inside one of the parser's own event handlers.
+    setImmediate(() => parser.destroy());
   }
 
   /** Runs after the parser closes or a failure: waits for all file work, then finishes exactly once. */

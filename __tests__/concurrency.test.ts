@@ -1,0 +1,82 @@
+import type { Server } from 'node:http';
+import request from 'supertest';
+import { diskEngine, memoryEngine, spool } from '../lib';
+import { close, echoApp, eventually, listen, tempDir } from './helpers/app';
+import { patternSha256, postMultipart, randomData, sha256 } from './helpers/multipart';
+
+const dir = tempDir();
+afterAll(() => dir.remove());
+
+test('four 20 MiB uploads in parallel all succeed, intact, and overlap in time', async () => {
+  const upload = spool({ rollover: diskEngine({ directory: dir.path }) });
+  const spans: { start: number; end: number }[] = [];
+  const app = echoApp(
+    (req: any, _res, next) => {
+      req.startedAt = performance.now();
+      next();
+    },
+    upload.single('file'),
+    (req: any, _res, next) => {
+      spans.push({ start: req.startedAt, end: performance.now() });
+      next();
+    },
+  );
+  const server: Server = await listen(app);
+  try {
+    const sources = [1, 2, 3, 4].map((seed) => ({ size: 20 * 1024 * 1024, seed }));
+    const results = await Promise.all(
+      sources.map((data, i) => postMultipart(server, '/upload', [{ name: 'file', filename: `p${i}.bin`, data }])),
+    );
+    results.forEach((res, i) => {
+      expect(res.status).toBe(200);
+      expect(res.json.file.size).toBe(sources[i].size);
+      expect(res.json.file.sha256).toBe(patternSha256(sources[i]));
+      expect(res.json.file.storage).toBe('disk');
+    });
+    // Truly parallel: every upload had started before the first one finished.
+    const lastStart = Math.max(...spans.map((s) => s.start));
+    const firstEnd = Math.min(...spans.map((s) => s.end));
+    expect(lastStart).toBeLessThan(firstEnd);
+  } finally {
+    await close(server);
+  }
+});
+
+describe('memory budget', () => {
+  test('concurrent uploads that together exceed it roll over early and all succeed', async () => {
+    const upload = spool({ threshold: '512KiB', memoryBudget: '1MiB', rollover: diskEngine({ directory: dir.path }) });
+    let peak = 0;
+    const app = echoApp(upload.any(), async (_req, _res, next) => {
+      peak = Math.max(peak, upload.memoryBudget.used);
+      await new Promise((r) => setTimeout(r, 150)); // hold memory while the others arrive
+      next();
+    });
+    const data = Array.from({ length: 8 }, () => randomData(400 * 1024));
+    const responses = await Promise.all(data.map((d, i) => request(app).post('/upload').attach('f', d, `${i}`)));
+    const files = responses.map((r) => {
+      expect(r.status).toBe(200);
+      return r.body.files[0];
+    });
+    expect(files.map((f) => f.sha256)).toEqual(data.map(sha256));
+    const storages = files.map((f) => f.storage);
+    expect(storages).toContain('memory');
+    expect(storages).toContain('disk');
+    expect(peak).toBeLessThanOrEqual(1024 * 1024);
+    await eventually(() => expect(upload.memoryBudget.used).toBe(0));
+  });
+
+  test('the plain memory engine answers 503 MEMORY_BUDGET_EXCEEDED instead of growing', async () => {
+    const upload = spool({ storage: memoryEngine(), memoryBudget: '100KiB' });
+    const res = await request(echoApp(upload.any())).post('/upload').attach('f', randomData(200 * 1024), 'big');
+    expect(res.status).toBe(503);
+    expect(res.body.error.code).toBe('MEMORY_BUDGET_EXCEEDED');
+    expect(upload.memoryBudget.used).toBe(0);
+  });
+
+  test('a shared MemoryBudget instance is released after each request', async () => {
+    const upload = spool({ storage: memoryEngine(), memoryBudget: '10MiB' });
+    const res = await request(echoApp(upload.any())).post('/upload').attach('f', randomData(300_000), 'a').expect(200);
+    expect(res.body.files[0].storage).toBe('memory');
+    await eventually(() => expect(upload.memoryBudget.used).toBe(0));
+  });
+});
