@@ -1,3 +1,4 @@
+import './express-augment';
 export { spool } from './spool';
 export type { Spool, Middleware } from './spool';
 export { SpoolError, ERROR_CODES, isSpoolError } from './errors';
