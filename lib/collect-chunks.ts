@@ -1,5 +1,10 @@
 import type { Readable } from 'node:stream';
-import type { MemoryLease } from './memory-budget';
+
+/** Where collected bytes are reserved: a request's MemoryLease, or anything shaped like it. */
+export interface Reservations {
+  tryReserve(bytes: number): boolean;
+  release(bytes: number): void;
+}
 
 export interface Collected {
   readonly chunks: Buffer[];
@@ -15,7 +20,7 @@ export interface Collected {
  */
 export function collectChunks(
   stream: Readable,
-  lease: MemoryLease,
+  lease: Reservations,
   maxBytes: number,
   signal: AbortSignal,
 ): Promise<Collected> {

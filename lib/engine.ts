@@ -20,6 +20,11 @@ export interface StoreContext {
   readonly signal: AbortSignal;
   /** The request's share of the memory budget; engines that keep bytes in memory reserve them here. */
   readonly memory: MemoryLease;
+  /**
+   * Hex sha256 of the file's bytes; defined once the stream has ended (undefined before, or when
+   * hashing is off). Lets engines record the digest with what they stored.
+   */
+  sha256(): string | undefined;
   /** The HTTP request, for naming only (e.g. an S3 key from a route parameter); never read its body. */
   readonly request: IncomingMessage;
 }

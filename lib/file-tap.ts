@@ -10,6 +10,8 @@ export class FileTap extends Readable {
   #source: Readable;
   #hash: Hash | undefined;
   #bytes = 0;
+  #ended = false;
+  #digest: string | undefined;
 
   constructor(source: Readable, hash: boolean) {
     super({ highWaterMark: 64 * 1024 });
@@ -23,9 +25,10 @@ export class FileTap extends Readable {
     return this.#bytes;
   }
 
-  /** Hex sha256 of everything that went through; call once, after the end. */
+  /** Hex sha256 of all the bytes, once the source has ended; undefined before that or when hashing is off. */
   digest(): string | undefined {
-    return this.#hash?.digest('hex');
+    if (this.#ended && this.#hash && this.#digest === undefined) this.#digest = this.#hash.digest('hex');
+    return this.#digest;
   }
 
   override _read(): void {
@@ -46,6 +49,7 @@ export class FileTap extends Readable {
   };
 
   #onEnd = (): void => {
+    this.#ended = true;
     this.#detach();
     this.push(null);
   };

@@ -18,3 +18,5 @@ export { diskEngine } from '../engines/disk';
 export type { DiskEngineOptions, DiskDetails, DiskLifetime } from '../engines/disk';
 export { spoolEngine } from '../engines/spool';
 export type { SpoolEngineOptions } from '../engines/spool';
+export { s3Engine } from '../engines/s3';
+export type { S3EngineOptions, S3Details, S3ExtraParams } from '../engines/s3';

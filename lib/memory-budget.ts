@@ -25,6 +25,11 @@ export class MemoryBudget {
     return true;
   }
 
+  /** Takes `bytes` even past the limit: memory already committed elsewhere (e.g. an S3 upload's part buffers). */
+  hold(bytes: number): void {
+    this.#used += bytes;
+  }
+
   release(bytes: number): void {
     this.#used -= bytes;
     if (this.#used < 0) throw new Error(`MemoryBudget released more than it reserved (${this.#used})`);
@@ -54,6 +59,13 @@ export class MemoryLease {
     if (this.#closed || !this.#budget.tryReserve(bytes)) return false;
     this.#held += bytes;
     return true;
+  }
+
+  /** Counts bytes that are held whatever the limit, so that spooled files roll over early meanwhile. */
+  hold(bytes: number): void {
+    if (this.#closed) return;
+    this.#budget.hold(bytes);
+    this.#held += bytes;
   }
 
   /** Gives back bytes the caller no longer holds (e.g. a spooled file that rolled over to disk). */

@@ -143,6 +143,7 @@ export class UploadRequest {
     const stored = await engine.store(tap, meta, {
       signal: this.#controller.signal,
       memory: this.#lease,
+      sha256: () => tap.digest(),
       request: this.#req,
     });
     const file = new UploadedFile(meta, tap.bytes, tap.digest(), stored);
