@@ -60,3 +60,34 @@ describe.each([
     }
   });
 });
+
+test('a client that stalls mid-body is ended by idleTimeout: 408, nothing left, budget released', async () => {
+  const upload = spool({ threshold: '64KiB', idleTimeout: 300, rollover: diskEngine({ directory: dir.path }) });
+  const codes: string[] = [];
+  const app = express();
+  app.post('/upload', upload.single('file'), (_req, res) => void res.json({ ok: true }));
+  app.use((err: SpoolError, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+    codes.push(err.code);
+    res.status(err.status).json({ code: err.code });
+  });
+  const server = await listen(app);
+  try {
+    const { port } = server.address() as AddressInfo;
+    const socket = net.connect(port, '127.0.0.1');
+    await new Promise((r) => socket.once('connect', r));
+    let answer = '';
+    socket.on('data', (d) => (answer += d));
+    socket.write(
+      `POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=${BOUNDARY}\r\nContent-Length: 10000000\r\n\r\n` +
+        `--${BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n`,
+    );
+    socket.write(Buffer.alloc(200_000, 1)); // past the threshold: on disk, then silence
+    await eventually(() => expect(codes).toEqual(['REQUEST_TIMEOUT']), 5000);
+    await eventually(() => expect(answer).toMatch(/^HTTP\/1.1 408/), 5000);
+    expect(dir.files()).toEqual([]);
+    expect(upload.memoryBudget.used).toBe(0);
+    socket.destroy();
+  } finally {
+    await close(server);
+  }
+});
