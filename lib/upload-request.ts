@@ -1,6 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
-import busboy, { type Busboy, type FileInfo, type FieldInfo } from 'busboy';
 import { appendField, createBody, type FieldObject } from './append-field';
 import type { IncomingFile } from './engine';
 import { SpoolError } from './errors';
@@ -12,6 +11,8 @@ import { removeAll } from './remove-all';
 import { runFileFilter } from './run-file-filter';
 import { UploadedFile } from './uploaded-file';
 import { toParserError, toStorageError } from './error-mapping';
+import { createMultipartParser, type FileStreamInfo } from './multipart-parser';
+import type { Writable } from 'node:stream';
 
 function ignore(): void {}
 
@@ -44,7 +45,8 @@ export class UploadRequest {
   /** Everything stored so far, success or not: what cleanup removes. */
   readonly #stored: UploadedFile[] = [];
   readonly #pending = new Set<Promise<void>>();
-  #parser: Busboy | undefined;
+  #parser: Writable | undefined;
+  #parsed = false;
   #fileCount = 0;
   #error: Error | undefined;
   #done = false;
@@ -62,14 +64,17 @@ export class UploadRequest {
 
   start(): void {
     const { limits, preservePath } = this.#config;
-    let parser: Busboy;
+    let parser: Writable;
     try {
-      parser = busboy({
-        headers: this.#req.headers,
-        preservePath,
-        defParamCharset: 'utf8',
-        // busboy flags a file that reaches fileSize; one byte more tells "exactly the limit" from "over it".
-        limits: { ...limits, fileSize: limits.fileSize + 1, fieldNameSize: undefined },
+      parser = createMultipartParser(this.#req.headers, { limits, preservePath }, {
+        onField: this.#onField,
+        onFile: this.#onFile,
+        onLimit: (code) => this.#fail(new SpoolError(code)),
+        onError: (err) => this.#fail(toParserError(err)),
+        onDone: () => {
+          this.#parsed = true;
+          void this.#settle();
+        },
       });
     } catch (err) {
       this.#finishWith(toParserError(err));
@@ -78,14 +83,6 @@ export class UploadRequest {
     this.#parser = parser;
     this.#res.once('close', this.#onResponseClose);
     this.#req.once('aborted', this.#onClientAborted).once('error', this.#onClientAborted);
-    parser
-      .on('field', this.#onField)
-      .on('file', this.#onFile)
-      .on('partsLimit', () => this.#fail(new SpoolError('LIMIT_PART_COUNT')))
-      .on('filesLimit', () => this.#fail(new SpoolError('LIMIT_FILE_COUNT')))
-      .on('fieldsLimit', () => this.#fail(new SpoolError('LIMIT_FIELD_COUNT')))
-      .on('error', (err: unknown) => this.#fail(toParserError(err)))
-      .on('close', () => void this.#settle());
     if (this.#config.idleTimeout > 0) {
       this.#idleTimer = setTimeout(this.#onIdle, this.#config.idleTimeout);
       this.#req.on('data', this.#touch);
@@ -93,20 +90,20 @@ export class UploadRequest {
     this.#req.pipe(parser);
   }
 
-  #onField = (name: string, value: string, info: FieldInfo): void => {
+  #onField = (name: string | undefined, value: string, valueTruncated: boolean): void => {
     if (this.#error) return;
-    if (info.valueTruncated) return this.#fail(new SpoolError('LIMIT_FIELD_VALUE', undefined, { field: name }));
+    if (valueTruncated) return this.#fail(new SpoolError('LIMIT_FIELD_VALUE', undefined, { field: name }));
     const problem = this.#checkName(name);
-    if (problem) return this.#fail(problem);
+    if (problem || name === undefined) return this.#fail(problem ?? new SpoolError('MISSING_FIELD_NAME'));
     appendField(this.#body, name, value);
   };
 
-  #onFile = (fieldname: string, stream: Readable, info: FileInfo): void => {
+  #onFile = (fieldname: string | undefined, stream: Readable, info: FileStreamInfo): void => {
     // Listen before anything else: a malformed body can error the stream right away (multer CVE-2025-7338).
     stream.on('error', (err) => this.#fail(toParserError(err)));
     if (this.#error) return void stream.resume();
     const problem = this.#checkName(fieldname);
-    if (problem) return this.#failAndSkip(stream, problem);
+    if (problem || fieldname === undefined) return this.#failAndSkip(stream, problem ?? new SpoolError('MISSING_FIELD_NAME'));
     if (!this.#allowFile(fieldname)) {
       return this.#failAndSkip(stream, new SpoolError('LIMIT_UNEXPECTED_FILE', undefined, { field: fieldname }));
     }
@@ -202,15 +199,15 @@ export class UploadRequest {
     const parser = this.#parser;
     if (!parser) return;
     this.#req.unpipe(parser);
-    // Not synchronously: we may be inside one of the parser's own event handlers.
-    setImmediate(() => parser.destroy());
+    // The parser is left to be collected: destroying it from inside its own event handlers is unsafe,
+    // and with the request unpiped it receives nothing more.
   }
 
   /** Runs after the parser closes or a failure: waits for all file work, then finishes exactly once. */
   async #settle(): Promise<void> {
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
     if (this.#done) return;
-    if (!this.#error && !this.#parser?.writableFinished) return; // parser still running; 'close' will call us
+    if (!this.#error && !this.#parsed) return; // parser still running; onDone will call us
     this.#done = true;
     clearTimeout(this.#idleTimer);
     this.#req.off('data', this.#touch);
