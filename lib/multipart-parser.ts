@@ -21,6 +21,9 @@ export interface ParserEvents {
 
 /** Max bytes of one part's header block; a longer one is malformed rather than silently cut. */
 const HEADER_SIZE = 16 * 1024;
+/** RFC 2046: a boundary is 1 to 70 characters. */
+const MAX_BOUNDARY = 70;
+const BOUNDARY_PARAM = /;\s*boundary\s*=\s*(?:"([^"]*)"|([^;\s]*))/i;
 
 /**
  * Wraps @fastify/busboy (measured faster than busboy: native Buffer#indexOf boundary search, see bench/)
@@ -33,6 +36,9 @@ export function createMultipartParser(
   events: ParserEvents,
 ): Writable {
   const { limits } = options;
+  const boundary = BOUNDARY_PARAM.exec(String(requestHeaders['content-type']));
+  const boundaryLength = (boundary?.[1] ?? boundary?.[2] ?? '').length;
+  if (boundaryLength > MAX_BOUNDARY) throw new Error(`Boundary longer than ${MAX_BOUNDARY} characters`);
   const parser = new Busboy({
     headers: requestHeaders as BusboyHeaders,
     preservePath: options.preservePath,
@@ -43,7 +49,8 @@ export function createMultipartParser(
       fieldSize: limits.fieldSize,
       parts: limits.parts,
       headerPairs: limits.headerPairs,
-      headerSize: HEADER_SIZE + 1,
+      // Twice our limit: the parser truncates silently past its own, we measure and refuse past ours.
+      headerSize: HEADER_SIZE * 2,
     },
   });
   let failed = false;
@@ -52,7 +59,7 @@ export function createMultipartParser(
     failed = true;
     events.onError(err);
   };
-  const headerCheck = checkPartHeaders(parser, fail);
+  const headerCheck = checkPartHeaders(parser, limits.headerPairs, fail);
   parser
     .on('field', (name: string, value: string, _nameTruncated: boolean, valueTruncated: boolean) => {
       if (!failed) events.onField(name, value, valueTruncated);
@@ -77,7 +84,7 @@ const FORM_DATA = /^\s*form-data\s*(?:;|$)/i;
  * The strictness layer: watches the inner Dicer's parts (an internal of @fastify/busboy 3.x, pinned by the
  * lockfile and covered by the malformed-body tests) and fails on a part whose header block is bad.
  */
-function checkPartHeaders(parser: BusboyInstance, fail: (err: Error) => void): { awaitingHeaders(): number } {
+function checkPartHeaders(parser: BusboyInstance, maxPairs: number, fail: (err: Error) => void): { awaitingHeaders(): number } {
   const dicer = (parser as unknown as { _parser?: { parser?: NodeJS.EventEmitter } })._parser?.parser;
   if (!dicer) throw new Error('express-spool: unsupported @fastify/busboy version (no multipart parser found)');
   let awaiting = 0;
@@ -89,8 +96,18 @@ function checkPartHeaders(parser: BusboyInstance, fail: (err: Error) => void): {
       awaiting--;
       const disposition = header['content-disposition']?.[0];
       if (disposition === undefined || !FORM_DATA.test(disposition)) {
-        fail(new Error('Malformed part header: no form-data Content-Disposition'));
+        return fail(new Error('Malformed part header: no form-data Content-Disposition'));
       }
+      let pairs = 0;
+      let bytes = 0;
+      for (const name in header) {
+        for (const value of header[name]) {
+          pairs++;
+          bytes += name.length + value.length + 4; // "name: value\r\n"
+        }
+      }
+      if (pairs >= maxPairs) return fail(new Error(`Part header has ${maxPairs} or more lines (limits.headerPairs)`));
+      if (bytes > HEADER_SIZE) fail(new Error(`Part header larger than ${HEADER_SIZE} bytes`));
     });
     part.once('end', () => {
       if (!seenHeader) fail(new Error('Malformed part header: part ended inside its headers'));

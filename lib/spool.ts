@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { SpoolError } from './errors';
 import { FileSelection, type FieldSpec } from './file-selection';
 import type { MemoryBudget } from './memory-budget';
 import { resolveOptions, type SpoolConfig, type SpoolOptions } from './options';
@@ -35,7 +36,11 @@ export function spool(options?: SpoolOptions): Spool {
   const config = resolveOptions(options);
   const middleware = (selection: FileSelection): Middleware => {
     return (req, res, next) => {
-      if (!isMultipartWithBody(req) || (req as { [HANDLED]?: boolean })[HANDLED]) return next();
+      if (!hasBody(req) || (req as { [HANDLED]?: boolean })[HANDLED]) return next();
+      const type = mediaType(req);
+      if (!type.startsWith('multipart/')) return next();
+      // multipart/mixed, /related, …: meant for us (multipart) but not a form we can parse.
+      if (type !== 'multipart/form-data') return next(new SpoolError('UNSUPPORTED_CONTENT_TYPE', `Unsupported content type ${type}`));
       (req as { [HANDLED]?: boolean })[HANDLED] = true;
       new UploadRequest(req, res, next, config, selection).start();
     };
@@ -50,11 +55,15 @@ export function spool(options?: SpoolOptions): Spool {
   };
 }
 
-/** multipart/form-data with a body (like type-is: a Content-Length or Transfer-Encoding header). */
-function isMultipartWithBody(req: IncomingMessage): boolean {
-  const type = req.headers['content-type'];
-  if (typeof type !== 'string' || !/^\s*multipart\/form-data\s*(?:;|$)/i.test(type)) return false;
+/** Like type-is: a request has a body when it has a Content-Length or Transfer-Encoding header. */
+function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || req.headers['content-length'] !== undefined;
+}
+
+/** The lower-cased media type of the request, without parameters ('' when absent). */
+function mediaType(req: IncomingMessage): string {
+  const type = req.headers['content-type'];
+  return typeof type === 'string' ? type.split(';', 1)[0].trim().toLowerCase() : '';
 }
 
 export type { SpoolConfig };
