@@ -55,11 +55,11 @@ export function tempDir(prefix = 'spool-test-'): { path: string; files(): string
 }
 
 /** Polls until `check` passes or the timeout elapses (for cleanup that completes after the response). */
-export async function eventually(check: () => void, timeoutMs = 3000): Promise<void> {
+export async function eventually(check: () => void | Promise<void>, timeoutMs = 3000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      return check();
+      return await check();
     } catch (err) {
       if (Date.now() > deadline) throw err;
       await new Promise((r) => setTimeout(r, 20));
