@@ -55,6 +55,8 @@ export interface S3Details {
 }
 
 const MIN_PART_SIZE = 5 * 1024 * 1024;
+/** When AbortMultipartUpload could not reach the store: try again after these delays (ms). */
+const ABORT_RETRY_DELAYS = [500, 2_000, 10_000, 30_000, 120_000];
 type Sdk = typeof import('@aws-sdk/client-s3');
 type LibStorage = typeof import('@aws-sdk/lib-storage');
 
@@ -142,11 +144,25 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
       await recordDigest(Key, head, context.sha256());
       return storedFile(Key, head.ContentLength ?? 0, details);
     } catch (err) {
+      // lib-storage sent AbortMultipartUpload unless the store was unreachable; then keep trying a while,
+      // so an upload interrupted by an outage does not stay open once the store is back.
+      const unaborted = (upload as unknown as { abortMultipartUploadCommand: unknown }).abortMultipartUploadCommand;
+      if (upload.uploadId && unaborted) retryAbort(Key, upload.uploadId);
       throw context.signal.aborted ? context.signal.reason : toS3Error(err);
     } finally {
       clearTimeout(forced);
       context.signal.removeEventListener('abort', onAbort);
     }
+  };
+
+  const retryAbort = (Key: string, UploadId: string, delays = ABORT_RETRY_DELAYS): void => {
+    const [delay, ...rest] = delays;
+    if (delay === undefined) return;
+    setTimeout(() => {
+      client.send(new sdk.AbortMultipartUploadCommand({ Bucket: bucket, Key, UploadId })).catch((err: { name?: string }) => {
+        if (err?.name !== 'NoSuchUpload') retryAbort(Key, UploadId, rest);
+      });
+    }, delay).unref();
   };
 
   /** Records the digest of a completed multipart object (known only now, after its last byte). */

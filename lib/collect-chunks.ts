@@ -54,6 +54,8 @@ export function collectChunks(
     if (signal.aborted) return onAbort();
     signal.addEventListener('abort', onAbort, { once: true });
     stream.on('data', onData).once('end', onEnd).once('error', onError);
+    // A 'data' listener does not restart a stream someone paused (e.g. the spool handing over a rollover).
+    stream.resume();
   });
 }
 

@@ -10,12 +10,12 @@ export interface TcpProxy {
   cut(): Promise<void>;
 }
 
-export async function startTcpProxy(target: string): Promise<TcpProxy> {
-  const { hostname, port } = new URL(target);
+export async function startTcpProxy(target: string, port = 0): Promise<TcpProxy> {
+  const { hostname, port: targetPort } = new URL(target);
   const sockets = new Set<net.Socket>();
   let forwarded = 0;
   const server = net.createServer((client) => {
-    const upstream = net.connect(Number(port), hostname);
+    const upstream = net.connect(Number(targetPort), hostname);
     sockets.add(client).add(upstream);
     client.on('data', (chunk) => (forwarded += chunk.length));
     client.pipe(upstream).pipe(client);
@@ -26,7 +26,7 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     get forwarded() {
