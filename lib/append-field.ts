@@ -1,4 +1,4 @@
-/** Segments that would reach into prototypes if used as keys; fields naming them are dropped. */
+/** Segments that would reach into prototypes if used as keys; fields naming them are refused. */
 const FORBIDDEN = new Set(['__proto__', 'constructor', 'prototype']);
 const BRACKETS = /^([^[\]]+)((?:\[[^[\]]*\])+)$/;
 const MAX_DEPTH = 8;
@@ -16,7 +16,7 @@ export function createBody(): FieldObject {
 /**
  * Adds a text field to `body` the way multer does: `a[b][c]` nests objects (null-prototype), `a[]` appends to
  * an array, a repeated name becomes an array. Names deeper than 8 levels or that do not parse are kept
- * verbatim as one key. Returns false when the field was dropped (a forbidden segment).
+ * verbatim as one key. Returns false, adding nothing, for a name with a forbidden segment.
  */
 export function appendField(body: FieldObject, name: string, value: string): boolean {
   const path = parsePath(name);

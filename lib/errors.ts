@@ -11,6 +11,7 @@ export type SpoolErrorCode =
   | 'LIMIT_FIELD_COUNT'
   | 'LIMIT_UNEXPECTED_FILE'
   | 'MISSING_FIELD_NAME'
+  | 'INVALID_FIELD_NAME'
   | 'MALFORMED_MULTIPART'
   | 'UNSUPPORTED_CONTENT_TYPE'
   | 'FILE_REJECTED'
@@ -35,6 +36,7 @@ export const ERROR_CODES: Readonly<Record<SpoolErrorCode, CodeInfo>> = Object.fr
   LIMIT_FIELD_COUNT: { status: 413, message: 'Too many fields' },
   LIMIT_UNEXPECTED_FILE: { status: 400, message: 'Unexpected field' },
   MISSING_FIELD_NAME: { status: 400, message: 'Field name missing' },
+  INVALID_FIELD_NAME: { status: 400, message: 'Invalid field name' },
   MALFORMED_MULTIPART: { status: 400, message: 'Malformed multipart body' },
   UNSUPPORTED_CONTENT_TYPE: { status: 415, message: 'Unsupported multipart content type' },
   FILE_REJECTED: { status: 400, message: 'File rejected by fileFilter' },

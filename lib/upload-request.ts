@@ -95,7 +95,7 @@ export class UploadRequest {
     if (valueTruncated) return this.#fail(new SpoolError('LIMIT_FIELD_VALUE', undefined, { field: name }));
     const problem = this.#checkName(name);
     if (problem || name === undefined) return this.#fail(problem ?? new SpoolError('MISSING_FIELD_NAME'));
-    appendField(this.#body, name, value);
+    if (!appendField(this.#body, name, value)) this.#fail(new SpoolError('INVALID_FIELD_NAME', undefined, { field: name }));
   };
 
   #onFile = (fieldname: string | undefined, stream: Readable, info: FileStreamInfo): void => {
