@@ -20,3 +20,8 @@ export { spoolEngine } from '../engines/spool';
 export type { SpoolEngineOptions } from '../engines/spool';
 export { s3Engine } from '../engines/s3';
 export type { S3EngineOptions, S3Details, S3ExtraParams } from '../engines/s3';
+export { toMulterStorage } from './to-multer-storage';
+export type { ToMulterStorageOptions } from './to-multer-storage';
+export { fromMulterStorage } from './from-multer-storage';
+export type { FromMulterStorageOptions } from './from-multer-storage';
+export type { MulterFile, MulterStorageEngine } from './multer-types';

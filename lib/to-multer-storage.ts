@@ -1,0 +1,85 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { StorageEngine, StoredFile } from './engine';
+import { SpoolError } from './errors';
+import { FileTap } from './file-tap';
+import { MemoryBudget, type MemoryLease } from './memory-budget';
+import type { MulterFile, MulterStorageEngine } from './multer-types';
+import { removeAll } from './remove-all';
+import type { Size } from './sizes';
+import { describe } from './sizes';
+import { isStorageEngine } from './engine';
+
+export interface ToMulterStorageOptions {
+  /** Memory budget shared by the files this storage keeps in memory. @default '64MiB' */
+  memoryBudget?: Size | MemoryBudget;
+  /** Compute `file.sha256` while streaming. @default true */
+  sha256?: boolean;
+}
+
+const STORED = Symbol('express-spool.stored');
+
+interface RequestState {
+  lease: MemoryLease;
+  temporary: StoredFile[];
+}
+
+/**
+ * Makes any express-spool engine (memory, disk, spool, S3, custom) a multer StorageEngine:
+ * `multer({ storage: toMulterStorage(spoolEngine({ threshold: '1MiB' })) })`. Files get express-spool's
+ * fields (`storage`, `sha256`, engine details). The memory lease is released and temporary files removed
+ * when the response ends (through Express's `req.res`).
+ */
+export function toMulterStorage(engine: StorageEngine, options: ToMulterStorageOptions = {}): MulterStorageEngine {
+  if (!isStorageEngine(engine)) throw new TypeError(`Expected \`engine\` to be a storage engine, got ${describe(engine)}`);
+  const budget = options.memoryBudget instanceof MemoryBudget ? options.memoryBudget : new MemoryBudget(options.memoryBudget ?? '64MiB');
+  const hash = options.sha256 ?? true;
+  const states = new WeakMap<IncomingMessage, RequestState>();
+
+  const stateOf = (req: IncomingMessage): RequestState => {
+    let state = states.get(req);
+    if (!state) {
+      const created: RequestState = { lease: budget.lease(), temporary: [] };
+      states.set(req, created);
+      const res = (req as IncomingMessage & { res?: ServerResponse }).res;
+      const release = () => {
+        created.lease.close();
+        void removeAll(created.temporary);
+      };
+      if (res) res.once('close', release);
+      else req.once('close', release);
+      state = created;
+    }
+    return state;
+  };
+
+  return {
+    _handleFile(req, file, callback) {
+      const state = stateOf(req);
+      const controller = new AbortController();
+      const onAborted = () => controller.abort(new SpoolError('CLIENT_ABORTED'));
+      req.once('aborted', onAborted);
+      const tap = new FileTap(file.stream, hash);
+      tap.on('error', () => undefined); // reported through the engine's rejection
+      engine
+        .store(tap, file, { signal: controller.signal, memory: state.lease, sha256: () => tap.digest(), request: req })
+        .then(
+          (stored) => {
+            if (stored.temporary) state.temporary.push(stored);
+            const info: Record<string | symbol, unknown> = { size: tap.bytes, storage: stored.storage };
+            const digest = tap.digest();
+            if (digest !== undefined) info.sha256 = digest;
+            Object.defineProperties(info, Object.getOwnPropertyDescriptors(stored.details));
+            info[STORED] = stored; // multer spreads info into the file, symbols included: _removeFile finds it
+            callback(null, info as Record<string, unknown>);
+          },
+          (err: unknown) => callback(err),
+        )
+        .finally(() => req.off('aborted', onAborted));
+    },
+    _removeFile(_req, file, callback) {
+      const stored = (file as MulterFile & { [STORED]?: StoredFile })[STORED];
+      if (!stored) return callback(null);
+      stored.remove().then(() => callback(null), (err: Error) => callback(err));
+    },
+  };
+}
