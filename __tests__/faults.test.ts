@@ -26,7 +26,7 @@ function mountTmpfs(options: string): { path: string; unmount(): void } {
 }
 
 describe('engine faults → typed 5xx, nothing left, other requests unaffected', () => {
-  test('the disk fills up mid-file → 507 STORAGE_FAILED, partial file removed', async () => {
+  test('the disk fills up mid-file → 507 STORAGE_FULL, partial file removed', async () => {
     const full = mountTmpfs('size=1m');
     const healthy = tempDir();
     try {
@@ -38,7 +38,7 @@ describe('engine faults → typed 5xx, nothing left, other requests unaffected',
         request(echoApp(roomy.any())).post('/upload').attach('f', other, 'ok'),
       ]);
       expect(failed.status).toBe(507);
-      expect(failed.body.error.code).toBe('STORAGE_FAILED');
+      expect(failed.body.error.code).toBe('STORAGE_FULL');
       expect(readdirSync(full.path)).toEqual([]);
       expect(ok.status).toBe(200);
       expect(ok.body.files[0].sha256).toBe(sha256(other));

@@ -14,13 +14,13 @@ const DISK_FULL = new Set(['ENOSPC', 'EDQUOT']);
 
 /**
  * An engine failure, typed: SpoolErrors pass through (engines may raise their own codes); a full disk is
- * 507; anything else is STORAGE_FAILED (500) with the original error as `cause`.
+ * STORAGE_FULL (507); anything else is STORAGE_FAILED (500) with the original error as `cause`.
  */
 export function toStorageError(err: unknown): Error {
   if (err instanceof SpoolError) return err;
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && DISK_FULL.has(code)) {
-    return new SpoolError('STORAGE_FAILED', 'Storage is full', { status: 507, cause: err });
+    return new SpoolError('STORAGE_FULL', undefined, { cause: err });
   }
   const message = err instanceof Error ? err.message : String(err);
   return new SpoolError('STORAGE_FAILED', `Storage engine failed: ${message}`, { cause: err });

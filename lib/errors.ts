@@ -19,6 +19,7 @@ export type SpoolErrorCode =
   | 'REQUEST_TIMEOUT'
   | 'MEMORY_BUDGET_EXCEEDED'
   | 'STORAGE_FAILED'
+  | 'STORAGE_FULL'
   | 'STORAGE_UNAVAILABLE';
 
 interface CodeInfo {
@@ -44,6 +45,7 @@ export const ERROR_CODES: Readonly<Record<SpoolErrorCode, CodeInfo>> = Object.fr
   REQUEST_TIMEOUT: { status: 408, message: 'Request body stalled' },
   MEMORY_BUDGET_EXCEEDED: { status: 503, message: 'Memory budget for uploads exhausted' },
   STORAGE_FAILED: { status: 500, message: 'Storage engine failed' },
+  STORAGE_FULL: { status: 507, message: 'Storage is full' },
   STORAGE_UNAVAILABLE: { status: 503, message: 'Storage backend unavailable' },
 });
 
