@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 import type { PutObjectCommandInput, S3Client } from '@aws-sdk/client-s3';
 import { collectChunks } from '../lib/collect-chunks';
-import type { IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/engine';
+import type { AppRequest, IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/engine';
 import { countOption, describe, sizeOption, type Size } from '../lib/sizes';
 import { toS3Error } from './s3-errors';
 
@@ -18,7 +17,7 @@ export interface S3EngineOptions {
    * Object key for a file. The client's filename is never used unless you use it here (sanitize it).
    * @default `${prefix}${randomUUID()}`
    */
-  key?: (file: IncomingFile, req: IncomingMessage) => string | Promise<string>;
+  key?: (file: IncomingFile, req: AppRequest) => string | Promise<string>;
   /** Prefix for generated keys. @default '' */
   prefix?: string;
   /**
@@ -82,7 +81,7 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
   const sdk = require('@aws-sdk/client-s3') as Sdk;
   const { Upload } = require('@aws-sdk/lib-storage') as LibStorage;
 
-  const makeKey = async (file: IncomingFile, req: IncomingMessage): Promise<string> => {
+  const makeKey = async (file: IncomingFile, req: AppRequest): Promise<string> => {
     const value = key ? await key(file, req) : `${prefix}${randomUUID()}`;
     if (typeof value !== 'string' || value === '') throw new TypeError(`s3Engine \`key\` must return a non-empty string, got ${describe(value)}`);
     return value;

@@ -2,6 +2,13 @@ import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { MemoryLease } from './memory-budget';
 
+/**
+ * The request as an app sees it: Express and its middleware add fields (`user`, `params`, …), so callbacks
+ * that receive it (fileFilter, S3 `key`) may read them without a cast.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AppRequest = IncomingMessage & { [field: string]: any };
+
 /** What the core knows about a file part before any byte of it is stored. */
 export interface IncomingFile {
   /** Form field name of the part. */
@@ -26,7 +33,7 @@ export interface StoreContext {
    */
   sha256(): string | undefined;
   /** The HTTP request, for naming only (e.g. an S3 key from a route parameter); never read its body. */
-  readonly request: IncomingMessage;
+  readonly request: AppRequest;
 }
 
 /**

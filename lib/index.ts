@@ -9,7 +9,7 @@ export type { SpoolRequest } from './upload-request';
 export type { SpoolOptions, SpoolLimits, FileFilter, FileFilterCallback } from './options';
 export { DEFAULT_LIMITS } from './options';
 export type { FieldSpec } from './file-selection';
-export type { StorageEngine, StoredFile, IncomingFile, StoreContext } from './engine';
+export type { StorageEngine, StoredFile, IncomingFile, StoreContext, AppRequest } from './engine';
 export { parseSize } from './sizes';
 export type { Size } from './sizes';
 export { memoryEngine } from '../engines/memory';

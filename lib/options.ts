@@ -1,7 +1,6 @@
-import type { IncomingMessage } from 'node:http';
 import { diskEngine } from '../engines/disk';
 import { spoolEngine } from '../engines/spool';
-import { isStorageEngine, type IncomingFile, type StorageEngine } from './engine';
+import { isStorageEngine, type AppRequest, type IncomingFile, type StorageEngine } from './engine';
 import { MemoryBudget } from './memory-budget';
 import { countOption, describe, sizeOption, type Size } from './sizes';
 
@@ -31,7 +30,7 @@ export type FileFilterCallback = (error: Error | null, acceptFile?: boolean) => 
  * an error fails the request with that error.
  */
 export type FileFilter = (
-  req: IncomingMessage,
+  req: AppRequest,
   file: IncomingFile,
   callback: FileFilterCallback,
 ) => void | boolean | Promise<boolean | void>;
