@@ -5,6 +5,7 @@ module.exports = {
   roots: ['<rootDir>/__tests__'],
   testMatch: ['**/*.test.ts'],
   testTimeout: 60_000,
+  reporters: ['default', '<rootDir>/scripts/jest-summary-reporter.js'],
   // Starts a real S3 server (Ceph radosgw, installed with apt-get when missing) unless S3_ENDPOINT is set.
   globalSetup: '<rootDir>/__tests__/setup/s3-global-setup.ts',
   globalTeardown: '<rootDir>/__tests__/setup/s3-global-teardown.ts',
