@@ -4,7 +4,8 @@ import type { Server } from 'node:http';
 import express from 'express';
 import { diskEngine, spool, type SpoolError } from '../lib';
 import { close, eventually, listen, tempDir } from './helpers/app';
-import { BOUNDARY, patternChunks } from './helpers/multipart';
+import { Readable } from 'node:stream';
+import { BOUNDARY, patternChunks, postMultipart } from './helpers/multipart';
 
 const dir = tempDir();
 afterAll(() => dir.remove());
@@ -87,6 +88,29 @@ test('a client that stalls mid-body is ended by idleTimeout: 408, nothing left, 
     expect(dir.files()).toEqual([]);
     expect(upload.memoryBudget.used).toBe(0);
     socket.destroy();
+  } finally {
+    await close(server);
+  }
+});
+
+test('a slow engine (our own backpressure) is not mistaken for a stalled client', async () => {
+  const slow = {
+    name: 'slow',
+    async store(stream: NodeJS.ReadableStream) {
+      await new Promise((r) => setTimeout(r, 700)); // 3.5 × idleTimeout before reading a byte
+      let size = 0;
+      for await (const chunk of stream) size += (chunk as Buffer).length;
+      return { storage: 'slow', size, details: {}, stream: () => Readable.from([]), remove: async () => undefined };
+    },
+  };
+  const upload = spool({ storage: slow, idleTimeout: 200 });
+  const app = express();
+  app.post('/upload', upload.single('file'), (req: any, res) => void res.json({ size: req.file.size }));
+  app.use((err: SpoolError, _req: express.Request, res: express.Response, _next: express.NextFunction) => void res.status(err.status).json({ code: err.code }));
+  const server = await listen(app);
+  try {
+    const res = await postMultipart(server, '/upload', [{ name: 'file', filename: 'x', data: { size: 8 * 1024 * 1024, seed: 1 } }]);
+    expect(res.json).toEqual({ size: 8 * 1024 * 1024 });
   } finally {
     await close(server);
   }

@@ -89,10 +89,9 @@ function checkPartHeaders(parser: BusboyInstance, maxPairs: number, fail: (err: 
   if (!dicer) throw new Error('express-spool: unsupported @fastify/busboy version (no multipart parser found)');
   let awaiting = 0;
   dicer.on('part', (part: Readable) => {
-    let seenHeader = false;
+    // A part cut off inside its headers never gets 'header': `awaiting` stays up and 'finish' fails.
     awaiting++;
     part.once('header', (header: Record<string, string[]>) => {
-      seenHeader = true;
       awaiting--;
       const disposition = header['content-disposition']?.[0];
       if (disposition === undefined || !FORM_DATA.test(disposition)) {
@@ -108,9 +107,6 @@ function checkPartHeaders(parser: BusboyInstance, maxPairs: number, fail: (err: 
       }
       if (pairs >= maxPairs) return fail(new Error(`Part header has ${maxPairs} or more lines (limits.headerPairs)`));
       if (bytes > HEADER_SIZE) fail(new Error(`Part header larger than ${HEADER_SIZE} bytes`));
-    });
-    part.once('end', () => {
-      if (!seenHeader) fail(new Error('Malformed part header: part ended inside its headers'));
     });
   });
   return { awaitingHeaders: () => awaiting };

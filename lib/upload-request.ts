@@ -82,11 +82,9 @@ export class UploadRequest {
     }
     this.#parser = parser;
     this.#res.once('close', this.#onResponseClose);
-    this.#req.once('aborted', this.#onClientAborted).once('error', this.#onClientAborted);
-    if (this.#config.idleTimeout > 0) {
-      this.#idleTimer = setTimeout(this.#onIdle, this.#config.idleTimeout);
-      this.#req.on('data', this.#touch);
-    }
+    // A client that goes away closes the response before we answered (#onResponseClose); 'error' covers resets.
+    this.#req.once('error', this.#onClientAborted);
+    if (this.#config.idleTimeout > 0) this.#watchIdle(this.#config.idleTimeout);
     this.#req.pipe(parser);
   }
 
@@ -164,13 +162,27 @@ export class UploadRequest {
     this.#fail(err);
   }
 
-  #touch = (): void => {
-    this.#idleTimer?.refresh();
-  };
-
-  #onIdle = (): void => {
-    this.#fail(new SpoolError('REQUEST_TIMEOUT'));
-  };
+  /**
+   * Fails the request when the client sends nothing for `timeout` ms. Polls the socket's byte count instead
+   * of listening to every chunk, and does not count time the body is paused by our own backpressure
+   * (a slow engine is not a stalled client).
+   */
+  #watchIdle(timeout: number): void {
+    const socket = this.#req.socket as { bytesRead?: number } | undefined;
+    let seen = socket?.bytesRead ?? 0;
+    let lastProgress = Date.now();
+    this.#idleTimer = setInterval(() => {
+      const now = Date.now();
+      const bytes = socket?.bytesRead ?? 0;
+      if (bytes !== seen || this.#req.readableFlowing === false) {
+        seen = bytes;
+        lastProgress = now;
+      } else if (now - lastProgress >= timeout) {
+        this.#fail(new SpoolError('REQUEST_TIMEOUT'));
+      }
+    }, Math.max(10, timeout / 4));
+    this.#idleTimer.unref();
+  }
 
   #onClientAborted = (): void => {
     this.#fail(new SpoolError('CLIENT_ABORTED'));
@@ -194,8 +206,7 @@ export class UploadRequest {
   }
 
   #stopReading(): void {
-    clearTimeout(this.#idleTimer);
-    this.#req.off('data', this.#touch);
+    clearInterval(this.#idleTimer);
     const parser = this.#parser;
     if (!parser) return;
     this.#req.unpipe(parser);
@@ -209,8 +220,7 @@ export class UploadRequest {
     if (this.#done) return;
     if (!this.#error && !this.#parsed) return; // parser still running; onDone will call us
     this.#done = true;
-    clearTimeout(this.#idleTimer);
-    this.#req.off('data', this.#touch);
+    clearInterval(this.#idleTimer);
     if (this.#error) {
       const failures = await removeAll(this.#stored);
       this.#stored.length = 0;
