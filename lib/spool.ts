@@ -24,7 +24,9 @@ export interface Spool {
   readonly memoryBudget: MemoryBudget;
 }
 
-const HANDLED = Symbol('express-spool.handled');
+/** Requests already parsed (a second upload middleware on the same request passes it on). */
+const handled = new WeakSet<IncomingMessage>();
+const FORM_DATA = /^\s*multipart\/form-data\s*(?:;|$)/i;
 
 /**
  * Creates the upload middleware. Options are validated here (TypeError on a bad one).
@@ -36,12 +38,15 @@ export function spool(options?: SpoolOptions): Spool {
   const config = resolveOptions(options);
   const middleware = (selection: FileSelection): Middleware => {
     return (req, res, next) => {
-      if (!hasBody(req) || (req as { [HANDLED]?: boolean })[HANDLED]) return next();
-      const type = mediaType(req);
-      if (!type.startsWith('multipart/')) return next();
-      // multipart/mixed, /related, …: meant for us (multipart) but not a form we can parse.
-      if (type !== 'multipart/form-data') return next(new SpoolError('UNSUPPORTED_CONTENT_TYPE', `Unsupported content type ${type}`));
-      (req as { [HANDLED]?: boolean })[HANDLED] = true;
+      if (!hasBody(req) || handled.has(req)) return next();
+      const contentType = req.headers['content-type'];
+      if (typeof contentType !== 'string' || !FORM_DATA.test(contentType)) {
+        const type = typeof contentType === 'string' ? contentType.split(';', 1)[0].trim().toLowerCase() : '';
+        if (!type.startsWith('multipart/')) return next();
+        // multipart/mixed, /related, …: meant for us (multipart) but not a form we can parse.
+        return next(new SpoolError('UNSUPPORTED_CONTENT_TYPE', `Unsupported content type ${type}`));
+      }
+      handled.add(req);
       new UploadRequest(req, res, next, config, selection).start();
     };
   };
@@ -58,12 +63,6 @@ export function spool(options?: SpoolOptions): Spool {
 /** Like type-is: a request has a body when it has a Content-Length or Transfer-Encoding header. */
 function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || req.headers['content-length'] !== undefined;
-}
-
-/** The lower-cased media type of the request, without parameters ('' when absent). */
-function mediaType(req: IncomingMessage): string {
-  const type = req.headers['content-type'];
-  return typeof type === 'string' ? type.split(';', 1)[0].trim().toLowerCase() : '';
 }
 
 export type { SpoolConfig };

@@ -35,17 +35,20 @@ export class UploadedFile implements IncomingFile {
   #removal: Promise<void> | undefined;
 
   constructor(meta: IncomingFile, size: number, sha256: string | undefined, stored: StoredFile) {
-    Object.assign(this, {
-      fieldname: meta.fieldname,
-      originalname: meta.originalname,
-      encoding: meta.encoding,
-      mimetype: meta.mimetype,
-      size,
-      storage: stored.storage,
-    });
-    if (sha256 !== undefined) Object.assign(this, { sha256 });
+    const self = this as { -readonly [K in keyof UploadedFile]: UploadedFile[K] };
+    self.fieldname = meta.fieldname;
+    self.originalname = meta.originalname;
+    self.encoding = meta.encoding;
+    self.mimetype = meta.mimetype;
+    self.size = size;
+    self.storage = stored.storage;
+    if (sha256 !== undefined) self.sha256 = sha256;
     // Copy descriptors, not values, so lazy getters (the memory engine's buffer) stay lazy.
-    Object.defineProperties(this, Object.getOwnPropertyDescriptors(stored.details));
+    const details = stored.details as Record<string, unknown>;
+    for (const key in details) {
+      const descriptor = Object.getOwnPropertyDescriptor(details, key);
+      if (descriptor) Object.defineProperty(this, key, descriptor);
+    }
     this.#stored = stored;
   }
 
