@@ -28,10 +28,10 @@ export interface StoreContext {
   /** The request's share of the memory budget; engines that keep bytes in memory reserve them here. */
   readonly memory: MemoryLease;
   /**
-   * Hex sha256 of the file's bytes; defined once the stream has ended (undefined before, or when
+   * Hex sha256 of the file's bytes, once the stream has ended (resolves undefined before that, or when
    * hashing is off). Lets engines record the digest with what they stored.
    */
-  sha256(): string | undefined;
+  sha256(): Promise<string | undefined>;
   /** The HTTP request, for naming only (e.g. an S3 key from a route parameter); never read its body. */
   readonly request: AppRequest;
 }

@@ -1,22 +1,34 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { OffThreadHash } from './hash-worker';
+
+/** Files that end within this many bytes are hashed on the event loop, in one go at their end. */
+const INLINE_UP_TO = 1024 * 1024;
+/** Larger files are hashed in the background thread, in batches of this size (one copy, one message). */
+const BATCH = 1024 * 1024;
 
 /**
  * The stream an engine reads: the parser's file stream, counted and hashed on the way through.
  * A plain Readable fed by hand (not a Transform) keeps one cheap hop per chunk; backpressure is passed
  * to the parser by pausing its file stream when we are full.
+ *
+ * Hashing: chunks are only referenced until the file passes 1 MiB. A file that ends before is hashed
+ * at its end on the event loop (cheap, no thread hop); a larger one moves to the sha256 worker, so
+ * hashing big uploads overlaps with parsing and writing on the other core.
  */
 export class FileTap extends Readable {
   #source: Readable;
-  #hash: Hash | undefined;
+  #hashing: boolean;
   #bytes = 0;
-  #ended = false;
-  #digest: string | undefined;
+  #held: Buffer[] = [];
+  #heldBytes = 0;
+  #offThread: OffThreadHash | Hash | undefined;
+  #digest: Promise<string | undefined> | undefined;
 
   constructor(source: Readable, hash: boolean) {
     super({ highWaterMark: 64 * 1024 });
     this.#source = source;
-    this.#hash = hash ? createHash('sha256') : undefined;
+    this.#hashing = hash;
     source.on('data', this.#onData).once('end', this.#onEnd).once('error', this.#onError);
   }
 
@@ -25,10 +37,9 @@ export class FileTap extends Readable {
     return this.#bytes;
   }
 
-  /** Hex sha256 of all the bytes, once the source has ended; undefined before that or when hashing is off. */
-  digest(): string | undefined {
-    if (this.#ended && this.#hash && this.#digest === undefined) this.#digest = this.#hash.digest('hex');
-    return this.#digest;
+  /** Hex sha256 of all the bytes; undefined when hashing is off or before the source has ended. */
+  digest(): Promise<string | undefined> {
+    return this.#digest ?? Promise.resolve(undefined);
   }
 
   override _read(): void {
@@ -37,6 +48,8 @@ export class FileTap extends Readable {
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     this.#detach();
+    if (this.#offThread instanceof OffThreadHash) this.#offThread.cancel();
+    this.#held = [];
     // Let the parser go on past this part: the request is failing, or the engine gave up on it.
     this.#source.resume();
     callback(err);
@@ -44,15 +57,42 @@ export class FileTap extends Readable {
 
   #onData = (chunk: Buffer): void => {
     this.#bytes += chunk.length;
-    this.#hash?.update(chunk);
+    if (this.#hashing) this.#hash(chunk);
     if (!this.push(chunk)) this.#source.pause();
   };
 
+  #hash(chunk: Buffer): void {
+    if (this.#offThread && !(this.#offThread instanceof OffThreadHash)) {
+      this.#offThread.update(chunk);
+      return;
+    }
+    this.#held.push(chunk);
+    this.#heldBytes += chunk.length;
+    if (this.#offThread === undefined && this.#heldBytes > INLINE_UP_TO) this.#offThread = startOffThread();
+    if (this.#offThread && this.#heldBytes >= BATCH) this.#flush();
+  }
+
+  /** Hands the held chunks to the background hash (or, if it could not start, the inline one). */
+  #flush(): void {
+    const hash = this.#offThread;
+    if (hash instanceof OffThreadHash) hash.update(Buffer.concat(this.#held, this.#heldBytes));
+    else if (hash) for (const chunk of this.#held) hash.update(chunk);
+    this.#held = [];
+    this.#heldBytes = 0;
+  }
+
   #onEnd = (): void => {
-    this.#ended = true;
     this.#detach();
+    if (this.#hashing) this.#digest = this.#finishHash();
     this.push(null);
   };
+
+  #finishHash(): Promise<string | undefined> {
+    this.#offThread ??= createHash('sha256');
+    this.#flush();
+    const hash = this.#offThread;
+    return hash instanceof OffThreadHash ? hash.end() : Promise.resolve(hash.digest('hex'));
+  }
 
   #onError = (err: Error): void => {
     this.destroy(err);
@@ -60,5 +100,14 @@ export class FileTap extends Readable {
 
   #detach(): void {
     this.#source.off('data', this.#onData).off('end', this.#onEnd).off('error', this.#onError);
+  }
+}
+
+/** The background hash, or an inline one where worker threads are unavailable. */
+function startOffThread(): OffThreadHash | Hash {
+  try {
+    return new OffThreadHash();
+  } catch {
+    return createHash('sha256');
   }
 }

@@ -63,18 +63,24 @@ export function toMulterStorage(engine: StorageEngine, options: ToMulterStorageO
       engine
         .store(tap, file, { signal: controller.signal, memory: state.lease, sha256: () => tap.digest(), request: req })
         .then(
-          (stored) => {
+          async (stored) => {
             if (stored.temporary) state.temporary.push(stored);
             const info: Record<string | symbol, unknown> = { size: tap.bytes, storage: stored.storage };
-            const digest = tap.digest();
+            const digest = await tap.digest().catch(async (err: unknown) => {
+              await stored.remove();
+              throw err;
+            });
             if (digest !== undefined) info.sha256 = digest;
             Object.defineProperties(info, Object.getOwnPropertyDescriptors(stored.details));
             info[STORED] = stored; // multer spreads info into the file, symbols included: _removeFile finds it
-            callback(null, info as Record<string, unknown>);
+            return info as Record<string, unknown>;
           },
-          (err: unknown) => callback(err),
         )
-        .finally(() => req.off('aborted', onAborted));
+        .finally(() => req.off('aborted', onAborted))
+        .then(
+          (info) => callback(null, info),
+          (err: unknown) => callback(err),
+        );
     },
     _removeFile(_req, file, callback) {
       const stored = (file as MulterFile & { [STORED]?: StoredFile })[STORED];

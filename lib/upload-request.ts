@@ -141,7 +141,14 @@ export class UploadRequest {
       sha256: () => tap.digest(),
       request: this.#req,
     });
-    const file = new UploadedFile(meta, tap.bytes, tap.digest(), stored);
+    let digest: string | undefined;
+    try {
+      digest = await tap.digest();
+    } catch (err) {
+      await stored.remove(); // never leave bytes behind that no one will hear of
+      throw err;
+    }
+    const file = new UploadedFile(meta, tap.bytes, digest, stored);
     this.#stored.push(file); // from here on cleanup owns it, whatever happens next
     if ((stream as Readable & { truncated?: boolean }).truncated) {
       throw new SpoolError('LIMIT_FILE_SIZE', undefined, { field: meta.fieldname });
