@@ -5,6 +5,7 @@ import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { diskEngine, memoryEngine, s3Engine, spool, type Spool, type StorageEngine } from '../lib';
 import { close, echoApp, eventually, listen, tempDir } from './helpers/app';
 import { BOUNDARY, multipartBody } from './helpers/multipart';
+import { hashesInFlight } from '../lib/hash-worker';
 import { createTestBucket, emptyAndDeleteBucket, listOpenMultipartUploads, s3TestClient } from './setup/s3-env';
 
 // ≥ 200 client disconnects at random byte offsets per engine configuration.
@@ -45,6 +46,7 @@ async function storm(upload: Spool, body: Buffer, seed: number, check: () => Pro
     }
     await eventually(check, 20_000);
     await eventually(() => expect(upload.memoryBudget.used).toBe(0));
+    await eventually(() => expect(hashesInFlight()).toBe(0)); // no background hash left behind
     expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
   } finally {
     await close(server);
@@ -67,7 +69,7 @@ describe.each(localConfigs)(`%s: ${ABORTS} aborts at random offsets`, (_label, m
         { name: 'a', value: 'x'.repeat(100) },
         { name: 'f1', filename: 'a', data: Buffer.alloc(200 * 1024, 1) },
         { name: 'f2', filename: 'b', data: Buffer.alloc(30 * 1024, 2) },
-        { name: 'f3', filename: 'c', data: Buffer.alloc(1024 * 1024, 3) },
+        { name: 'f3', filename: 'c', data: Buffer.alloc(3 * 1024 * 1024, 3) },
       ]);
       await storm(upload, body, 42, async () => expect(dir.files()).toEqual([]));
     } finally {

@@ -106,11 +106,13 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
 
   /** One PutObject for a body that fits one part: the digest is known, so it goes in with the object. */
   const putSmall = async (Key: string, body: Buffer, file: IncomingFile, context: StoreContext): Promise<StoredFile> => {
-    const sha256 = context.sha256();
+    const sha256 = await context.sha256();
     const input: PutObjectCommandInput = { ContentType: file.mimetype, ...params, Bucket: bucket, Key, Body: body };
     if (sha256 && integrity === 'metadata') input.Metadata = { ...params.Metadata, sha256 };
     if (sha256 && integrity === 'tag') input.Tagging = joinTags(params.Tagging, sha256);
-    const res = await client.send(new sdk.PutObjectCommand(input), { abortSignal: context.signal });
+    // Not aborted mid-flight: an aborted PUT may still land on the server after we gave up on it. A small
+    // body finishes quickly; if the request failed meanwhile, the core removes the object like any other.
+    const res = await client.send(new sdk.PutObjectCommand(input));
     return storedFile(Key, body.length, { bucket, key: Key, location: await locationOf(client, bucket, Key), etag: res.ETag, versionId: res.VersionId });
   };
 
@@ -130,8 +132,10 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
       forced = setTimeout(() => void upload.abort(), abortTimeout).unref();
     };
     context.signal.addEventListener('abort', onAbort, { once: true });
+    let completed = false;
     try {
       const done = await upload.done();
+      completed = true;
       const head = await client.send(new sdk.HeadObjectCommand({ Bucket: bucket, Key }));
       const details: S3Details = {
         bucket,
@@ -140,19 +144,24 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
         etag: done.ETag || head.ETag,
         versionId: done.VersionId ?? head.VersionId,
       };
-      await recordDigest(Key, head, context.sha256());
+      await recordDigest(Key, head, await context.sha256());
       return storedFile(Key, head.ContentLength ?? 0, details);
     } catch (err) {
       // lib-storage sent AbortMultipartUpload unless the store was unreachable; then keep trying a while,
       // so an upload interrupted by an outage does not stay open once the store is back.
       const unaborted = (upload as unknown as { abortMultipartUploadCommand: unknown }).abortMultipartUploadCommand;
       if (upload.uploadId && unaborted) retryAbort(Key, upload.uploadId);
+      // Completed, then a follow-up (HeadObject, the digest) failed: the object must not outlive the error.
+      if (completed) await deleteQuietly(Key);
       throw context.signal.aborted ? context.signal.reason : toS3Error(err);
     } finally {
       clearTimeout(forced);
       context.signal.removeEventListener('abort', onAbort);
     }
   };
+
+  const deleteQuietly = (Key: string): Promise<unknown> =>
+    client.send(new sdk.DeleteObjectCommand({ Bucket: bucket, Key }), { abortSignal: AbortSignal.timeout(10_000) }).catch(() => undefined);
 
   const retryAbort = (Key: string, UploadId: string, delays = ABORT_RETRY_DELAYS): void => {
     const [delay, ...rest] = delays;

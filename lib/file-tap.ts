@@ -5,7 +5,7 @@ import { OffThreadHash } from './hash-worker';
 /** Files that end within this many bytes are hashed on the event loop, in one go at their end. */
 const INLINE_UP_TO = 1024 * 1024;
 /** Larger files are hashed in the background thread, in batches of this size (one copy, one message). */
-const BATCH = 1024 * 1024;
+const BATCH = 256 * 1024;
 
 /**
  * The stream an engine reads: the parser's file stream, counted and hashed on the way through.
@@ -24,6 +24,8 @@ export class FileTap extends Readable {
   #heldBytes = 0;
   #offThread: OffThreadHash | Hash | undefined;
   #digest: Promise<string | undefined> | undefined;
+  /** The hash worker has a full queue for this file: the source stays paused until it drains. */
+  #hashFull = false;
 
   constructor(source: Readable, hash: boolean) {
     super({ highWaterMark: 64 * 1024 });
@@ -43,12 +45,13 @@ export class FileTap extends Readable {
   }
 
   override _read(): void {
-    this.#source.resume();
+    if (!this.#hashFull) this.#source.resume();
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     this.#detach();
-    if (this.#offThread instanceof OffThreadHash) this.#offThread.cancel();
+    // Auto-destroy follows a normal end too: only a hash that will never be finished is cancelled.
+    if (this.#offThread instanceof OffThreadHash && this.#digest === undefined) this.#offThread.cancel();
     this.#held = [];
     // Let the parser go on past this part: the request is failing, or the engine gave up on it.
     this.#source.resume();
@@ -58,7 +61,7 @@ export class FileTap extends Readable {
   #onData = (chunk: Buffer): void => {
     this.#bytes += chunk.length;
     if (this.#hashing) this.#hash(chunk);
-    if (!this.push(chunk)) this.#source.pause();
+    if (!this.push(chunk) || this.#hashFull) this.#source.pause();
   };
 
   #hash(chunk: Buffer): void {
@@ -68,14 +71,19 @@ export class FileTap extends Readable {
     }
     this.#held.push(chunk);
     this.#heldBytes += chunk.length;
-    if (this.#offThread === undefined && this.#heldBytes > INLINE_UP_TO) this.#offThread = startOffThread();
+    if (this.#offThread === undefined && this.#heldBytes > INLINE_UP_TO) this.#offThread = startOffThread(this.#onHashDrain);
     if (this.#offThread && this.#heldBytes >= BATCH) this.#flush();
   }
+
+  #onHashDrain = (): void => {
+    this.#hashFull = false;
+    if (this.readableLength < this.readableHighWaterMark) this.#source.resume();
+  };
 
   /** Hands the held chunks to the background hash (or, if it could not start, the inline one). */
   #flush(): void {
     const hash = this.#offThread;
-    if (hash instanceof OffThreadHash) hash.update(Buffer.concat(this.#held, this.#heldBytes));
+    if (hash instanceof OffThreadHash) this.#hashFull = !hash.update(Buffer.concat(this.#held, this.#heldBytes));
     else if (hash) for (const chunk of this.#held) hash.update(chunk);
     this.#held = [];
     this.#heldBytes = 0;
@@ -104,9 +112,9 @@ export class FileTap extends Readable {
 }
 
 /** The background hash, or an inline one where worker threads are unavailable. */
-function startOffThread(): OffThreadHash | Hash {
+function startOffThread(onDrain: () => void): OffThreadHash | Hash {
   try {
-    return new OffThreadHash();
+    return new OffThreadHash(onDrain);
   } catch {
     return createHash('sha256');
   }

@@ -76,7 +76,10 @@ export function toMulterStorage(engine: StorageEngine, options: ToMulterStorageO
             return info as Record<string, unknown>;
           },
         )
-        .finally(() => req.off('aborted', onAborted))
+        .finally(() => {
+          req.off('aborted', onAborted);
+          if (!tap.readableEnded) tap.destroy(); // an engine that gave up leaves the tap (and its hash) half-read
+        })
         .then(
           (info) => callback(null, info),
           (err: unknown) => callback(err),

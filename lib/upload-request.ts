@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { appendField, createBody, type FieldObject } from './append-field';
@@ -60,6 +61,8 @@ export class UploadRequest {
     this.#selection = selection;
     this.#allowFile = selection.counter();
     this.#lease = config.budget.lease();
+    // Every file in flight listens for the abort (disk pipelines, S3 uploads); the count is bounded by limits.files.
+    setMaxListeners(0, this.#controller.signal);
   }
 
   start(): void {
@@ -135,12 +138,19 @@ export class UploadRequest {
     // The core already hears the source's errors; this keeps a tap that errors before its engine
     // starts reading (e.g. while a directory is created) from crashing the process.
     tap.on('error', ignore);
-    const stored = await engine.store(tap, meta, {
-      signal: this.#controller.signal,
-      memory: this.#lease,
-      sha256: () => tap.digest(),
-      request: this.#req,
-    });
+    let stored;
+    try {
+      stored = await engine.store(tap, meta, {
+        signal: this.#controller.signal,
+        memory: this.#lease,
+        sha256: () => tap.digest(),
+        request: this.#req,
+      });
+    } finally {
+      // An engine that gave up without consuming the stream leaves the tap half-read: release it (and its
+      // background hash) so nothing outlives the request.
+      if (!tap.readableEnded) tap.destroy();
+    }
     let digest: string | undefined;
     try {
       digest = await tap.digest();
