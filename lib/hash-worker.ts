@@ -11,6 +11,11 @@ import { Worker } from 'node:worker_threads';
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
+// Transferred batches are freed only when this thread collects garbage, which V8 does lazily; collect
+// every 8 MiB so the worker holds a bounded amount of upload data (it would otherwise grow by 100+ MiB).
+require('node:v8').setFlagsFromString('--expose-gc');
+const gc = require('node:vm').runInNewContext('gc');
+let sinceGc = 0;
 const hashes = new Map();
 parentPort.on('message', ({ id, data, end, cancel }) => {
   if (cancel) return void hashes.delete(id);
@@ -19,6 +24,10 @@ parentPort.on('message', ({ id, data, end, cancel }) => {
   if (data) {
     hash.update(data);
     parentPort.postMessage({ id, acked: data.byteLength });
+    if ((sinceGc += data.byteLength) >= 8 * 1024 * 1024) {
+      sinceGc = 0;
+      gc({ type: 'minor' });
+    }
   }
   if (end) {
     hashes.delete(id);
