@@ -13,8 +13,11 @@ const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 // Transferred batches are freed only when this thread collects garbage, which V8 does lazily; collect
 // every 8 MiB so the worker holds a bounded amount of upload data (it would otherwise grow by 100+ MiB).
-require('node:v8').setFlagsFromString('--expose-gc');
-const gc = require('node:vm').runInNewContext('gc');
+// The flag is on only while one fresh context fetches gc(), so the app's own contexts are unaffected.
+const v8 = require('node:v8');
+v8.setFlagsFromString('--expose-gc');
+const collect = globalThis.gc ?? require('node:vm').runInNewContext('gc');
+v8.setFlagsFromString('--no-expose-gc');
 let sinceGc = 0;
 const hashes = new Map();
 parentPort.on('message', ({ id, data, end, cancel }) => {
@@ -26,7 +29,7 @@ parentPort.on('message', ({ id, data, end, cancel }) => {
     parentPort.postMessage({ id, acked: data.byteLength });
     if ((sinceGc += data.byteLength) >= 8 * 1024 * 1024) {
       sinceGc = 0;
-      gc({ type: 'minor' });
+      collect({ type: 'minor' });
     }
   }
   if (end) {
@@ -72,6 +75,7 @@ export class OffThreadHash {
   readonly #worker = getWorker();
   readonly #onDrain: () => void;
   #inFlight = 0;
+  #failed: Error | undefined;
   #result: { resolve(digest: string): void; reject(err: Error): void } | undefined;
 
   /** `onDrain` is called when queued bytes fall back under the limit after `update` returned false. */
@@ -86,6 +90,7 @@ export class OffThreadHash {
    * Returns false when this file has MAX_IN_FLIGHT bytes queued: pause the source until `onDrain`.
    */
   update(data: Buffer): boolean {
+    if (this.#failed) return true; // the digest will be an error anyway: do not hold the upload up
     const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
     const view = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     this.#inFlight += data.byteLength;
@@ -95,6 +100,7 @@ export class OffThreadHash {
 
   end(): Promise<string> {
     return new Promise((resolve, reject) => {
+      if (this.#failed) return reject(this.#failed);
       this.#result = { resolve, reject };
       this.#worker.postMessage({ id: this.#id, end: true });
     });
@@ -120,8 +126,10 @@ export class OffThreadHash {
 
   /** @internal the worker died */
   fail(err: Error): void {
+    this.#failed = err;
     this.#settle();
     this.#result?.reject(err);
+    this.#onDrain(); // a paused source must not wait for acknowledgements that will never come
   }
 
   #settle(): void {
