@@ -62,3 +62,34 @@ test('a tap destroyed mid-file does not hang or keep the process alive', async (
   expect(tap.destroyed).toBe(true);
   expect(await tap.digest()).toBeUndefined();
 });
+
+test('the spool hand-over (pause, unshift 1 MiB, slow rollover reader) never stalls the background hash', async () => {
+  for (let round = 0; round < 8; round++) {
+    const data = randomBytes(6 * MiB);
+    const tap = new FileTap(source(data, 65536), true);
+    // Like the spool: read to the threshold in flowing mode, pause, put it back, hand the stream on.
+    const head: Buffer[] = [];
+    let held = 0;
+    await new Promise<void>((resolve) => {
+      const onData = (c: Buffer) => {
+        head.push(c);
+        held += c.length;
+        if (held > MiB) {
+          tap.pause();
+          tap.off('data', onData);
+          resolve();
+        }
+      };
+      tap.on('data', onData);
+    });
+    for (let i = head.length - 1; i >= 0; i--) tap.unshift(head[i]);
+    await new Promise((r) => setTimeout(r, 5));
+    const out: Buffer[] = [];
+    for await (const c of tap) {
+      out.push(c as Buffer);
+      if (out.length % 4 === 0) await new Promise((r) => setTimeout(r, 1));
+    }
+    expect(Buffer.concat(out).equals(data)).toBe(true);
+    expect(await tap.digest()).toBe(createHash('sha256').update(data).digest('hex'));
+  }
+}, 60_000);

@@ -77,7 +77,9 @@ export class FileTap extends Readable {
 
   #onHashDrain = (): void => {
     this.#hashFull = false;
-    if (this.readableLength < this.readableHighWaterMark) this.#source.resume();
+    // Always resume: a _read() that arrived while the hash was full pushed nothing, and Readable will not
+    // ask again until we push. If our own buffer is full, the next push pauses the source again.
+    this.#source.resume();
   };
 
   /** Hands the held chunks to the background hash (or, if it could not start, the inline one). */
