@@ -6,7 +6,7 @@ import { diskEngine, memoryEngine, s3Engine, spool, type Spool, type StorageEngi
 import { close, echoApp, eventually, listen, tempDir } from './helpers/app';
 import { BOUNDARY, multipartBody } from './helpers/multipart';
 import { hashesInFlight } from '../lib/hash-worker';
-import { createTestBucket, emptyAndDeleteBucket, listOpenMultipartUploads, s3TestClient } from './setup/s3-env';
+import { listOpenMultipartUploads, useTestBucket } from './setup/s3-env';
 
 // ≥ 200 client disconnects at random byte offsets per engine configuration.
 const ABORTS = Number(process.env.ABORT_RUNS ?? 200);
@@ -81,14 +81,7 @@ describe.each(localConfigs)(`%s: ${ABORTS} aborts at random offsets`, (_label, m
 describe(`spool → S3: ${ABORTS} aborts at random offsets`, () => {
   let client: S3Client;
   let bucket: string;
-  beforeAll(async () => {
-    client = s3TestClient();
-    bucket = await createTestBucket(client);
-  }, 60_000);
-  afterAll(async () => {
-    await emptyAndDeleteBucket(client, bucket);
-    client.destroy();
-  });
+  useTestBucket((c, b) => ((client = c), (bucket = b)));
 
   test('0 objects, 0 open multipart uploads, budget 0', async () => {
     const upload = spool({ threshold: MiB, rollover: s3Engine({ client, bucket, prefix: 'storm/', partSize: 5 * MiB, queueSize: 2 }) });

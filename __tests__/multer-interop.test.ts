@@ -7,7 +7,7 @@ import {
 } from '../lib';
 import { describeFiles, eventually, jsonErrors, tempDir } from './helpers/app';
 import { BOUNDARY, multipartBody, randomData, sha256, type Part } from './helpers/multipart';
-import { createTestBucket, emptyAndDeleteBucket, listOpenMultipartUploads, s3TestClient } from './setup/s3-env';
+import { listOpenMultipartUploads, useTestBucket } from './setup/s3-env';
 /* eslint-disable @typescript-eslint/no-require-imports */
 const multer = require('multer');
 const multerS3 = require('multer-s3');
@@ -19,14 +19,7 @@ afterEach(() => expect(dir.files()).toEqual([]));
 
 let client: S3Client;
 let bucket: string;
-beforeAll(async () => {
-  client = s3TestClient();
-  bucket = await createTestBucket(client);
-}, 60_000);
-afterAll(async () => {
-  await emptyAndDeleteBucket(client, bucket);
-  client.destroy();
-});
+useTestBucket((c, b) => ((client = c), (bucket = b)));
 const keysIn = async (prefix: string) =>
   ((await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }))).Contents ?? []).map((o) => o.Key);
 

@@ -6,21 +6,13 @@ import { memoryEngine, s3Engine, spool, type SpoolOptions } from '../lib';
 import { close, echoApp, eventually, listen } from './helpers/app';
 import { BOUNDARY, patternChunks, patternSha256, postMultipart, randomData, sha256, type Part } from './helpers/multipart';
 import { startTcpProxy } from './helpers/tcp-proxy';
-import { createTestBucket, emptyAndDeleteBucket, listOpenMultipartUploads, s3TestClient } from './setup/s3-env';
+import { listOpenMultipartUploads, s3TestClient, useTestBucket } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
 let client: S3Client;
 let bucket: string;
-
-beforeAll(async () => {
-  client = s3TestClient();
-  bucket = await createTestBucket(client);
-}, 60_000);
-afterAll(async () => {
-  await emptyAndDeleteBucket(client, bucket);
-  client.destroy();
-});
+useTestBucket((c, b) => ((client = c), (bucket = b)));
 
 async function objectSha256(key: string): Promise<string> {
   const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));

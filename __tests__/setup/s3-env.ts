@@ -166,3 +166,21 @@ export async function emptyAndDeleteBucket(client: S3Client, bucket: string): Pr
 
   await client.send(new DeleteBucketCommand({ Bucket: bucket }));
 }
+
+/**
+ * Registers beforeAll/afterAll hooks that create a fresh bucket with its own client for the enclosing
+ * describe (or file) and delete it afterwards; `onReady` receives both once they exist.
+ */
+export function useTestBucket(onReady: (client: S3Client, bucket: string) => void): void {
+  let client: S3Client;
+  let bucket: string;
+  beforeAll(async () => {
+    client = s3TestClient();
+    bucket = await createTestBucket(client);
+    onReady(client, bucket);
+  }, 60_000);
+  afterAll(async () => {
+    await emptyAndDeleteBucket(client, bucket);
+    client.destroy();
+  });
+}
