@@ -28,7 +28,6 @@ const AMBIENT: Record<string, string> = {
   accountId: 'declare const accountId: string;',
   accessKeyId: 'declare const accessKeyId: string;',
   secretAccessKey: 'declare const secretAccessKey: string;',
-  size: 'declare const size: number;',
   id: 'declare const id: string;',
   readBack: 'declare function readBack(id: string): import("node:stream").Readable;',
   drop: 'declare function drop(id: string): Promise<void>;',

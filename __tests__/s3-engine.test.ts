@@ -1,10 +1,10 @@
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { memoryEngine, s3Engine, spool, type SpoolOptions } from '../lib';
 import { close, echoApp, eventually, listen } from './helpers/app';
-import { BOUNDARY, patternChunks, patternSha256, postMultipart, randomData, sha256, type Part } from './helpers/multipart';
+import { BOUNDARY, multipartChunks, patternChunks, patternSha256, postChunks, postMultipart, randomData, sha256, type Part } from './helpers/multipart';
 import { startTcpProxy } from './helpers/tcp-proxy';
 import { listOpenMultipartUploads, s3TestClient, useTestBucket } from './setup/s3-env';
 
@@ -155,6 +155,51 @@ describe('S3 engine round trips', () => {
       }
     });
   }, 180_000);
+});
+
+describe('S3 engine options', () => {
+  test.each([
+    ['small (single PUT)', 1000],
+    ['multipart', PART + 7],
+  ])('key(file, req), params and integrity "metadata": %s keeps the app\'s metadata and headers', async (_label, size) => {
+    const data = randomData(size);
+    const options: SpoolOptions = {
+      storage: engine('unused/', {
+        key: (file, req) => `tenants/${req.headers['x-tenant']}/${file.fieldname}-${size}`,
+        params: { Metadata: { owner: 'ann' }, CacheControl: 'max-age=60' },
+      }),
+    };
+    await withServer(options, async (server) => {
+      const res = await postChunks(server, '/upload', multipartChunks([{ name: 'doc', filename: 'x', type: 'text/csv', data }]), {
+        'content-type': `multipart/form-data; boundary=${BOUNDARY}`,
+        'x-tenant': 'acme',
+      });
+      expect(res.status).toBe(200);
+      const key = `tenants/acme/doc-${size}`;
+      expect(res.json.files[0].key).toBe(key);
+      const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+      expect(head.Metadata).toEqual({ owner: 'ann', sha256: sha256(data) });
+      expect(head.CacheControl).toBe('max-age=60');
+      expect(head.ContentType).toBe('text/csv');
+      expect(await objectSha256(key)).toBe(sha256(data));
+    });
+  });
+
+  test.each([
+    ['small (single PUT)', 1000],
+    ['multipart', PART + 7],
+  ])('integrity "tag": %s carries a sha256 tag instead of metadata', async (_label, size) => {
+    const data = randomData(size);
+    await withServer({ storage: engine('tagged/', { integrity: 'tag' }) }, async (server) => {
+      const res = await postMultipart(server, '/upload', [{ name: 'f', filename: 'x', data }]);
+      expect(res.status).toBe(200);
+      const { key } = res.json.files[0];
+      const tags = await client.send(new GetObjectTaggingCommand({ Bucket: bucket, Key: key }));
+      expect(tags.TagSet).toEqual([{ Key: 'sha256', Value: sha256(data) }]);
+      const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+      expect(head.Metadata?.sha256).toBeUndefined();
+    });
+  });
 });
 
 describe('S3 engine failures leave nothing behind', () => {

@@ -80,7 +80,6 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
       const details: DiskDetails = { destination, filename: name, path };
       return {
         storage: 'disk',
-        size: output.bytesWritten,
         details,
         temporary,
         stream: () => createReadStream(path),

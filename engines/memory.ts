@@ -20,7 +20,6 @@ export function memoryEngine(): StorageEngine {
       const collected = await collectChunks(stream, context.memory, Infinity, context.signal);
       if (collected.overflow) {
         context.memory.release(collected.size);
-        stream.resume(); // the core fails the request; let the parser move on meanwhile
         throw new SpoolError('MEMORY_BUDGET_EXCEEDED');
       }
       return storedInMemory(collected.chunks, collected.size);
@@ -38,7 +37,6 @@ export function storedInMemory(chunks: Buffer[], size: number): StoredFile {
   };
   return {
     storage: 'memory',
-    size,
     details,
     stream: () => Readable.from(list.chunks(), { objectMode: false }),
     remove: async () => list.clear(),

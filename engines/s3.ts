@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import type { PutObjectCommandInput, S3Client } from '@aws-sdk/client-s3';
-import { collectChunks } from '../lib/collect-chunks';
+import { collectChunks, putBack } from '../lib/collect-chunks';
 import type { AppRequest, IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/engine';
 import { countOption, describe, sizeOption, type Size } from '../lib/sizes';
 import { toS3Error } from './s3-errors';
@@ -87,9 +87,8 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
     return value;
   };
 
-  const storedFile = (Key: string, size: number, details: S3Details): StoredFile => ({
+  const storedFile = (Key: string, details: S3Details): StoredFile => ({
     storage: 's3',
-    size,
     details,
     stream: () => {
       const out = new PassThrough();
@@ -113,7 +112,7 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
     // Not aborted mid-flight: an aborted PUT may still land on the server after we gave up on it. A small
     // body finishes quickly; if the request failed meanwhile, the core removes the object like any other.
     const res = await client.send(new sdk.PutObjectCommand(input));
-    return storedFile(Key, body.length, { bucket, key: Key, location: await locationOf(client, bucket, Key), etag: res.ETag, versionId: res.VersionId });
+    return storedFile(Key, { bucket, key: Key, location: await locationOf(client, bucket, Key), etag: res.ETag, versionId: res.VersionId });
   };
 
   const putMultipart = async (Key: string, stream: Readable, file: IncomingFile, context: StoreContext): Promise<StoredFile> => {
@@ -145,7 +144,7 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
         versionId: done.VersionId ?? head.VersionId,
       };
       await recordDigest(Key, head, await context.sha256());
-      return storedFile(Key, head.ContentLength ?? 0, details);
+      return storedFile(Key, details);
     } catch (err) {
       // lib-storage sent AbortMultipartUpload unless the store was unreachable; then keep trying a while,
       // so an upload interrupted by an outage does not stay open once the store is back.
@@ -211,8 +210,7 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
             throw context.signal.aborted ? context.signal.reason : toS3Error(err);
           }
         }
-        stream.unshift(head.overflow.chunk);
-        for (let i = head.chunks.length - 1; i >= 0; i--) stream.unshift(head.chunks[i]);
+        putBack(stream, head);
         return await putMultipart(Key, stream, file, context);
       } finally {
         context.memory.release(buffered);

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { collectChunks } from '../lib/collect-chunks';
+import { collectChunks, putBack } from '../lib/collect-chunks';
 import type { IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/engine';
 import { sizeOption, type Size, describe } from '../lib/sizes';
 import { isStorageEngine } from '../lib/engine';
@@ -41,8 +41,7 @@ export function spoolEngine(options: SpoolEngineOptions = {}): StorageEngine {
       // Roll over: put what was read back in front of the stream, then hand the stream over whole.
       // The buffered bytes leave the budget now; the rollover engine consumes them first.
       context.memory.release(collected.size);
-      stream.unshift(collected.overflow.chunk);
-      for (let i = collected.chunks.length - 1; i >= 0; i--) stream.unshift(collected.chunks[i]);
+      putBack(stream, collected);
       return rollover.store(stream, file, context);
     },
   };

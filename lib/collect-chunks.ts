@@ -10,8 +10,11 @@ export interface Collected {
   readonly chunks: Buffer[];
   /** Bytes in `chunks`, all reserved on the lease. */
   readonly size: number;
-  /** Set when collection stopped early: the stream is paused, `chunks` + `overflow` were consumed from it. */
-  readonly overflow?: { chunk: Buffer; reason: 'threshold' | 'budget' };
+  /**
+   * Set when collection stopped early (past `maxBytes`, or the budget refused): the stream is paused and
+   * `chunks` + `overflow` were consumed from it — `putBack` returns them.
+   */
+  readonly overflow?: Buffer;
 }
 
 /**
@@ -34,14 +37,13 @@ export function collectChunks(
       fn();
     };
     const onData = (chunk: Buffer) => {
-      const reason = size + chunk.length > maxBytes ? 'threshold' : !lease.tryReserve(chunk.length) ? 'budget' : undefined;
-      if (reason === undefined) {
+      if (size + chunk.length <= maxBytes && lease.tryReserve(chunk.length)) {
         chunks.push(chunk);
         size += chunk.length;
         return;
       }
       stream.pause();
-      settle(() => resolve({ chunks, size, overflow: { chunk, reason } }));
+      settle(() => resolve({ chunks, size, overflow: chunk }));
     };
     const onEnd = () => settle(() => resolve({ chunks, size }));
     const fail = (err: unknown) => {
@@ -57,6 +59,15 @@ export function collectChunks(
     // A 'data' listener does not restart a stream someone paused (e.g. the spool handing over a rollover).
     stream.resume();
   });
+}
+
+/**
+ * Puts what `collectChunks` consumed back in front of the (paused) stream, in order, so the stream can be
+ * handed on whole — no copy, no extra stream hop.
+ */
+export function putBack(stream: Readable, collected: Collected): void {
+  if (collected.overflow) stream.unshift(collected.overflow);
+  for (let i = collected.chunks.length - 1; i >= 0; i--) stream.unshift(collected.chunks[i]);
 }
 
 /** Files up to this size are copied into one exact-size buffer, so they do not pin larger socket buffers. */

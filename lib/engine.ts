@@ -43,8 +43,6 @@ export interface StoreContext {
 export interface StoredFile {
   /** Which engine kept the bytes: 'memory' | 'disk' | 's3' | a custom name. */
   readonly storage: string;
-  /** Bytes stored. */
-  readonly size: number;
   readonly details: object;
   /** True for stores that the core must remove when the response ends (unless the app calls `keep()`). */
   readonly temporary?: boolean;

@@ -26,7 +26,6 @@ export function fromMulterStorage(storage: MulterStorageEngine, options: FromMul
       return new Promise((resolve, reject) => {
         const input = new PassThrough();
         let failure: unknown;
-        let counted = 0;
         const stop = (reason: unknown) => {
           failure ??= reason;
           stream.unpipe(input);
@@ -34,7 +33,7 @@ export function fromMulterStorage(storage: MulterStorageEngine, options: FromMul
         };
         const onAbort = () => stop(context.signal.reason);
         context.signal.addEventListener('abort', onAbort, { once: true });
-        stream.on('data', (chunk: Buffer) => (counted += chunk.length)).once('error', stop);
+        stream.once('error', stop);
         stream.pipe(input);
         const multerFile: MulterFile = { ...file, stream: input };
         storage._handleFile(context.request, multerFile, (err, info = {}) => {
@@ -51,7 +50,6 @@ export function fromMulterStorage(storage: MulterStorageEngine, options: FromMul
           const { stream: _input, ...details } = info;
           resolve({
             storage: kindOf(info, options.name),
-            size: typeof info.size === 'number' ? info.size : counted,
             details,
             stream: () => readBack(info, options.readStream),
             remove,

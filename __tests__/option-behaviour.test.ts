@@ -1,0 +1,88 @@
+import { readdirSync } from 'node:fs';
+import request from 'supertest';
+import { diskEngine, memoryEngine, MemoryBudget, spool } from '../lib';
+import { echoApp, eventually, tempDir } from './helpers/app';
+import { BOUNDARY, randomData } from './helpers/multipart';
+
+// What the README promises about individual options, each checked by behaviour.
+const dir = tempDir();
+afterAll(() => dir.remove());
+
+const withPath = (preservePath: boolean) =>
+  request(echoApp(spool({ storage: memoryEngine(), preservePath }).any()))
+    .post('/upload')
+    .set('content-type', `multipart/form-data; boundary=${BOUNDARY}`)
+    .send(Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="f"; filename="photos/2026/cat.png"\r\n\r\nx\r\n--${BOUNDARY}--\r\n`));
+
+test('preservePath keeps the directory part of originalname; off by default', async () => {
+  expect((await withPath(false)).body.files[0].originalname).toBe('cat.png');
+  expect((await withPath(true)).body.files[0].originalname).toBe('photos/2026/cat.png');
+});
+
+test('sha256: false stores the file without a digest', async () => {
+  const res = await request(echoApp(spool({ storage: memoryEngine(), sha256: false }).any())).post('/upload').attach('f', randomData(3 * 1024 * 1024), 'x').expect(200);
+  expect(res.body.files[0].size).toBe(3 * 1024 * 1024);
+  expect(res.body.files[0]).not.toHaveProperty('sha256');
+});
+
+test('one MemoryBudget shared by two spool() instances counts both; each request gives its share back', async () => {
+  const budget = new MemoryBudget('10MiB');
+  const a = spool({ storage: memoryEngine(), memoryBudget: budget });
+  const b = spool({ storage: memoryEngine(), memoryBudget: budget });
+  let seen = 0;
+  const hold = (upload: typeof a) =>
+    echoApp(upload.any(), async (_req, _res, next) => {
+      await new Promise((r) => setTimeout(r, 100)); // both requests hold their files at once
+      seen = Math.max(seen, budget.used);
+      next();
+    });
+  await Promise.all([
+    request(hold(a)).post('/upload').attach('f', randomData(300_000), 'a').expect(200),
+    request(hold(b)).post('/upload').attach('f', randomData(300_000), 'b').expect(200),
+  ]);
+  expect(seen).toBe(600_000);
+  await eventually(() => expect(budget.used).toBe(0));
+});
+
+test('diskEngine filename(): the app names files; a name with a path in it is refused, nothing written', async () => {
+  const named = spool({ threshold: 0, rollover: diskEngine({ directory: dir.path, filename: (f) => `upload-${f.fieldname}.bin` }) });
+  const ok = await request(echoApp(named.any())).post('/upload').attach('doc', randomData(100), 'x').expect(200);
+  expect(ok.body.files[0].filename).toBe('upload-doc.bin');
+  expect(readdirSync(dir.path)).toEqual(['upload-doc.bin']);
+
+  const unsafe = spool({ threshold: 0, rollover: diskEngine({ directory: dir.path, filename: (f) => `../${f.originalname}` }) });
+  const res = await request(echoApp(unsafe.any())).post('/upload').attach('doc', randomData(100), 'evil');
+  expect(res.status).toBe(500);
+  expect(res.body.error.code).toBe('STORAGE_FAILED');
+  expect(res.body.error.message).toMatch(/plain file name/);
+  expect(readdirSync(dir.path)).toEqual(['upload-doc.bin']);
+});
+
+test('a fileFilter that throws a non-Error fails with FILE_REJECTED', async () => {
+  const upload = spool({
+    storage: memoryEngine(),
+    fileFilter: () => {
+      throw 'no executables'; // eslint-disable-line no-throw-literal
+    },
+  });
+  const res = await request(echoApp(upload.any())).post('/upload').attach('f', randomData(10), 'a.exe');
+  expect(res.status).toBe(400);
+  expect(res.body.error).toMatchObject({ code: 'FILE_REJECTED', message: 'no executables' });
+});
+
+test('file.remove() is idempotent and file.stream() reads what was stored', async () => {
+  const data = randomData(2 * 1024 * 1024);
+  let second: unknown = 'unset';
+  const upload = spool({ threshold: 0, rollover: diskEngine({ directory: dir.path }) });
+  const app = echoApp(upload.single('f'), async (req: any, _res, next) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req.file.stream()) chunks.push(c);
+    expect(Buffer.concat(chunks).equals(data)).toBe(true);
+    await req.file.remove();
+    second = await req.file.remove();
+    next();
+  });
+  const res = await request(app).post('/upload').attach('f', data, 'x').expect(200);
+  expect(second).toBeUndefined();
+  expect(readdirSync(dir.path)).not.toContain(res.body.file.filename);
+});
