@@ -3,7 +3,7 @@ import express from 'express';
 import request from 'supertest';
 import { HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import {
-  diskEngine, fromMulterStorage, memoryEngine, s3Engine, spool, spoolEngine, toMulterStorage, SpoolError, type StorageEngine,
+  diskEngine, fromMulterStorage, MemoryBudget, memoryEngine, s3Engine, spool, spoolEngine, toMulterStorage, SpoolError, type StorageEngine,
 } from '../lib';
 import { describeFiles, eventually, jsonErrors, tempDir } from './helpers/app';
 import { BOUNDARY, multipartBody, randomData, sha256, type Part } from './helpers/multipart';
@@ -79,6 +79,15 @@ describe('toMulterStorage: express-spool engines inside an unchanged multer app'
     expect(res.status).toBe(500); // multer's MulterError has no status; the app maps it
     expect(res.body.error.code).toBe('LIMIT_FILE_SIZE');
     await eventually(() => expect(dir.files()).toEqual([]));
+  });
+
+  test('its memoryBudget bounds what a memory engine may hold, and is given back after the response', async () => {
+    const budget = new MemoryBudget('100KiB');
+    const storage = toMulterStorage(memoryEngine(), { memoryBudget: budget });
+    const over = await request(multerApp(multer({ storage }).array('f'))).post('/upload').attach('f', randomData(200 * 1024), 'x');
+    expect(over.body.error.code).toBe('MEMORY_BUDGET_EXCEEDED');
+    await request(multerApp(multer({ storage }).array('f'))).post('/upload').attach('f', randomData(50 * 1024), 'y').expect(200);
+    await eventually(() => expect(budget.used).toBe(0));
   });
 
   test('temporary files of a disk engine are removed when the response ends', async () => {

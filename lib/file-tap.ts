@@ -22,7 +22,9 @@ export class FileTap extends Readable {
   #bytes = 0;
   #held: Buffer[] = [];
   #heldBytes = 0;
-  #offThread: OffThreadHash | Hash | undefined;
+  /** Hashing on the event loop: small files at their end, or everything if no worker could start. */
+  #inline: Hash | undefined;
+  #background: OffThreadHash | undefined;
   #digest: Promise<string | undefined> | undefined;
   /** The hash worker has a full queue for this file: the source stays paused until it drains. */
   #hashFull = false;
@@ -51,7 +53,7 @@ export class FileTap extends Readable {
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     this.#detach();
     // Auto-destroy follows a normal end too: only a hash that will never be finished is cancelled.
-    if (this.#offThread instanceof OffThreadHash && this.#digest === undefined) this.#offThread.cancel();
+    if (this.#digest === undefined) this.#background?.cancel();
     this.#held = [];
     // Let the parser go on past this part: the request is failing, or the engine gave up on it.
     this.#source.resume();
@@ -65,14 +67,23 @@ export class FileTap extends Readable {
   };
 
   #hash(chunk: Buffer): void {
-    if (this.#offThread && !(this.#offThread instanceof OffThreadHash)) {
-      this.#offThread.update(chunk);
-      return;
-    }
+    if (this.#inline) return void this.#inline.update(chunk);
     this.#held.push(chunk);
     this.#heldBytes += chunk.length;
-    if (this.#offThread === undefined && this.#heldBytes > INLINE_UP_TO) this.#offThread = startOffThread(this.#onHashDrain);
-    if (this.#offThread && this.#heldBytes >= BATCH) this.#flush();
+    if (!this.#background && this.#heldBytes > INLINE_UP_TO) this.#startBackground();
+    if (this.#background && this.#heldBytes >= BATCH) this.#flush();
+  }
+
+  #startBackground(): void {
+    try {
+      this.#background = new OffThreadHash(this.#onHashDrain);
+    } catch {
+      // No worker threads here: hash on the event loop from now on.
+      this.#inline = createHash('sha256');
+      for (const held of this.#held) this.#inline.update(held);
+      this.#held = [];
+      this.#heldBytes = 0;
+    }
   }
 
   #onHashDrain = (): void => {
@@ -82,11 +93,9 @@ export class FileTap extends Readable {
     this.#source.resume();
   };
 
-  /** Hands the held chunks to the background hash (or, if it could not start, the inline one). */
+  /** Hands the held chunks to the background hash as one batch (one copy, one message). */
   #flush(): void {
-    const hash = this.#offThread;
-    if (hash instanceof OffThreadHash) this.#hashFull = !hash.update(Buffer.concat(this.#held, this.#heldBytes));
-    else if (hash) for (const chunk of this.#held) hash.update(chunk);
+    if (this.#heldBytes > 0) this.#hashFull = !this.#background!.update(Buffer.concat(this.#held, this.#heldBytes));
     this.#held = [];
     this.#heldBytes = 0;
   }
@@ -98,10 +107,14 @@ export class FileTap extends Readable {
   };
 
   #finishHash(): Promise<string | undefined> {
-    this.#offThread ??= createHash('sha256');
-    this.#flush();
-    const hash = this.#offThread;
-    return hash instanceof OffThreadHash ? hash.end() : Promise.resolve(hash.digest('hex'));
+    if (this.#background) {
+      this.#flush();
+      return this.#background.end();
+    }
+    const hash = this.#inline ?? createHash('sha256');
+    for (const held of this.#held) hash.update(held);
+    this.#held = [];
+    return Promise.resolve(hash.digest('hex'));
   }
 
   #onError = (err: Error): void => {
@@ -110,14 +123,5 @@ export class FileTap extends Readable {
 
   #detach(): void {
     this.#source.off('data', this.#onData).off('end', this.#onEnd).off('error', this.#onError);
-  }
-}
-
-/** The background hash, or an inline one where worker threads are unavailable. */
-function startOffThread(onDrain: () => void): OffThreadHash | Hash {
-  try {
-    return new OffThreadHash(onDrain);
-  } catch {
-    return createHash('sha256');
   }
 }
