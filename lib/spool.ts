@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { SpoolError } from './errors';
 import { FileSelection, type FieldSpec } from './file-selection';
 import type { MemoryBudget } from './memory-budget';
-import { resolveOptions, type SpoolConfig, type SpoolOptions } from './options';
+import { resolveOptions, type SpoolOptions } from './options';
 import { UploadRequest, type Next } from './upload-request';
 
 /** A connect/Express middleware: `(req, res, next)`. */
@@ -65,4 +65,3 @@ function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || req.headers['content-length'] !== undefined;
 }
 
-export type { SpoolConfig };

@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { appendField, createBody, type FieldObject } from './append-field';
 import type { IncomingFile } from './engine';
 import { SpoolError } from './errors';
@@ -13,7 +13,6 @@ import { runFileFilter } from './run-file-filter';
 import { UploadedFile } from './uploaded-file';
 import { toParserError, toStorageError } from './error-mapping';
 import { createMultipartParser, type FileStreamInfo } from './multipart-parser';
-import type { Writable } from 'node:stream';
 
 function ignore(): void {}
 
