@@ -201,7 +201,7 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
       const head = await collectChunks(stream, UNCOUNTED, partSize, context.signal);
       // Bytes lib-storage may buffer count against the budget while the upload runs (not the file's size).
       const buffered = head.overflow ? partSize * (queueSize + 1) : head.size;
-      context.memory.hold(buffered);
+      await context.memory.reserve(buffered, context.signal);
       try {
         if (!head.overflow) {
           try {
