@@ -3,8 +3,10 @@ import express from 'express';
 import request from 'supertest';
 import { HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import {
-  diskEngine, fromMulterStorage, MemoryBudget, memoryEngine, s3Engine, spool, spoolEngine, toMulterStorage, SpoolError, type StorageEngine,
+  diskEngine, ERROR_CODES, fromMulterStorage, MemoryBudget, memoryEngine, s3Engine, spool, spoolEngine, toMulterStorage, SpoolError,
+  type SpoolErrorCode, type StorageEngine,
 } from '../lib';
+import { MULTER_CODES } from '../lib/errors';
 import { describeFiles, eventually, jsonErrors, tempDir } from './helpers/app';
 import { BOUNDARY, multipartBody, randomData, sha256, type Part } from './helpers/multipart';
 import { listOpenMultipartUploads, useTestBucket } from './setup/s3-env';
@@ -37,7 +39,7 @@ function multerApp(middleware: express.RequestHandler, keep = false) {
 
 describe('toMulterStorage: express-spool engines inside an unchanged multer app', () => {
   test('spool engine: small files in memory, large on disk, sha256 and multer fields', async () => {
-    const storage = toMulterStorage(spoolEngine({ threshold: '64KiB', rollover: diskEngine({ directory: dir.path }) }));
+    const storage = toMulterStorage(spoolEngine({ threshold: '64KiB', rollover: diskEngine({ directory: dir.path }) }), { sha256: true });
     const small = randomData(1000);
     const large = randomData(300 * 1024);
     const res = await request(multerApp(multer({ storage }).array('f')))
@@ -60,7 +62,7 @@ describe('toMulterStorage: express-spool engines inside an unchanged multer app'
 
   test('S3 engine: the object is in the bucket with its sha256', async () => {
     const data = randomData(6 * MiB);
-    const storage = toMulterStorage(s3Engine({ client, bucket, prefix: 'to-multer/', partSize: 5 * MiB }));
+    const storage = toMulterStorage(s3Engine({ client, bucket, prefix: 'to-multer/', partSize: 5 * MiB }), { sha256: true });
     const app = express();
     app.post('/upload', multer({ storage }).single('f'), (req: any, res) => res.json(describeFiles(req.file)));
     const res = await request(app).post('/upload').attach('f', data, 'x').expect(200);
@@ -100,7 +102,7 @@ describe('toMulterStorage: express-spool engines inside an unchanged multer app'
 
 describe('fromMulterStorage: multer engines inside express-spool', () => {
   const post = (engine: StorageEngine, parts: Part[], options = {}) => {
-    const upload = spool({ threshold: '64KiB', rollover: engine, ...options });
+    const upload = spool({ threshold: '64KiB', rollover: engine, sha256: true, ...options });
     const app = express();
     app.post('/upload', upload.any(), async (req: any, res) => {
       const back = [];
@@ -207,5 +209,21 @@ describe('error compatibility: the same condition gives multer’s code', () => 
     expect(theirs).toBeInstanceOf(multer.MulterError);
     expect(ours).toBeInstanceOf(SpoolError);
     expect(ours.code).toBe(theirs.code);
+    // Handlers written for multer test the name as often as the class.
+    expect(theirs.name).toBe('MulterError');
+    expect(ours.name).toBe(theirs.name);
+    expect(ours.message).toBe(theirs.message);
+  });
+
+  test('codes multer has no counterpart for are named SpoolError; every code keeps its status', () => {
+    for (const code of Object.keys(ERROR_CODES) as SpoolErrorCode[]) {
+      const err = new SpoolError(code);
+      expect(err).toBeInstanceOf(SpoolError);
+      expect(err.name).toBe(MULTER_CODES.has(code) ? 'MulterError' : 'SpoolError');
+      expect(err.status).toBe(ERROR_CODES[code].status);
+    }
+    expect(new SpoolError('MALFORMED_MULTIPART').name).toBe('SpoolError');
+    expect(new SpoolError('INVALID_FIELD_NAME').name).toBe('SpoolError'); // multer accepts those names
+    expect(String(new SpoolError('LIMIT_FILE_SIZE'))).toBe('MulterError: File too large');
   });
 });

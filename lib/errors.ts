@@ -20,7 +20,8 @@ export type SpoolErrorCode =
   | 'MEMORY_BUDGET_EXCEEDED'
   | 'STORAGE_FAILED'
   | 'STORAGE_FULL'
-  | 'STORAGE_UNAVAILABLE';
+  | 'STORAGE_UNAVAILABLE'
+  | 'FILE_EXISTS';
 
 interface CodeInfo {
   readonly status: number;
@@ -35,7 +36,7 @@ export const ERROR_CODES: Readonly<Record<SpoolErrorCode, CodeInfo>> = Object.fr
   LIMIT_FIELD_KEY: { status: 413, message: 'Field name too long' },
   LIMIT_FIELD_VALUE: { status: 413, message: 'Field value too long' },
   LIMIT_FIELD_COUNT: { status: 413, message: 'Too many fields' },
-  LIMIT_UNEXPECTED_FILE: { status: 400, message: 'Unexpected field' },
+  LIMIT_UNEXPECTED_FILE: { status: 400, message: 'Unexpected file field' },
   MISSING_FIELD_NAME: { status: 400, message: 'Field name missing' },
   INVALID_FIELD_NAME: { status: 400, message: 'Invalid field name' },
   MALFORMED_MULTIPART: { status: 400, message: 'Malformed multipart body' },
@@ -47,7 +48,24 @@ export const ERROR_CODES: Readonly<Record<SpoolErrorCode, CodeInfo>> = Object.fr
   STORAGE_FAILED: { status: 500, message: 'Storage engine failed' },
   STORAGE_FULL: { status: 507, message: 'Storage is full' },
   STORAGE_UNAVAILABLE: { status: 503, message: 'Storage backend unavailable' },
+  FILE_EXISTS: { status: 409, message: 'A file with that name already exists' },
 });
+
+/**
+ * Codes raised for exactly the condition multer raises them for. Errors with these codes are named
+ * 'MulterError', so handlers written for multer that test `err.name === 'MulterError'` keep working;
+ * every other code is named 'SpoolError'. `instanceof SpoolError` holds for all of them.
+ */
+export const MULTER_CODES: ReadonlySet<SpoolErrorCode> = new Set<SpoolErrorCode>([
+  'LIMIT_PART_COUNT',
+  'LIMIT_FILE_SIZE',
+  'LIMIT_FILE_COUNT',
+  'LIMIT_FIELD_KEY',
+  'LIMIT_FIELD_VALUE',
+  'LIMIT_FIELD_COUNT',
+  'LIMIT_UNEXPECTED_FILE',
+  'MISSING_FIELD_NAME',
+]);
 
 export interface SpoolErrorOptions {
   /** The form field the error is about, when there is one. */
@@ -57,9 +75,12 @@ export interface SpoolErrorOptions {
   cause?: unknown;
 }
 
-/** The one error class express-spool throws or passes to `next()`; tell errors apart by `code`. */
+/**
+ * The one error class express-spool throws or passes to `next()`; tell errors apart by `code`.
+ * `name` is 'MulterError' for the codes multer shares ({@link MULTER_CODES}), 'SpoolError' otherwise.
+ */
 export class SpoolError extends Error {
-  override readonly name = 'SpoolError';
+  override readonly name: 'SpoolError' | 'MulterError';
   readonly code: SpoolErrorCode;
   /** HTTP status to answer with; Express's default handler reads `status`. */
   readonly status: number;
@@ -73,6 +94,7 @@ export class SpoolError extends Error {
   constructor(code: SpoolErrorCode, message?: string, options: SpoolErrorOptions = {}) {
     const info = ERROR_CODES[code];
     super(message ?? info.message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = MULTER_CODES.has(code) ? 'MulterError' : 'SpoolError';
     this.code = code;
     this.status = options.status ?? info.status;
     this.statusCode = this.status;
