@@ -31,7 +31,7 @@ describe('engine faults → typed 5xx, nothing left, other requests unaffected',
     const healthy = tempDir();
     try {
       const small = spool({ threshold: 0, rollover: diskEngine({ directory: full.path }) });
-      const roomy = spool({ threshold: 0, rollover: diskEngine({ directory: healthy.path }) });
+      const roomy = spool({ threshold: 0, rollover: diskEngine({ directory: healthy.path }), sha256: true });
       const other = randomData(3 * 1024 * 1024);
       const [failed, ok] = await Promise.all([
         request(echoApp(small.any())).post('/upload').attach('f', randomData(3 * 1024 * 1024), 'big'),

@@ -22,7 +22,7 @@ describe.each([
 
   test.each(SIZES)('%i bytes arrive byte-exact', async (size) => {
     const data = randomData(size);
-    const upload = spool({ storage: makeEngine(dir.path), memoryBudget: '256MiB' });
+    const upload = spool({ storage: makeEngine(dir.path), memoryBudget: '256MiB', sha256: true });
     let stored: Buffer | undefined;
     const app = echoApp(upload.single('file'), async (req: any, _res, next) => {
       const chunks: Buffer[] = [];
@@ -46,7 +46,7 @@ describe.each([
 
   test('a 64 MiB file streamed from a generator', async () => {
     const source = { size: 64 * 1024 * 1024, seed: 3 };
-    const upload = spool({ storage: makeEngine(dir.path), memoryBudget: '256MiB', limits: { fileSize: '1GiB' } });
+    const upload = spool({ storage: makeEngine(dir.path), memoryBudget: '256MiB', sha256: true, limits: { fileSize: '1GiB' } });
     const server: Server = await listen(echoApp(upload.single('big')));
     try {
       const res = await postMultipart(server, '/upload', [{ name: 'big', filename: 'big.bin', data: source }]);

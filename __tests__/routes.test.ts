@@ -5,7 +5,7 @@ import { randomData, sha256 } from './helpers/multipart';
 
 const dir = tempDir();
 afterAll(() => dir.remove());
-const upload = spool({ threshold: '64KiB', rollover: diskEngine({ directory: dir.path }) });
+const upload = spool({ threshold: '64KiB', rollover: diskEngine({ directory: dir.path }), sha256: true });
 
 describe('route helpers and mixed requests', () => {
   test('one request with mixed sizes: small in memory, large on disk, fields in body, order kept', async () => {

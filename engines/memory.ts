@@ -17,7 +17,7 @@ export function memoryEngine(): StorageEngine {
   return {
     name: 'memory',
     async store(stream: Readable, _file: IncomingFile, context: StoreContext): Promise<StoredFile> {
-      const collected = await collectChunks(stream, context.memory, Infinity, context.signal);
+      const collected = await collectChunks(stream, context.memory, Infinity);
       if (collected.overflow) {
         context.memory.release(collected.size);
         throw new SpoolError('MEMORY_BUDGET_EXCEEDED');

@@ -35,7 +35,7 @@ export function spoolEngine(options: SpoolEngineOptions = {}): StorageEngine {
   return {
     name: 'spool',
     async store(stream: Readable, file: IncomingFile, context: StoreContext): Promise<StoredFile> {
-      const collected = await collectChunks(stream, context.memory, threshold, context.signal);
+      const collected = await collectChunks(stream, context.memory, threshold);
       if (!collected.overflow) return storedInMemory(collected.chunks, collected.size);
 
       // Roll over: put what was read back in front of the stream, then hand the stream over whole.

@@ -35,6 +35,7 @@ export function createDemoApp(config: DemoConfig, options: DemoAppOptions = {}):
     rollover: rolloverEngine(config, options.s3),
     memoryBudget: config.memoryBudget,
     limits: { fileSize: config.maxFileSize, files: config.maxFiles },
+    sha256: true, // the demo shows each file's digest
   });
 
   const app = express();

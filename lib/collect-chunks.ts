@@ -25,15 +25,15 @@ export function collectChunks(
   stream: Readable,
   lease: Reservations,
   maxBytes: number,
-  signal: AbortSignal,
+  signal?: AbortSignal,
 ): Promise<Collected> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
 
     const settle = (fn: () => void) => {
-      stream.off('data', onData).off('end', onEnd).off('error', onError);
-      signal.removeEventListener('abort', onAbort);
+      stream.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+      signal?.removeEventListener('abort', onAbort);
       fn();
     };
     const onData = (chunk: Buffer) => {
@@ -51,11 +51,15 @@ export function collectChunks(
       settle(() => reject(err));
     };
     const onError = (err: Error) => fail(err);
-    const onAbort = () => fail(signal.reason);
+    // Destroyed without an error: it will never end.
+    const onClose = () => fail(new Error('Premature close'));
+    const onAbort = () => fail(signal!.reason);
 
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    stream.on('data', onData).once('end', onEnd).once('error', onError);
+    // The stream is the core's channel of cancellation (it is destroyed when the request fails);
+    // a signal is only for callers that read a stream nobody else can destroy.
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    stream.on('data', onData).once('end', onEnd).once('error', onError).once('close', onClose);
     // A 'data' listener does not restart a stream someone paused (e.g. the spool handing over a rollover).
     stream.resume();
   });

@@ -14,6 +14,7 @@ export type SpoolErrorCode =
   | 'INVALID_FIELD_NAME'
   | 'MALFORMED_MULTIPART'
   | 'UNSUPPORTED_CONTENT_TYPE'
+  | 'ALREADY_PARSED'
   | 'FILE_REJECTED'
   | 'CLIENT_ABORTED'
   | 'REQUEST_TIMEOUT'
@@ -41,6 +42,7 @@ export const ERROR_CODES: Readonly<Record<SpoolErrorCode, CodeInfo>> = Object.fr
   INVALID_FIELD_NAME: { status: 400, message: 'Invalid field name' },
   MALFORMED_MULTIPART: { status: 400, message: 'Malformed multipart body' },
   UNSUPPORTED_CONTENT_TYPE: { status: 415, message: 'Unsupported multipart content type' },
+  ALREADY_PARSED: { status: 500, message: 'A second upload middleware ran on a request whose body was already parsed' },
   FILE_REJECTED: { status: 400, message: 'File rejected by fileFilter' },
   CLIENT_ABORTED: { status: 400, message: 'Client aborted the request' },
   REQUEST_TIMEOUT: { status: 408, message: 'Request body stalled' },

@@ -31,13 +31,15 @@ export function fromMulterStorage(storage: MulterStorageEngine, options: FromMul
           stream.unpipe(input);
           input.end();
         };
-        const onAbort = () => stop(context.signal.reason);
-        context.signal.addEventListener('abort', onAbort, { once: true });
-        stream.once('error', stop);
+        // The core destroys `stream` with the error when the request fails: that ends the engine's input.
+        const onClose = () => {
+          if (!stream.readableEnded) stop(new Error('Premature close'));
+        };
+        stream.once('error', stop).once('close', onClose);
         stream.pipe(input);
         const multerFile: MulterFile = { ...file, stream: input };
         storage._handleFile(context.request, multerFile, (err, info = {}) => {
-          context.signal.removeEventListener('abort', onAbort);
+          stream.off('error', stop).off('close', onClose);
           if (err) return reject(err);
           const full: MulterFile = { ...multerFile, ...info };
           const remove = () =>

@@ -57,7 +57,11 @@ export interface SpoolOptions {
   memoryBudget?: Size | MemoryBudget;
   limits?: SpoolLimits;
   fileFilter?: FileFilter;
-  /** Compute `file.sha256` while streaming. @default true */
+  /**
+   * Compute `file.sha256` while streaming (on the event loop, at the digest's own cost). Off by default:
+   * an app that does not read the digest does not pay for it.
+   * @default false
+   */
   sha256?: boolean;
   /** Keep the directory part of client filenames in `originalname`. @default false */
   preservePath?: boolean;
@@ -66,6 +70,26 @@ export interface SpoolOptions {
    * @default 30000
    */
   idleTimeout?: number;
+  /**
+   * Fail with REQUEST_TIMEOUT (408) when a request has not finished this many ms after it started
+   * (body received and every file stored), however steadily its bytes trickle in; 0 turns it off.
+   * Node's own `server.requestTimeout` (default 300000 since Node 18) also ends slow request bodies:
+   * raise both for large uploads over slow links.
+   * @default 300000
+   */
+  requestTimeout?: number;
+  /**
+   * How long (ms) a new request may wait for its share of the memory budget before it is refused with
+   * 503 MEMORY_BUDGET_EXCEEDED and a `Retry-After` header. Its body is not read while it waits.
+   * @default 10000
+   */
+  admissionTimeout?: number;
+  /**
+   * After a failure, how long (ms) to wait for storage engines to stop before answering anyway. A file an
+   * engine stores after that is removed as soon as it is reported.
+   * @default 10000
+   */
+  settleTimeout?: number;
   /**
    * After an error, how long (ms) to keep reading the rest of the body before answering, so the client
    * sees the error response instead of a reset connection.
@@ -92,6 +116,9 @@ export interface SpoolConfig {
   sha256: boolean;
   preservePath: boolean;
   idleTimeout: number;
+  requestTimeout: number;
+  admissionTimeout: number;
+  settleTimeout: number;
   drainTimeout: number;
 }
 
@@ -107,7 +134,7 @@ export const DEFAULT_LIMITS: Readonly<ResolvedLimits> = Object.freeze({
 
 const KNOWN_OPTIONS = new Set([
   'threshold', 'rollover', 'storage', 'memoryBudget', 'limits', 'fileFilter',
-  'sha256', 'preservePath', 'idleTimeout', 'drainTimeout',
+  'sha256', 'preservePath', 'idleTimeout', 'requestTimeout', 'admissionTimeout', 'settleTimeout', 'drainTimeout',
 ]);
 
 /** Validates options once, when the factory is called; throws TypeError with the option's name. */
@@ -133,9 +160,12 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
     budget: options.memoryBudget instanceof MemoryBudget ? options.memoryBudget : new MemoryBudget(options.memoryBudget ?? '64MiB'),
     limits: resolveLimits(options.limits),
     fileFilter,
-    sha256: booleanOption('sha256', options.sha256, true),
+    sha256: booleanOption('sha256', options.sha256, false),
     preservePath: booleanOption('preservePath', options.preservePath, false),
     idleTimeout: countOption('idleTimeout', options.idleTimeout, 30_000),
+    requestTimeout: countOption('requestTimeout', options.requestTimeout, 300_000),
+    admissionTimeout: countOption('admissionTimeout', options.admissionTimeout, 10_000),
+    settleTimeout: countOption('settleTimeout', options.settleTimeout, 10_000),
     drainTimeout: countOption('drainTimeout', options.drainTimeout, 2_000),
   };
 }

@@ -24,7 +24,11 @@ export interface Spool {
   readonly memoryBudget: MemoryBudget;
 }
 
-/** Requests already parsed (a second upload middleware on the same request passes it on). */
+/**
+ * Requests already parsed. A second upload middleware on the same request (a global `app.use(upload.any())`
+ * and a route's `upload.single()`) cannot enforce its own limits and fields on a body already read, so it
+ * fails with ALREADY_PARSED (500: a configuration error) instead of silently doing nothing.
+ */
 const handled = new WeakSet<IncomingMessage>();
 const FORM_DATA = /^\s*multipart\/form-data\s*(?:;|$)/i;
 
@@ -38,7 +42,8 @@ export function spool(options?: SpoolOptions): Spool {
   const config = resolveOptions(options);
   const middleware = (selection: FileSelection): Middleware => {
     return (req, res, next) => {
-      if (!hasBody(req) || handled.has(req)) return next();
+      if (!hasBody(req)) return next();
+      if (handled.has(req)) return next(new SpoolError('ALREADY_PARSED'));
       const contentType = req.headers['content-type'];
       if (typeof contentType !== 'string' || !FORM_DATA.test(contentType)) {
         const type = typeof contentType === 'string' ? contentType.split(';', 1)[0].trim().toLowerCase() : '';

@@ -12,7 +12,7 @@ import { isStorageEngine } from './engine';
 export interface ToMulterStorageOptions {
   /** Memory budget shared by the files this storage keeps in memory. @default '64MiB' */
   memoryBudget?: Size | MemoryBudget;
-  /** Compute `file.sha256` while streaming. @default true */
+  /** Compute `file.sha256` while streaming. @default false */
   sha256?: boolean;
 }
 
@@ -32,7 +32,7 @@ interface RequestState {
 export function toMulterStorage(engine: StorageEngine, options: ToMulterStorageOptions = {}): MulterStorageEngine {
   if (!isStorageEngine(engine)) throw new TypeError(`Expected \`engine\` to be a storage engine, got ${describe(engine)}`);
   const budget = options.memoryBudget instanceof MemoryBudget ? options.memoryBudget : new MemoryBudget(options.memoryBudget ?? '64MiB');
-  const hash = options.sha256 ?? true;
+  const hash = options.sha256 ?? false;
   const states = new WeakMap<IncomingMessage, RequestState>();
 
   const stateOf = (req: IncomingMessage): RequestState => {
@@ -56,21 +56,22 @@ export function toMulterStorage(engine: StorageEngine, options: ToMulterStorageO
     _handleFile(req, file, callback) {
       const state = stateOf(req);
       const controller = new AbortController();
-      const onAborted = () => controller.abort(new SpoolError('CLIENT_ABORTED'));
-      req.once('aborted', onAborted);
       const tap = new FileTap(file.stream, hash);
+      // The tap is the engine's channel of cancellation, as in the core: destroy it when the client goes.
+      const onAborted = () => {
+        const reason = new SpoolError('CLIENT_ABORTED');
+        tap.destroy(reason);
+        controller.abort(reason);
+      };
+      req.once('aborted', onAborted);
       tap.on('error', () => undefined); // reported through the engine's rejection
       engine
         .store(tap, file, { signal: controller.signal, memory: state.lease, sha256: () => tap.digest(), request: req })
         .then(
-          async (stored) => {
+          (stored) => {
             if (stored.temporary) state.temporary.push(stored);
             const info: Record<string | symbol, unknown> = { size: tap.bytes, storage: stored.storage };
-            const digest = await tap.digest().catch(async (err: unknown) => {
-              await stored.remove();
-              throw err;
-            });
-            if (digest !== undefined) info.sha256 = digest;
+            if (tap.sha256 !== undefined) info.sha256 = tap.sha256;
             Object.defineProperties(info, Object.getOwnPropertyDescriptors(stored.details));
             info[STORED] = stored; // multer spreads info into the file, symbols included: _removeFile finds it
             return info as Record<string, unknown>;
@@ -78,7 +79,7 @@ export function toMulterStorage(engine: StorageEngine, options: ToMulterStorageO
         )
         .finally(() => {
           req.off('aborted', onAborted);
-          if (!tap.readableEnded) tap.destroy(); // an engine that gave up leaves the tap (and its hash) half-read
+          if (!tap.readableEnded) tap.destroy(); // an engine that gave up leaves the tap half-read
         })
         .then(
           (info) => callback(null, info),

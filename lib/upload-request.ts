@@ -1,8 +1,7 @@
-import { setMaxListeners } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
 import { appendField, createBody, type FieldObject } from './append-field';
-import type { IncomingFile } from './engine';
+import type { IncomingFile, StoreContext } from './engine';
 import { SpoolError } from './errors';
 import type { FileSelection } from './file-selection';
 import { FileTap } from './file-tap';
@@ -13,6 +12,7 @@ import { runFileFilter } from './run-file-filter';
 import { UploadedFile } from './uploaded-file';
 import { toParserError, toStorageError } from './error-mapping';
 import { createMultipartParser, type FileStreamInfo } from './multipart-parser';
+import { watchdog, type Watched } from './watchdog';
 
 function ignore(): void {}
 
@@ -26,31 +26,48 @@ export interface SpoolRequest extends IncomingMessage {
 }
 
 /**
- * One multipart request from first byte to `next()`. Owns the lifecycle: one AbortController wired to the
- * client's socket, limits and errors; one guarded finish; on failure every stored file is removed before
- * `next(err)`; temporary files and the memory lease are released when the response ends.
+ * Memory every admitted request holds from the budget for its stream buffers (socket, parser, one file's
+ * tap and its engine's write buffer): the fixed part of the memory bound, see the README.
  */
-export class UploadRequest {
+export const REQUEST_SHARE = 128 * 1024;
+/** Seconds a client refused for memory is told to wait (`Retry-After`). */
+const RETRY_AFTER = '5';
+
+/**
+ * One multipart request from first byte to `next()`. Owns the lifecycle: admission against the memory
+ * budget, one guarded finish, one watchdog entry for stalls and the deadline. Cancellation has one
+ * channel: on failure every live file stream is destroyed with the error (engines that do work of their
+ * own also get an AbortSignal). On failure every stored file is removed before `next(err)`; temporary
+ * files and the memory lease are released when the response ends.
+ */
+export class UploadRequest implements Watched {
   readonly #req: SpoolRequest;
   readonly #res: ServerResponse;
   readonly #next: Next;
   readonly #config: SpoolConfig;
   readonly #selection: FileSelection;
   readonly #allowFile: (fieldname: string) => boolean;
-  readonly #controller = new AbortController();
+  #controller: AbortController | undefined;
   readonly #lease: MemoryLease;
   readonly #body: FieldObject = createBody();
   /** Files kept, by arrival index (they finish out of order). */
   readonly #files: UploadedFile[] = [];
   /** Everything stored so far, success or not: what cleanup removes. */
   readonly #stored: UploadedFile[] = [];
+  /** File streams engines are reading: destroyed with the error when the request fails. */
+  readonly #taps = new Set<FileTap>();
   readonly #pending = new Set<Promise<void>>();
   #parser: Writable | undefined;
   #parsed = false;
   #fileCount = 0;
   #error: Error | undefined;
+  /** Set once cleanup has stopped waiting for engines: anything stored later is removed at once. */
+  #abandoned = false;
   #done = false;
-  #idleTimer: NodeJS.Timeout | undefined;
+  #unwatch: (() => void) | undefined;
+  #started = 0;
+  #bytesSeen = 0;
+  #lastProgress = 0;
 
   constructor(req: IncomingMessage, res: ServerResponse, next: Next, config: SpoolConfig, selection: FileSelection) {
     this.#req = req as SpoolRequest;
@@ -60,11 +77,39 @@ export class UploadRequest {
     this.#selection = selection;
     this.#allowFile = selection.counter();
     this.#lease = config.budget.lease();
-    // Every file in flight listens for the abort (disk pipelines, S3 uploads); the count is bounded by limits.files.
-    setMaxListeners(0, this.#controller.signal);
+  }
+
+  /** Aborted when the request fails; created only for the engines and filters that ask for it. */
+  get signal(): AbortSignal {
+    this.#controller ??= new AbortController();
+    if (this.#error && !this.#controller.signal.aborted) this.#controller.abort(this.#error);
+    return this.#controller.signal;
   }
 
   start(): void {
+    this.#res.once('close', this.#onResponseClose);
+    if (this.#lease.tryReserve(REQUEST_SHARE)) return this.#begin();
+    this.#waitForAdmission();
+  }
+
+  /** The budget is full: wait a bounded time for our share without reading the body, or refuse with 503. */
+  #waitForAdmission(): void {
+    const { admissionTimeout } = this.#config;
+    const signal = admissionTimeout > 0 ? AbortSignal.any([this.signal, AbortSignal.timeout(admissionTimeout)]) : this.signal;
+    this.#lease.reserve(REQUEST_SHARE, signal).then(
+      () => this.#begin(),
+      (err: unknown) => {
+        if (this.#done) return;
+        const refusal = err instanceof SpoolError && err.code === 'MEMORY_BUDGET_EXCEEDED'
+          ? err
+          : new SpoolError('MEMORY_BUDGET_EXCEEDED', 'No memory for another upload right now; retry later');
+        this.#finishWith(this.#error ?? refusal);
+      },
+    );
+  }
+
+  #begin(): void {
+    if (this.#done || this.#error) return;
     const { limits, preservePath } = this.#config;
     let parser: Writable;
     try {
@@ -83,10 +128,9 @@ export class UploadRequest {
       return;
     }
     this.#parser = parser;
-    this.#res.once('close', this.#onResponseClose);
-    // A client that goes away closes the response before we answered (#onResponseClose); 'error' covers resets.
+    // 'error' covers resets; a client that goes away closes the response before we answered.
     this.#req.once('error', this.#onClientAborted);
-    if (this.#config.idleTimeout > 0) this.#watchIdle(this.#config.idleTimeout);
+    this.#watch();
     this.#req.pipe(parser);
   }
 
@@ -95,6 +139,10 @@ export class UploadRequest {
     if (valueTruncated) return this.#fail(new SpoolError('LIMIT_FIELD_VALUE', undefined, { field: name }));
     const problem = this.#checkName(name);
     if (problem || name === undefined) return this.#fail(problem ?? new SpoolError('MISSING_FIELD_NAME'));
+    // Field values stay in memory until the app is done with req.body: they count like file chunks.
+    if (!this.#lease.tryReserve(name.length + value.length)) {
+      return this.#fail(new SpoolError('MEMORY_BUDGET_EXCEEDED', undefined, { field: name }));
+    }
     if (!appendField(this.#body, name, value)) this.#fail(new SpoolError('INVALID_FIELD_NAME', undefined, { field: name }));
   };
 
@@ -125,39 +173,43 @@ export class UploadRequest {
     if (fileFilter) {
       let accepted: boolean;
       try {
-        accepted = await runFileFilter(fileFilter, this.#req, meta);
+        accepted = await runFileFilter(fileFilter, this.#req, meta, this.signal);
       } catch (err) {
         stream.resume();
+        if (this.#error) return; // the request failed while the filter ran: that error wins
         return this.#fail(err instanceof Error ? err : new SpoolError('FILE_REJECTED', String(err)));
       }
       // The request may have failed while the filter was pending (multer CVE-2026-3304): store nothing.
       if (!accepted || this.#error) return void stream.resume();
     }
     const tap = new FileTap(stream, sha256);
-    // The core already hears the source's errors; this keeps a tap that errors before its engine
-    // starts reading (e.g. while a directory is created) from crashing the process.
+    // The core hears the source's errors itself; this keeps a tap destroyed before its engine reads it
+    // (e.g. while a directory is created) from crashing the process.
     tap.on('error', ignore);
+    this.#taps.add(tap);
+    const request = this;
+    const context: StoreContext = {
+      get signal() {
+        return request.signal;
+      },
+      memory: this.#lease,
+      sha256: () => tap.digest(),
+      request: this.#req,
+    };
     let stored;
     try {
-      stored = await engine.store(tap, meta, {
-        signal: this.#controller.signal,
-        memory: this.#lease,
-        sha256: () => tap.digest(),
-        request: this.#req,
-      });
+      stored = await engine.store(tap, meta, context);
     } finally {
-      // An engine that gave up without consuming the stream leaves the tap half-read: release it (and its
-      // background hash) so nothing outlives the request.
+      this.#taps.delete(tap);
+      // An engine that gave up without consuming the stream leaves the tap half-read: release it.
       if (!tap.readableEnded) tap.destroy();
     }
-    let digest: string | undefined;
-    try {
-      digest = await tap.digest();
-    } catch (err) {
-      await stored.remove(); // never leave bytes behind that no one will hear of
-      throw err;
+    const file = new UploadedFile(meta, tap.bytes, tap.sha256, stored);
+    if (this.#abandoned) {
+      // Reported after cleanup stopped waiting: nobody else will ever remove it.
+      await file.remove().catch(ignore);
+      return;
     }
-    const file = new UploadedFile(meta, tap.bytes, digest, stored);
     this.#stored.push(file); // from here on cleanup owns it, whatever happens next
     if ((stream as Readable & { truncated?: boolean }).truncated) {
       throw new SpoolError('LIMIT_FILE_SIZE', undefined, { field: meta.fieldname });
@@ -178,26 +230,37 @@ export class UploadRequest {
     this.#fail(err);
   }
 
+  #watch(): void {
+    const { idleTimeout, requestTimeout } = this.#config;
+    if (idleTimeout <= 0 && requestTimeout <= 0) return;
+    this.#started = this.#lastProgress = Date.now();
+    this.#bytesSeen = this.#req.socket?.bytesRead ?? 0;
+    const interval = Math.min(idleTimeout > 0 ? idleTimeout / 4 : Infinity, requestTimeout > 0 ? requestTimeout / 4 : Infinity, 1000);
+    this.#unwatch = watchdog.watch(this, interval);
+  }
+
   /**
-   * Fails the request when the client sends nothing for `timeout` ms. Polls the socket's byte count instead
-   * of listening to every chunk, and does not count time the body is paused by our own backpressure
-   * (a slow engine is not a stalled client).
+   * The watchdog's tick: fails the request when the client sent nothing for `idleTimeout` ms (time the body
+   * is paused by our own backpressure does not count: a slow engine is not a stalled client), or when it
+   * is still running `requestTimeout` ms after it started, whatever it is waiting for.
    */
-  #watchIdle(timeout: number): void {
-    const socket = this.#req.socket as { bytesRead?: number } | undefined;
-    let seen = socket?.bytesRead ?? 0;
-    let lastProgress = Date.now();
-    this.#idleTimer = setInterval(() => {
-      const now = Date.now();
-      const bytes = socket?.bytesRead ?? 0;
-      if (bytes !== seen || this.#req.readableFlowing === false) {
-        seen = bytes;
-        lastProgress = now;
-      } else if (now - lastProgress >= timeout) {
+  check(now: number): boolean {
+    if (this.#done) return false;
+    const { idleTimeout, requestTimeout } = this.#config;
+    if (requestTimeout > 0 && now - this.#started >= requestTimeout) {
+      this.#fail(new SpoolError('REQUEST_TIMEOUT', 'Request took longer than requestTimeout'));
+      return !this.#done;
+    }
+    if (idleTimeout > 0 && !this.#parsed && !this.#error) {
+      const bytes = this.#req.socket?.bytesRead ?? 0;
+      if (bytes !== this.#bytesSeen || this.#req.readableFlowing === false) {
+        this.#bytesSeen = bytes;
+        this.#lastProgress = now;
+      } else if (now - this.#lastProgress >= idleTimeout) {
         this.#fail(new SpoolError('REQUEST_TIMEOUT'));
       }
-    }, Math.max(10, timeout / 4));
-    this.#idleTimer.unref();
+    }
+    return !this.#done;
   }
 
   #onClientAborted = (): void => {
@@ -212,17 +275,22 @@ export class UploadRequest {
     if (temporary.length > 0) void removeAll(temporary);
   };
 
-  /** First error wins; stops the parser and every engine, then `#settle` cleans up once work has drained. */
+  /**
+   * First error wins. Stops reading, destroys every live file stream with the error (so an engine that
+   * only reads its stream stops too), aborts the signal for engines doing work of their own, then
+   * `#settle` cleans up once the work has drained or `settleTimeout` passed.
+   */
   #fail(err: Error): void {
     if (this.#error || this.#done) return;
     this.#error = err;
     this.#stopReading();
-    this.#controller.abort(err);
+    for (const tap of this.#taps) tap.destroy(err);
+    this.#taps.clear();
+    this.#controller?.abort(err);
     void this.#settle();
   }
 
   #stopReading(): void {
-    clearInterval(this.#idleTimer);
     const parser = this.#parser;
     if (!parser) return;
     this.#req.unpipe(parser);
@@ -230,27 +298,45 @@ export class UploadRequest {
     // and with the request unpiped it receives nothing more.
   }
 
-  /** Runs after the parser closes or a failure: waits for all file work, then finishes exactly once. */
+  /** Runs after the parser closes or a failure: waits for the file work, then finishes exactly once. */
   async #settle(): Promise<void> {
-    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    if (this.#error) await this.#drainPending(this.#config.settleTimeout);
+    else while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
     if (this.#done) return;
     if (!this.#error && !this.#parsed) return; // parser still running; onDone will call us
-    this.#done = true;
-    clearInterval(this.#idleTimer);
     if (this.#error) {
+      this.#abandoned = true;
+      this.#done = true;
+      this.#unwatch?.();
       const failures = await removeAll(this.#stored);
       this.#stored.length = 0;
       if (failures.length > 0) (this.#error as SpoolError).storageErrors = failures;
       this.#lease.close();
+      this.#req.body = this.#body; // like multer: error handlers can read the fields parsed so far
       return this.#drainThenNext(this.#error);
     }
+    this.#done = true;
+    this.#unwatch?.();
     this.#req.body = this.#body;
     this.#selection.assign(this.#req, this.#files.filter(Boolean));
     this.#next();
   }
 
+  /** Waits for pending file work, but never longer than `timeout` ms (an engine may ignore every signal). */
+  async #drainPending(timeout: number): Promise<void> {
+    if (this.#pending.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeout)));
+    const drained = (async () => {
+      while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    })();
+    await Promise.race([drained, expired]);
+    clearTimeout(timer);
+  }
+
   #finishWith(err: Error): void {
     this.#done = true;
+    this.#unwatch?.();
     this.#lease.close();
     this.#drainThenNext(err);
   }
@@ -258,6 +344,9 @@ export class UploadRequest {
   /** Reads (and drops) the rest of the body for a while so the client can read our error answer. */
   #drainThenNext(err: Error): void {
     const req = this.#req;
+    if (!this.#res.headersSent && err instanceof SpoolError && err.code === 'MEMORY_BUDGET_EXCEEDED') {
+      this.#res.setHeader('Retry-After', RETRY_AFTER);
+    }
     if (req.complete || req.destroyed) return this.#next(err);
     if (!this.#res.headersSent) this.#res.setHeader('Connection', 'close');
     let called = false;
