@@ -1,7 +1,9 @@
 import { diskEngine } from '../engines/disk';
 import { spoolEngine } from '../engines/spool';
+import { charsetOption, DEFAULT_PARAM_CHARSET } from './content-disposition';
 import { isStorageEngine, type AppRequest, type IncomingFile, type StorageEngine } from './engine';
 import { MemoryBudget } from './memory-budget';
+import { assertParserSupported } from './multipart-parser';
 import { countOption, describe, sizeOption, type Size } from './sizes';
 
 /** Request limits (busboy's names). Every limit is on by default; pass `Infinity` to lift one. */
@@ -66,6 +68,13 @@ export interface SpoolOptions {
   /** Keep the directory part of client filenames in `originalname`. @default false */
   preservePath?: boolean;
   /**
+   * Charset of part header parameters sent without one (`filename="…"`, `name="…"`), multer's option.
+   * Browsers send these as raw UTF-8 bytes, hence the default; multer's default is 'latin1'.
+   * `filename*=UTF-8''…` (RFC 8187) always carries its own charset.
+   * @default 'utf8'
+   */
+  defParamCharset?: string;
+  /**
    * Fail with REQUEST_TIMEOUT (408) when the body stalls this many ms; 0 turns it off.
    * @default 30000
    */
@@ -115,6 +124,7 @@ export interface SpoolConfig {
   fileFilter: FileFilter | undefined;
   sha256: boolean;
   preservePath: boolean;
+  defParamCharset: string;
   idleTimeout: number;
   requestTimeout: number;
   admissionTimeout: number;
@@ -134,7 +144,7 @@ export const DEFAULT_LIMITS: Readonly<ResolvedLimits> = Object.freeze({
 
 const KNOWN_OPTIONS = new Set([
   'threshold', 'rollover', 'storage', 'memoryBudget', 'limits', 'fileFilter',
-  'sha256', 'preservePath', 'idleTimeout', 'requestTimeout', 'admissionTimeout', 'settleTimeout', 'drainTimeout',
+  'sha256', 'preservePath', 'defParamCharset', 'idleTimeout', 'requestTimeout', 'admissionTimeout', 'settleTimeout', 'drainTimeout',
 ]);
 
 /** Validates options once, when the factory is called; throws TypeError with the option's name. */
@@ -155,6 +165,7 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
   if (fileFilter !== undefined && typeof fileFilter !== 'function') {
     throw new TypeError(`Expected \`fileFilter\` to be a function, got ${describe(fileFilter)}`);
   }
+  assertParserSupported();
   return {
     engine: storage ?? spoolEngine({ threshold: options.threshold, rollover: options.rollover ?? diskEngine() }),
     budget: options.memoryBudget instanceof MemoryBudget ? options.memoryBudget : new MemoryBudget(options.memoryBudget ?? '64MiB'),
@@ -162,6 +173,7 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
     fileFilter,
     sha256: booleanOption('sha256', options.sha256, false),
     preservePath: booleanOption('preservePath', options.preservePath, false),
+    defParamCharset: charsetOption('defParamCharset', options.defParamCharset, DEFAULT_PARAM_CHARSET),
     idleTimeout: countOption('idleTimeout', options.idleTimeout, 30_000),
     requestTimeout: countOption('requestTimeout', options.requestTimeout, 300_000),
     admissionTimeout: countOption('admissionTimeout', options.admissionTimeout, 10_000),
@@ -173,6 +185,9 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
 function resolveLimits(limits: SpoolLimits = {}): ResolvedLimits {
   if (typeof limits !== 'object' || limits === null) {
     throw new TypeError(`Expected \`limits\` to be an object, got ${describe(limits)}`);
+  }
+  for (const key of Object.keys(limits)) {
+    if (!Object.hasOwn(DEFAULT_LIMITS, key)) throw new TypeError(`Unknown option \`limits.${key}\``);
   }
   const d = DEFAULT_LIMITS;
   return {
