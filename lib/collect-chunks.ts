@@ -58,6 +58,8 @@ export function collectChunks(
     // The stream is the core's channel of cancellation (it is destroyed when the request fails);
     // a signal is only for callers that read a stream nobody else can destroy.
     if (signal?.aborted) return onAbort();
+    // Destroyed before we got it (the request failed meanwhile): its events are already gone.
+    if (stream.destroyed) return fail(stream.errored ?? new Error('Premature close'));
     signal?.addEventListener('abort', onAbort, { once: true });
     stream.on('data', onData).once('end', onEnd).once('error', onError).once('close', onClose);
     // A 'data' listener does not restart a stream someone paused (e.g. the spool handing over a rollover).

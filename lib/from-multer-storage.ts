@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { PassThrough, Readable } from 'node:stream';
+import { finished, PassThrough, Readable } from 'node:stream';
 import type { IncomingFile, StorageEngine, StoreContext, StoredFile } from './engine';
 import type { MulterFile, MulterStorageEngine } from './multer-types';
 import { describe } from './sizes';
@@ -32,14 +32,14 @@ export function fromMulterStorage(storage: MulterStorageEngine, options: FromMul
           input.end();
         };
         // The core destroys `stream` with the error when the request fails: that ends the engine's input.
-        const onClose = () => {
-          if (!stream.readableEnded) stop(new Error('Premature close'));
-        };
-        stream.once('error', stop).once('close', onClose);
+        // finished() also reports a stream destroyed before we got it (e.g. a limit hit during a rollover).
+        const cleanup = finished(stream, (err) => {
+          if (err) stop(err);
+        });
         stream.pipe(input);
         const multerFile: MulterFile = { ...file, stream: input };
         storage._handleFile(context.request, multerFile, (err, info = {}) => {
-          stream.off('error', stop).off('close', onClose);
+          cleanup();
           if (err) return reject(err);
           const full: MulterFile = { ...multerFile, ...info };
           const remove = () =>
