@@ -14,6 +14,8 @@ export interface FileStreamInfo {
 /** What the parser reports, already normalised: one error at most, `onDone` only after a clean parse. */
 export interface ParserEvents {
   onField(name: string | undefined, value: string, valueTruncated: boolean): void;
+  /** Bytes of a text field arrived (busboy holds them until the field ends): lets the core count them. */
+  onFieldBytes?(bytes: number): void;
   onFile(name: string | undefined, stream: Readable & { truncated?: boolean }, info: FileStreamInfo): void;
   onLimit(code: Extract<SpoolErrorCode, 'LIMIT_PART_COUNT' | 'LIMIT_FILE_COUNT' | 'LIMIT_FIELD_COUNT'>): void;
   onError(err: Error): void;
@@ -71,7 +73,7 @@ export function createMultipartParser(
     failed = true;
     events.onError(err);
   };
-  const parts = checkPartHeaders(parser, { maxPairs: limits.headerPairs, decode }, fail);
+  const parts = checkPartHeaders(parser, { maxPairs: limits.headerPairs, decode, onFieldBytes: events.onFieldBytes }, fail);
   // busboy emits 'file' right after the part's header and 'field' before the next part's header, so the
   // disposition read last is the one of the part being reported.
   parser
@@ -119,7 +121,7 @@ function innerParser(parser: BusboyInstance): NodeJS.EventEmitter {
  */
 function checkPartHeaders(
   parser: BusboyInstance,
-  { maxPairs, decode }: { maxPairs: number; decode: ParamDecoder },
+  { maxPairs, decode, onFieldBytes }: { maxPairs: number; decode: ParamDecoder; onFieldBytes?: (bytes: number) => void },
   fail: (err: Error) => void,
 ): PartWatch {
   const dicer = innerParser(parser);
@@ -138,6 +140,7 @@ function checkPartHeaders(
       const parsed = parseDisposition(disposition, decode);
       if (typeof parsed === 'string') return fail(new Error(`Malformed part header: ${parsed}`));
       current = parsed;
+      if (onFieldBytes && parsed.filename === undefined) part.on('data', (chunk: Buffer) => onFieldBytes(chunk.length));
       let pairs = 0;
       let bytes = 0;
       for (const name in header) {

@@ -60,6 +60,8 @@ export class UploadRequest implements Watched {
   #parser: Writable | undefined;
   #parsed = false;
   #fileCount = 0;
+  /** Bytes of the text field being parsed, reserved on the lease until it ends. */
+  #partialField = 0;
   #error: Error | undefined;
   /** Set once cleanup has stopped waiting for engines: anything stored later is removed at once. */
   #abandoned = false;
@@ -115,6 +117,7 @@ export class UploadRequest implements Watched {
     try {
       parser = createMultipartParser(this.#req.headers, { limits, preservePath }, {
         onField: this.#onField,
+        onFieldBytes: this.#onFieldBytes,
         onFile: this.#onFile,
         onLimit: (code) => this.#fail(new SpoolError(code)),
         onError: (err) => this.#fail(toParserError(err)),
@@ -134,7 +137,17 @@ export class UploadRequest implements Watched {
     this.#req.pipe(parser);
   }
 
+  /** A text field's bytes as they arrive: the parser holds them until the field ends, so they count now. */
+  #onFieldBytes = (bytes: number): void => {
+    if (this.#error) return;
+    if (!this.#lease.tryReserve(bytes)) return this.#fail(new SpoolError('MEMORY_BUDGET_EXCEEDED'));
+    this.#partialField += bytes;
+  };
+
   #onField = (name: string | undefined, value: string, valueTruncated: boolean): void => {
+    // The raw bytes counted while the field arrived become its value's count below.
+    this.#lease.release(this.#partialField);
+    this.#partialField = 0;
     if (this.#error) return;
     if (valueTruncated) return this.#fail(new SpoolError('LIMIT_FIELD_VALUE', undefined, { field: name }));
     const problem = this.#checkName(name);
