@@ -1,34 +1,53 @@
 import { randomUUID } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/engine';
+import type { AppRequest, IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/engine';
+import { SpoolError } from '../lib/errors';
 import { describe } from '../lib/sizes';
 
 /** How long files written by a disk engine live. */
 export type DiskLifetime = 'persistent' | 'temporary';
 
+/** multer's callback: `callback(null, value)` or `callback(error)`. */
+export type DiskCallback = (error: Error | null, value?: string) => void;
+
+/**
+ * Chooses a directory or a file name per file, with the request in hand. Either multer's form — call
+ * `callback(null, value)` — or return the value (or a promise of it); `(req, file) => …` is enough then.
+ */
+export type DiskNameFunction = (req: AppRequest, file: IncomingFile, callback: DiskCallback) => string | Promise<string> | void;
+
 export interface DiskEngineOptions {
   /**
-   * Directory the files are written to; created (recursively) on first use.
+   * Where files go. A string is created (recursively) on first use, and again if it disappears (a tmp
+   * cleaner). A function picks a directory per file, like multer's `destination(req, file, cb)`, and as
+   * with multer the app must have created it: a missing one fails the request (STORAGE_FAILED, `cause`
+   * is the ENOENT).
    * @default a directory named `express-spool` under `os.tmpdir()`
    */
-  directory?: string;
+  directory?: string | DiskNameFunction;
+  /** multer's name for `directory` (same meaning); give one or the other. */
+  destination?: string | DiskNameFunction;
   /**
    * `'persistent'`: files stay until the app removes them (multer's diskStorage).
    * `'temporary'`: the core removes them when the response ends, unless the app calls `file.keep()`.
-   * @default 'persistent' when `directory` is given, otherwise 'temporary'
+   * @default 'persistent' when a directory is given, otherwise 'temporary'
    */
   lifetime?: DiskLifetime;
   /**
-   * Name of the file inside `directory`. Receives the part's metadata; must return a plain file name
-   * (no path separators). The client's filename is never used unless you use it here — sanitize it.
+   * Name of the file inside the directory: `filename(req, file, cb)` (multer's form) or a returned value
+   * or promise. Must be a plain file name (no path separators). The client's filename is never used unless
+   * you use it here — sanitize it. A name that exists already fails the request with FILE_EXISTS (409);
+   * the existing file is left alone. A function declared with one parameter is called as
+   * `filename(file)`, express-spool 0.1's form (to use only the request, declare `(req, _file) => …`).
    * @default a random UUID v4
+   * @example filename: (req, file) => `${req.user.id}-${randomUUID()}.bin`
    */
-  filename?: (file: IncomingFile) => string;
+  filename?: DiskNameFunction;
 }
 
 /** Details a disk-stored file carries (multer's diskStorage fields). */
@@ -39,41 +58,64 @@ export interface DiskDetails {
 }
 
 const SAFE_NAME = /^[^/\\\0]+$/;
+/** Per-file write buffer: small, since the memory budget documentation counts it for every file in flight. */
+const WRITE_HIGH_WATER_MARK = 64 * 1024;
+const KNOWN_OPTIONS = new Set(['directory', 'destination', 'lifetime', 'filename']);
 
-/** Writes each file to `directory` under a generated name. */
+/** Writes each file to a directory under a generated (or app-chosen) name. */
 export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
-  const { directory, lifetime, filename = () => randomUUID() } = options;
-  if (directory !== undefined && (typeof directory !== 'string' || directory === '')) {
-    throw new TypeError(`Expected \`directory\` to be a non-empty string, got ${describe(directory)}`);
+  for (const key of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`Unknown diskEngine option \`${key}\``);
+  }
+  if (options.directory !== undefined && options.destination !== undefined) {
+    throw new TypeError('Give `directory` or `destination` (its multer name), not both');
+  }
+  const optionName = options.destination !== undefined ? 'destination' : 'directory';
+  const directory = options.destination ?? options.directory;
+  const { lifetime, filename } = options;
+  if (directory !== undefined && typeof directory !== 'function' && (typeof directory !== 'string' || directory === '')) {
+    throw new TypeError(`Expected \`${optionName}\` to be a non-empty string or a function, got ${describe(directory)}`);
   }
   if (lifetime !== undefined && lifetime !== 'persistent' && lifetime !== 'temporary') {
     throw new TypeError(`Expected \`lifetime\` to be 'persistent' or 'temporary', got ${describe(lifetime)}`);
   }
-  if (typeof filename !== 'function') {
+  if (filename !== undefined && typeof filename !== 'function') {
     throw new TypeError(`Expected \`filename\` to be a function, got ${describe(filename)}`);
   }
-  const destination = resolve(directory ?? join(tmpdir(), 'express-spool'));
+  const fixed = typeof directory === 'function' ? undefined : resolve(directory ?? join(tmpdir(), 'express-spool'));
   const temporary = (lifetime ?? (directory === undefined ? 'temporary' : 'persistent')) === 'temporary';
-  let ready: Promise<unknown> | undefined;
+
+  async function chooseName(file: IncomingFile, request: AppRequest): Promise<string> {
+    if (!filename) return randomUUID();
+    const legacy = filename.length === 1 ? (filename as unknown as (file: IncomingFile) => unknown) : undefined;
+    const name = legacy ? legacy(file) : await ask(filename, request, file);
+    if (typeof name !== 'string' || !SAFE_NAME.test(name) || name === '.' || name === '..') {
+      throw new TypeError(`diskEngine \`filename\` must return a plain file name, got ${describe(name)}`);
+    }
+    return name;
+  }
+
+  async function chooseDirectory(file: IncomingFile, request: AppRequest): Promise<string> {
+    if (fixed !== undefined) return fixed;
+    const chosen = await ask(directory as DiskNameFunction, request, file);
+    if (typeof chosen !== 'string' || chosen === '') {
+      throw new TypeError(`diskEngine \`${optionName}\` must give a directory, got ${describe(chosen)}`);
+    }
+    return resolve(chosen);
+  }
 
   return {
     name: 'disk',
     async store(stream: Readable, file: IncomingFile, context: StoreContext): Promise<StoredFile> {
-      const name = filename(file);
-      if (typeof name !== 'string' || !SAFE_NAME.test(name) || name === '.' || name === '..') {
-        throw new TypeError(`diskEngine \`filename\` must return a plain file name, got ${describe(name)}`);
-      }
-      // Retry mkdir after a failure (e.g. the directory was removed while the app runs).
-      ready ??= mkdir(destination, { recursive: true }).catch((err) => {
-        ready = undefined;
-        throw err;
-      });
-      await ready;
+      const destination = await chooseDirectory(file, context.request);
+      const name = await chooseName(file, context.request);
       const path = join(destination, name);
-      const output = createWriteStream(path, { flags: 'wx', highWaterMark: 1024 * 1024 });
+      // Only a file this call created may be removed: 'wx' refuses to open an existing one.
+      const handle = await create(destination, name, fixed !== undefined, file);
       try {
-        await pipeline(stream, output, { signal: context.signal });
+        await pipeline(stream, handle.createWriteStream({ highWaterMark: WRITE_HIGH_WATER_MARK }), { signal: context.signal });
       } catch (err) {
+        await handle.close().catch(() => undefined); // already closed by the stream in most cases
         await rm(path, { force: true });
         throw err;
       }
@@ -87,4 +129,42 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
       };
     },
   };
+}
+
+/**
+ * Creates `path` exclusively. A directory the engine owns (a string option) is created when missing —
+ * also after a tmp cleaner removed it; one the app chose per file is not (multer's rule).
+ */
+async function create(directory: string, name: string, ownsDirectory: boolean, file: IncomingFile): Promise<FileHandle> {
+  try {
+    return await open(join(directory, name), 'wx');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') {
+      // The message names the file, not the server's directory: 4xx messages are shown to clients.
+      throw new SpoolError('FILE_EXISTS', `A file named ${JSON.stringify(name)} already exists`, { cause: err, field: file.fieldname });
+    }
+    if (code !== 'ENOENT' || !ownsDirectory) throw err;
+  }
+  await mkdir(directory, { recursive: true });
+  return create(directory, name, false, file);
+}
+
+/** Calls a multer-style `(req, file, cb)` function that may also return its answer (or a promise of it). */
+function ask(fn: DiskNameFunction, request: AppRequest, file: IncomingFile): Promise<unknown> {
+  return new Promise((resolvePromise, reject) => {
+    let settled = false;
+    const callback: DiskCallback = (error, value) => {
+      if (settled) return;
+      settled = true;
+      if (error) reject(error);
+      else resolvePromise(value);
+    };
+    try {
+      const result = fn(request, file, callback);
+      if (result !== undefined) Promise.resolve(result).then((value) => callback(null, value), (error: unknown) => callback(error as Error));
+    } catch (error) {
+      callback(error as Error);
+    }
+  });
 }
