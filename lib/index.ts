@@ -25,3 +25,4 @@ export type { ToMulterStorageOptions } from './to-multer-storage';
 export { fromMulterStorage } from './from-multer-storage';
 export type { FromMulterStorageOptions } from './from-multer-storage';
 export type { MulterFile, MulterStorageEngine } from './multer-types';
+export type { ResumableStore, ResumableUpload, NewUpload, UploadChanges, ResumableContext, AppendContext } from './resumable/upload-store';
