@@ -2,7 +2,13 @@ import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { spool } from '../lib';
+import express from 'express';
+import request from 'supertest';
+import { diskEngine, spool } from '../lib';
+import { tempDir } from './helpers/app';
+import { randomData, sha256 } from './helpers/multipart';
+/* eslint-disable @typescript-eslint/no-require-imports, @typescript-eslint/no-explicit-any */
+const multer = require('multer');
 
 // What a multer app meets when it moves over: options checked the same way, and the parser's internals
 // checked when the middleware is created rather than on the first request.
@@ -63,5 +69,84 @@ describe('@fastify/busboy: pinned, and its internals checked at start-up', () =>
 
   test('the installed version passes', () => {
     expect(() => spool()).not.toThrow();
+  });
+});
+
+describe("the README's migration guide, run", () => {
+  // The examples are read from the README itself, so the guide cannot drift from what is tested.
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## Moving from multer'), readme.indexOf("### Both ways with multer's engines"));
+  const line = (pattern: RegExp) => {
+    const match = pattern.exec(section);
+    if (!match) throw new Error(`README migration guide: no line matching ${pattern}`);
+    return match[1];
+  };
+  const multerLine = line(/^-const upload = (multer\(.*\));$/m);
+  const spoolLine = line(/^\+const upload = (spool\(.*\));$/m);
+  const optInLine = line(/^const upload = (spool\(\{ threshold.*\));$/m);
+
+  const dirs = [tempDir('readme-multer-'), tempDir('readme-ours-'), tempDir('readme-spool-')];
+  afterAll(() => dirs.forEach((d) => d.remove()));
+  // 'uploads/' in the README becomes a temporary directory of the test.
+  const build = (code: string, dir: string) =>
+    new Function('multer', 'spool', 'diskEngine', `return ${code.replace(/'uploads\/'/g, JSON.stringify(`${dir}/`))}`)(multer, spool, diskEngine);
+
+  const small = randomData(100);
+  const large = randomData(2 * 1024 * 1024);
+
+  /** The guide's routes on one app; answers what each file looks like and whether its bytes are where it says. */
+  async function run(upload: any, send: (agent: request.Agent) => request.Test) {
+    let error: any;
+    const app = express();
+    const describeFile = (f: any) => ({
+      fieldname: f.fieldname, originalname: f.originalname, encoding: f.encoding, mimetype: f.mimetype, size: f.size,
+      destination: f.destination, hasPath: typeof f.path === 'string', hasBuffer: Buffer.isBuffer(f.buffer),
+      bytes: sha256(f.path ? readFileSync(f.path) : f.buffer),
+    });
+    app.post('/profile', upload.single('avatar'), (req: any, res) => res.json({ file: describeFile(req.file), body: { ...req.body } }));
+    app.post('/photos', upload.array('photos', 12), (req: any, res) => res.json({ files: req.files.map(describeFile), body: { ...req.body } }));
+    app.use((err: any, _req: any, res: any, _next: any) => {
+      error = err;
+      res.status(413).json({});
+    });
+    const res = await send(request.agent(app));
+    return { status: res.status, body: res.body, error };
+  }
+
+  const photos = (agent: request.Agent) =>
+    agent.post('/photos').field('album', 'holiday').field('tags[]', 'sea').attach('photos', small, 'small.jpg').attach('photos', large, 'large.jpg');
+
+  test('the one-line migration keeps multer’s dest semantics: every file on disk with a path', async () => {
+    const [theirs, ours] = await Promise.all([run(build(multerLine, dirs[0].path), photos), run(build(spoolLine, dirs[1].path), photos)]);
+    expect(theirs.status).toBe(200);
+    expect(ours.status).toBe(200);
+    const sameDir = (files: any[], dir: string) => files.map((f) => ({ ...f, destination: f.destination === `${dir}/` || f.destination === dir }));
+    expect(sameDir(ours.body.files, dirs[1].path)).toEqual(sameDir(theirs.body.files, dirs[0].path));
+    expect(ours.body.files.map((f: any) => [f.hasPath, f.bytes])).toEqual([[true, sha256(small)], [true, sha256(large)]]);
+    expect(ours.body.body).toEqual(theirs.body.body);
+    expect(dirs[1].files()).toHaveLength(2);
+  });
+
+  test('single(): the same file and body', async () => {
+    const send = (agent: request.Agent) => agent.post('/profile').field('name', 'Ada').attach('avatar', small, 'me.png');
+    const [theirs, ours] = await Promise.all([run(build(multerLine, dirs[0].path), send), run(build(spoolLine, dirs[1].path), send)]);
+    expect({ ...ours.body.file, destination: undefined }).toEqual({ ...theirs.body.file, destination: undefined });
+    expect(ours.body.body).toEqual({ name: 'Ada' });
+  });
+
+  test('its limit: the same error, by code and by name', async () => {
+    const send = (agent: request.Agent) => agent.post('/photos').attach('photos', randomData(10 * 1024 * 1024 + 1), 'huge.bin');
+    const [theirs, ours] = await Promise.all([run(build(multerLine, dirs[0].path), send), run(build(spoolLine, dirs[1].path), send)]);
+    expect(theirs.error).toMatchObject({ name: 'MulterError', code: 'LIMIT_FILE_SIZE' });
+    expect(ours.error).toMatchObject({ name: theirs.error.name, code: theirs.error.code, status: 413 });
+  });
+
+  test('the spool opt-in: small files in memory without a path, larger ones on disk', async () => {
+    const res = await run(build(optInLine, dirs[2].path), photos);
+    expect(res.status).toBe(200);
+    expect(res.body.files.map((f: any) => [f.originalname, f.hasBuffer, f.hasPath, f.bytes])).toEqual([
+      ['small.jpg', true, false, sha256(small)],
+      ['large.jpg', false, true, sha256(large)],
+    ]);
   });
 });

@@ -162,7 +162,9 @@ function ask(fn: DiskNameFunction, request: AppRequest, file: IncomingFile): Pro
     };
     try {
       const result = fn(request, file, callback);
-      if (result !== undefined) Promise.resolve(result).then((value) => callback(null, value), (error: unknown) => callback(error as Error));
+      if (result !== undefined) {
+        Promise.resolve(result as string | Promise<string>).then((value) => callback(null, value), (error: unknown) => callback(error as Error));
+      }
     } catch (error) {
       callback(error as Error);
     }
