@@ -22,7 +22,16 @@ export type SpoolErrorCode =
   | 'STORAGE_FAILED'
   | 'STORAGE_FULL'
   | 'STORAGE_UNAVAILABLE'
-  | 'FILE_EXISTS';
+  | 'FILE_EXISTS'
+  | 'UPLOAD_NOT_FOUND'
+  | 'UPLOAD_EXPIRED'
+  | 'UPLOAD_LOCKED'
+  | 'UPLOAD_COMPLETED'
+  | 'OFFSET_MISMATCH'
+  | 'INCONSISTENT_LENGTH'
+  | 'CHECKSUM_MISMATCH'
+  | 'INVALID_UPLOAD_REQUEST'
+  | 'UNSUPPORTED_PROTOCOL_VERSION';
 
 interface CodeInfo {
   readonly status: number;
@@ -51,6 +60,16 @@ export const ERROR_CODES: Readonly<Record<SpoolErrorCode, CodeInfo>> = Object.fr
   STORAGE_FULL: { status: 507, message: 'Storage is full' },
   STORAGE_UNAVAILABLE: { status: 503, message: 'Storage backend unavailable' },
   FILE_EXISTS: { status: 409, message: 'A file with that name already exists' },
+  // Resumable uploads (tus 1.0, IETF drafts); each protocol front-end may answer some with its own status.
+  UPLOAD_NOT_FOUND: { status: 404, message: 'No such upload' },
+  UPLOAD_EXPIRED: { status: 410, message: 'The upload has expired' },
+  UPLOAD_LOCKED: { status: 423, message: 'The upload is busy with another request' },
+  UPLOAD_COMPLETED: { status: 400, message: 'The upload is already complete' },
+  OFFSET_MISMATCH: { status: 409, message: 'Upload-Offset does not match the upload' },
+  INCONSISTENT_LENGTH: { status: 400, message: 'Inconsistent upload length' },
+  CHECKSUM_MISMATCH: { status: 460, message: 'Checksum mismatch' },
+  INVALID_UPLOAD_REQUEST: { status: 400, message: 'Invalid resumable upload request' },
+  UNSUPPORTED_PROTOCOL_VERSION: { status: 412, message: 'Unsupported resumable upload protocol version' },
 });
 
 /**

@@ -26,3 +26,8 @@ export { fromMulterStorage } from './from-multer-storage';
 export type { FromMulterStorageOptions } from './from-multer-storage';
 export type { MulterFile, MulterStorageEngine } from './multer-types';
 export type { ResumableStore, ResumableUpload, NewUpload, UploadChanges, ResumableContext, AppendContext } from './resumable/upload-store';
+export { resumable } from './resumable/handler';
+export type { Resumable } from './resumable/handler';
+export type { ResumableOptions, ResumableLimits, ResumableProtocol } from './resumable/options';
+export { resumableDiskStore } from '../engines/resumable-disk';
+export type { ResumableDiskOptions, ResumableDiskDetails } from '../engines/resumable-disk';

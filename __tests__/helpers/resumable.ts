@@ -1,0 +1,132 @@
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
+import express from 'express';
+import * as tus from 'tus-js-client';
+import { resumable, resumableDiskStore, type Resumable, type ResumableOptions, type UploadedFile } from '../../lib/index';
+import { close, listen, tempDir } from './app';
+
+export interface Completed {
+  file: UploadedFile;
+  sha256: string | undefined;
+  size: number;
+  /** sha256 of what file.stream() reads back (checked independently of the handler's hash). */
+  readBack: string;
+}
+
+export interface ResumableServer {
+  url: string;
+  endpoint: string;
+  server: http.Server;
+  middleware: Resumable;
+  dir: ReturnType<typeof tempDir>;
+  completed: Completed[];
+  /** Closes the server (every connection) and starts a new middleware + server over the same directory. */
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** An Express app with `resumable()` at /files over a fresh directory; completed uploads are read back. */
+export async function startResumable(options: ResumableOptions = {}, dir = tempDir('spool-resumable-')): Promise<ResumableServer> {
+  const completed: Completed[] = [];
+  const build = async (port = 0) => {
+    const middleware = resumable({
+      store: resumableDiskStore({ directory: dir.path }),
+      sweepInterval: 0,
+      ...options,
+      onComplete: async (file, req) => {
+        completed.push({ file, sha256: file.sha256, size: file.size, readBack: await sha256Of(file.stream()) });
+        await options.onComplete?.(file, req);
+      },
+    });
+    const app = express();
+    app.use('/files', middleware);
+    const server = await new Promise<http.Server>((resolve) => {
+      const s = app.listen(port, '127.0.0.1', () => resolve(s));
+    });
+    return { middleware, server };
+  };
+  let current = await build();
+  const port = (current.server.address() as AddressInfo).port;
+  const state: ResumableServer = {
+    url: `http://127.0.0.1:${port}`,
+    endpoint: `http://127.0.0.1:${port}/files`,
+    server: current.server,
+    middleware: current.middleware,
+    dir,
+    completed,
+    async restart() {
+      current.middleware.close();
+      await close(current.server);
+      current = await build(port);
+      state.server = current.server;
+      state.middleware = current.middleware;
+    },
+    async close() {
+      current.middleware.close();
+      await close(current.server);
+      dir.remove();
+    },
+  };
+  return state;
+}
+
+export async function sha256Of(stream: AsyncIterable<unknown>): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of stream) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+export interface TusResult {
+  url: string;
+  upload: tus.Upload;
+  errors: number;
+}
+
+/** Runs a tus-js-client upload to the end; resolves with its URL, rejects with its error. */
+export function tusUpload(input: Buffer | Readable, options: tus.UploadOptions): Promise<TusResult> {
+  return new Promise((resolve, reject) => {
+    let errors = 0;
+    const upload = new tus.Upload(input as never, {
+      retryDelays: [0, 50, 100, 200],
+      ...options,
+      onShouldRetry: (err, attempt, opts) => {
+        errors++;
+        return options.onShouldRetry ? options.onShouldRetry(err, attempt, opts) : attempt < (opts.retryDelays?.length ?? 0);
+      },
+      onSuccess: () => resolve({ url: upload.url!, upload, errors }),
+      onError: reject,
+    });
+    upload.start();
+  });
+}
+
+/** A raw HTTP request: headers and body chunks in, status, headers, body and interim (1xx) responses out. */
+export function request(
+  url: string,
+  method: string,
+  headers: Record<string, string | number>,
+  body?: Buffer | Iterable<Buffer> | AsyncIterable<Buffer>,
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string; interim: { status: number; headers: Record<string, string> }[] }> {
+  return new Promise((resolve, reject) => {
+    const interim: { status: number; headers: Record<string, string> }[] = [];
+    const req = http.request(url, { method, headers });
+    req.on('information', (info) => interim.push({ status: info.statusCode, headers: info.headers as Record<string, string> }));
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString(), interim }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    if (body === undefined) req.end();
+    else if (Buffer.isBuffer(body)) req.end(body);
+    else Readable.from(body as AsyncIterable<Buffer>).pipe(req);
+  });
+}
+
+export const TUS = { 'Tus-Resumable': '1.0.0' } as const;
+export const OCTETS = { 'Content-Type': 'application/offset+octet-stream' } as const;
+
+export { listen };

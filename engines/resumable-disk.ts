@@ -1,0 +1,260 @@
+import { randomBytes } from 'node:crypto';
+import { constants, createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import type { StoredFile } from '../lib/engine';
+import { SpoolError } from '../lib/errors';
+import { describe } from '../lib/sizes';
+import type { AppendContext, NewUpload, ResumableStore, ResumableUpload, UploadChanges } from '../lib/resumable/upload-store';
+
+export interface ResumableDiskOptions {
+  /**
+   * Where uploads live: `<id>` holds the bytes, `<id>.json` the state (written to a temporary file and
+   * renamed, so a crash leaves the old or the new state). Point a new store at the same directory after a
+   * restart and every upload resumes where it stopped. Created on first use.
+   * @default a directory named `express-spool-resumable` under `os.tmpdir()`
+   */
+  directory?: string;
+}
+
+/** Details of a completed upload on disk (multer's diskStorage fields). */
+export interface ResumableDiskDetails {
+  readonly destination: string;
+  readonly filename: string;
+  readonly path: string;
+}
+
+const ID = /^[A-Za-z0-9_-]{1,200}$/;
+const STATE = '.json';
+const TEMP = '.tmp';
+/** An append records its offset this often, so a crash (kill -9, power) loses at most this much of it. */
+const CHECKPOINT = 8 * 1024 * 1024;
+/** Leftovers of a crash (temporary state, bytes without state) older than this are removed by `list()`. */
+const ORPHAN_AGE = 60_000;
+
+/**
+ * A resumable store on the local disk. Offsets are what was written (no fsync: a power cut may lose the
+ * page cache, a process crash loses nothing written); bytes past the recorded offset — the tail of an
+ * append that crashed before recording it, a discarded atomic append — are cut off by the next append.
+ */
+export function resumableDiskStore(options: ResumableDiskOptions = {}): ResumableStore {
+  for (const key of Object.keys(options)) {
+    if (key !== 'directory') throw new TypeError(`Unknown resumableDiskStore option \`${key}\``);
+  }
+  if (options.directory !== undefined && (typeof options.directory !== 'string' || options.directory === '')) {
+    throw new TypeError(`Expected \`directory\` to be a non-empty string, got ${describe(options.directory)}`);
+  }
+  return new DiskStore(resolve(options.directory ?? join(tmpdir(), 'express-spool-resumable')));
+}
+
+class DiskStore implements ResumableStore {
+  readonly name = 'disk';
+  readonly #directory: string;
+
+  constructor(directory: string) {
+    this.#directory = directory;
+  }
+
+  async create(upload: NewUpload): Promise<ResumableUpload> {
+    await mkdir(this.#directory, { recursive: true });
+    // The data file is created by the first append: an upload that never receives a byte is one file.
+    const created: ResumableUpload = { ...upload, id: randomBytes(16).toString('base64url'), offset: 0, complete: false };
+    await this.#save(created);
+    return created;
+  }
+
+  async get(id: string): Promise<ResumableUpload | undefined> {
+    const state = await this.#load(id);
+    if (!state) return undefined;
+    // Never report bytes that are not there (a state file restored from elsewhere, a truncated data file).
+    const size = await this.#size(id);
+    return size < state.offset ? { ...state, offset: size } : state;
+  }
+
+  async update(id: string, changes: UploadChanges): Promise<ResumableUpload> {
+    const state = await this.get(id);
+    if (!state) throw new SpoolError('UPLOAD_NOT_FOUND');
+    const next: { -readonly [K in keyof ResumableUpload]: ResumableUpload[K] } = { ...state };
+    if (changes.length !== undefined) next.length = changes.length;
+    if (changes.complete !== undefined) next.complete = changes.complete;
+    if (changes.sha256 !== undefined) next.sha256 = changes.sha256;
+    if (changes.extra !== undefined) next.extra = changes.extra;
+    if (changes.expiresAt === null) delete next.expiresAt;
+    else if (changes.expiresAt !== undefined) next.expiresAt = changes.expiresAt;
+    // A completed upload is a file the app may open by path, even when it has no byte.
+    if (next.complete && !state.complete) await (await open(this.#data(id), 'a')).close();
+    await this.#save(next);
+    return next;
+  }
+
+  async append(upload: ResumableUpload, stream: Readable, context: AppendContext): Promise<number> {
+    const start = upload.offset;
+    let handle: FileHandle;
+    try {
+      handle = await open(this.#data(upload.id), constants.O_RDWR | constants.O_CREAT);
+    } catch (err) {
+      stream.destroy();
+      throw err;
+    }
+    let position = start;
+    let recorded = start;
+    let interrupted = false;
+    try {
+      await handle.truncate(start); // drop whatever lies past the recorded offset
+      // Pull one chunk, write it, pull the next: every chunk the stream handed over is on disk when it
+      // errors, so an interrupted append keeps exactly the bytes received.
+      const chunks = stream[Symbol.asyncIterator]();
+      for (;;) {
+        let next: IteratorResult<Buffer>;
+        try {
+          next = await chunks.next();
+        } catch {
+          interrupted = true;
+          break;
+        }
+        if (next.done) break;
+        await writeAll(handle, next.value, position);
+        position += next.value.length;
+        if (!context.atomic && position - recorded >= CHECKPOINT) {
+          await this.#record(upload.id, position);
+          recorded = position;
+        }
+      }
+      if (interrupted && context.atomic) {
+        await handle.truncate(start);
+        return start;
+      }
+      if (position !== recorded) await this.#record(upload.id, position);
+      return position;
+    } catch (err) {
+      stream.destroy();
+      throw err; // the state keeps the last recorded offset; the next append cuts the rest off
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async concatenate(target: ResumableUpload, parts: readonly ResumableUpload[]): Promise<number> {
+    const handle = await open(this.#data(target.id), 'w');
+    let position = 0;
+    try {
+      for (const part of parts) {
+        for await (const chunk of this.read(part)) {
+          await writeAll(handle, chunk as Buffer, position);
+          position += (chunk as Buffer).length;
+        }
+      }
+    } catch (err) {
+      await handle.truncate(0);
+      throw err;
+    } finally {
+      await handle.close();
+    }
+    await this.#record(target.id, position);
+    return position;
+  }
+
+  read(upload: ResumableUpload): Readable {
+    if (upload.offset === 0) return Readable.from([]);
+    return createReadStream(this.#data(upload.id), { start: 0, end: upload.offset - 1 });
+  }
+
+  file(upload: ResumableUpload): StoredFile {
+    const details: ResumableDiskDetails = { destination: this.#directory, filename: upload.id, path: this.#data(upload.id) };
+    return {
+      storage: 'disk',
+      details,
+      stream: () => this.read(upload),
+      remove: () => this.remove(upload.id),
+    };
+  }
+
+  async remove(id: string): Promise<void> {
+    if (!ID.test(id)) return;
+    // State first: from then on the upload does not exist, whatever happens to the bytes.
+    await rm(this.#state(id), { force: true });
+    await rm(this.#data(id), { force: true });
+  }
+
+  async *list(): AsyncIterable<ResumableUpload> {
+    let names: string[];
+    try {
+      names = await readdir(this.#directory);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    const states = new Set(names.filter((name) => name.endsWith(STATE)).map((name) => name.slice(0, -STATE.length)));
+    for (const name of names) {
+      const orphan = name.endsWith(TEMP) || (ID.test(name) && !states.has(name));
+      if (orphan) await this.#removeOrphan(name);
+    }
+    for (const id of states) {
+      const upload = await this.get(id);
+      if (upload) yield upload;
+    }
+  }
+
+  async #removeOrphan(name: string): Promise<void> {
+    const path = join(this.#directory, name);
+    const info = await stat(path).catch(() => undefined);
+    if (info && Date.now() - info.mtimeMs > ORPHAN_AGE) await rm(path, { force: true });
+  }
+
+  async #record(id: string, offset: number): Promise<void> {
+    const state = await this.#load(id);
+    if (!state) throw new SpoolError('UPLOAD_NOT_FOUND', 'The upload was removed while bytes were appended');
+    await this.#save({ ...state, offset });
+  }
+
+  async #load(id: string): Promise<ResumableUpload | undefined> {
+    if (!ID.test(id)) return undefined;
+    let text: string;
+    try {
+      text = await readFile(this.#state(id), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    return JSON.parse(text) as ResumableUpload;
+  }
+
+  async #size(id: string): Promise<number> {
+    try {
+      return (await stat(this.#data(id))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw err;
+    }
+  }
+
+  /** Write a temporary file and rename it over the state: readers see the old or the new state. */
+  async #save(upload: ResumableUpload): Promise<void> {
+    const temporary = `${this.#state(upload.id)}.${randomBytes(6).toString('hex')}${TEMP}`;
+    try {
+      await writeFile(temporary, JSON.stringify(upload));
+      await rename(temporary, this.#state(upload.id));
+    } catch (err) {
+      await rm(temporary, { force: true });
+      throw err;
+    }
+  }
+
+  #data(id: string): string {
+    return join(this.#directory, id);
+  }
+
+  #state(id: string): string {
+    return join(this.#directory, id + STATE);
+  }
+}
+
+async function writeAll(handle: FileHandle, chunk: Buffer, position: number): Promise<void> {
+  let written = 0;
+  while (written < chunk.length) {
+    const { bytesWritten } = await handle.write(chunk, written, chunk.length - written, position + written);
+    written += bytesWritten;
+  }
+}

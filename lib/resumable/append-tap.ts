@@ -1,0 +1,101 @@
+import type { Hash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { Readable } from 'node:stream';
+import { SpoolError } from '../errors';
+import type { ChecksumVerifier } from './checksum';
+
+export interface AppendTapOptions {
+  /** Bytes this request may append; one more fails the tap with `overflow`. */
+  readonly max: number;
+  readonly overflow: () => SpoolError;
+  /** Per-request checksum, verified when the body ends: a mismatch fails the tap instead of ending it. */
+  readonly verifier?: ChecksumVerifier;
+  /** The whole upload's running sha256, fed with every byte handed to the store. */
+  readonly hash?: Hash;
+}
+
+/**
+ * The stream a store reads: the request body, counted, limited, checksummed and hashed on the way. It
+ * holds at most one chunk (highWaterMark 0, the body is paused until the store asks for more), so what
+ * was handed over and what was hashed stay within a chunk of what the store has consumed — an append cut
+ * off mid-way usually keeps the running hash valid.
+ *
+ * It is the one channel of cancellation: `fail(err)` destroys it, and the store stops (keeping what it
+ * stored unless the append is atomic). `failure` tells why it did not end cleanly.
+ */
+export class AppendTap extends Readable {
+  readonly #source: IncomingMessage;
+  readonly #options: AppendTapOptions;
+  #bytes = 0;
+  #failure: Error | undefined;
+  /** Since when the store has been waiting for the client's next bytes; undefined while it is not. */
+  #waitingSince: number | undefined;
+
+  constructor(source: IncomingMessage, options: AppendTapOptions) {
+    super({ highWaterMark: 0 });
+    this.#source = source;
+    this.#options = options;
+    source.on('data', this.#onData);
+    source.once('end', this.#onEnd);
+    source.once('error', this.#onAborted);
+    source.once('close', this.#onClose);
+    source.pause();
+  }
+
+  /** Bytes handed over (and hashed) so far. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Why the tap did not end cleanly; undefined while running or after a clean end. */
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+
+  /** Since when (ms) the store has been asking for bytes the client has not sent; undefined when it is not. */
+  get waitingSince(): number | undefined {
+    return this.#waitingSince;
+  }
+
+  fail(err: Error): void {
+    if (this.#failure || this.readableEnded) return;
+    this.#failure = err;
+    this.#detach();
+    this.destroy(err);
+  }
+
+  override _read(): void {
+    this.#waitingSince ??= Date.now();
+    this.#source.resume();
+  }
+
+  #onData = (chunk: Buffer): void => {
+    this.#waitingSince = undefined;
+    if (this.#bytes + chunk.length > this.#options.max) return this.fail(this.#options.overflow());
+    this.#bytes += chunk.length;
+    this.#options.verifier?.update(chunk);
+    this.#options.hash?.update(chunk);
+    if (!this.push(chunk)) this.#source.pause();
+  };
+
+  #onEnd = (): void => {
+    if (this.#failure) return;
+    this.#detach();
+    if (this.#options.verifier && !this.#options.verifier.matches()) return this.fail(new SpoolError('CHECKSUM_MISMATCH'));
+    this.push(null);
+  };
+
+  #onAborted = (): void => this.fail(new SpoolError('CLIENT_ABORTED'));
+
+  #onClose = (): void => {
+    if (!this.#source.complete) this.#onAborted();
+  };
+
+  #detach(): void {
+    this.#source.off('data', this.#onData).off('end', this.#onEnd).off('error', this.#onAborted).off('close', this.#onClose);
+    // Errors after we stopped listening (a reset while the answer is written) must not crash the process.
+    this.#source.on('error', ignore);
+  }
+}
+
+function ignore(): void {}

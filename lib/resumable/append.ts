@@ -1,0 +1,96 @@
+import type { Hash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { toStorageError } from '../error-mapping';
+import { SpoolError } from '../errors';
+import type { MemoryLease } from '../memory-budget';
+import { watchdog } from '../watchdog';
+import { AppendTap } from './append-tap';
+import { ChecksumVerifier } from './checksum';
+import type { ResumableConfig } from './options';
+import type { AppendIntent } from './protocol';
+import type { UploadHashes } from './upload-hashes';
+import type { ResumableUpload } from './upload-store';
+
+export interface AppendOutcome {
+  /** The upload after the append (offset moved by what was stored). */
+  readonly upload: ResumableUpload;
+  /** Why the body did not end cleanly (client gone, superseded, limit, checksum, stall); undefined otherwise. */
+  readonly failure?: SpoolError;
+}
+
+/**
+ * Streams one request body into the store at `upload.offset`: limits, per-request checksum, the upload's
+ * running sha256, the idle check and cancellation (client gone, superseded by a newer request) all act on
+ * one AppendTap. Resolves once the store has recorded what it kept; rejects only when the store failed.
+ */
+export async function appendBody(
+  req: IncomingMessage,
+  res: ServerResponse,
+  upload: ResumableUpload,
+  intent: AppendIntent,
+  context: { config: ResumableConfig; hashes: UploadHashes; lease: MemoryLease; supersede: (end: (reason: SpoolError) => void) => void },
+): Promise<AppendOutcome> {
+  const { config, hashes, lease } = context;
+  const declared = upload.length ?? intent.length;
+  const room = Math.min(config.appendSize, (declared ?? config.fileSize) - upload.offset);
+  const running = config.sha256 || upload.extra.reprDigest ? hashes.continueAt(upload.id, upload.offset) : undefined;
+  const atomic = intent.checksum !== undefined;
+  const before: Hash | undefined = atomic ? running?.hash.copy() : undefined;
+  const tap = new AppendTap(req, {
+    max: Math.max(0, room),
+    overflow: () =>
+      declared !== undefined && upload.offset + room === declared
+        ? new SpoolError('INCONSISTENT_LENGTH', 'More bytes than the declared Upload-Length')
+        : new SpoolError('LIMIT_FILE_SIZE', undefined),
+    verifier: intent.checksum && new ChecksumVerifier(intent.checksum),
+    hash: running?.hash,
+  });
+  const controller = new AbortController();
+  const end = (reason: SpoolError) => {
+    tap.fail(reason);
+    if (!controller.signal.aborted) controller.abort(reason);
+  };
+  context.supersede(end);
+  const onClose = () => {
+    if (!res.writableFinished) end(new SpoolError('CLIENT_ABORTED'));
+  };
+  res.once('close', onClose);
+  const stopWatching = config.idleTimeout > 0 ? watchIdle(tap, config.idleTimeout, end) : undefined;
+  let offset: number;
+  try {
+    offset = await config.store.append(upload, tap, { signal: controller.signal, memory: lease, atomic, request: req });
+  } catch (err) {
+    tap.fail(err instanceof Error ? err : new Error(String(err)));
+    if (running) hashes.forget(upload.id);
+    throw toStorageError(err);
+  } finally {
+    res.off('close', onClose);
+    stopWatching?.();
+  }
+  if (running) hashes.settle(upload.id, running, running.bytes + tap.bytes, offset, before);
+  const failure = tap.failure ?? (tap.readableEnded ? undefined : new SpoolError('STORAGE_FAILED', 'The store stopped reading before the body ended'));
+  return { upload: { ...upload, offset }, failure: failure === undefined ? undefined : asSpoolError(failure) };
+}
+
+function asSpoolError(err: Error): SpoolError {
+  return err instanceof SpoolError ? err : (toStorageError(err) as SpoolError);
+}
+
+/** Ends the append (keeping what was stored) when the body brings nothing for `timeout` ms. */
+function watchIdle(tap: AppendTap, timeout: number, end: (reason: SpoolError) => void): () => void {
+  return watchdog.watch(
+    {
+      check(now) {
+        if (tap.destroyed || tap.readableEnded) return false;
+        // Only time the store spends waiting for the client counts: a slow store is not a stalled client.
+        const since = tap.waitingSince;
+        if (since !== undefined && now - since >= timeout) {
+          end(new SpoolError('REQUEST_TIMEOUT'));
+          return false;
+        }
+        return true;
+      },
+    },
+    Math.min(timeout / 4, 1000),
+  );
+}

@@ -1,0 +1,343 @@
+import { createHash, type Hash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AppRequest, IncomingFile } from '../engine';
+import { SpoolError } from '../errors';
+import type { MemoryBudget, MemoryLease } from '../memory-budget';
+import { runFileFilter } from '../run-file-filter';
+import { UploadedFile } from '../uploaded-file';
+import { appendBody } from './append';
+import { parseDigestField } from './checksum';
+import { ietfDraft, isIetfRequest } from './ietf-draft';
+import { sendUploadResumptionSupported } from './interim';
+import { resolveResumableOptions, type ResumableConfig, type ResumableOptions } from './options';
+import type { AppendIntent, CreateIntent, Protocol } from './protocol';
+import { tus } from './tus';
+import { UploadHashes } from './upload-hashes';
+import { UploadLocks } from './upload-lock';
+import type { ResumableStore, ResumableUpload, UploadChanges } from './upload-store';
+
+type Next = (err?: unknown) => void;
+
+/** What `resumable()` returns: a middleware to mount at a path, plus upkeep. */
+export interface Resumable {
+  (req: IncomingMessage, res: ServerResponse, next: Next): void;
+  /** Removes expired uploads (bytes and state) that no request is working on; resolves with how many. */
+  sweep(): Promise<number>;
+  /** Stops the sweep timer. Requests still answer; call it when the server shuts down. */
+  close(): void;
+  readonly store: ResumableStore;
+  readonly memoryBudget: MemoryBudget;
+}
+
+/** Memory every append holds from the budget for its stream buffers (socket, one chunk in the tap, a write). */
+const REQUEST_SHARE = 64 * 1024;
+const ID_PATH = /^\/([A-Za-z0-9_-]{1,200})\/?$/;
+
+/**
+ * Resumable uploads on one URL space: tus 1.0.0 (with creation, creation-with-upload, creation-defer-length,
+ * termination, expiration, checksum and concatenation) and the IETF resumable upload drafts (interop
+ * versions 3–8), told apart by their headers. Mount it at a path: `app.use('/files', resumable({ … }))`.
+ * @example
+ * app.use('/files', resumable({ store: resumableDiskStore({ directory: './uploads' }), onComplete: (file) => … }));
+ */
+export function resumable(options?: ResumableOptions): Resumable {
+  const config = resolveResumableOptions(options);
+  const handler = new Handler(config);
+  const middleware = ((req, res, next) => handler.handle(req, res, next)) as Resumable;
+  let timer: NodeJS.Timeout | undefined;
+  if (config.sweepInterval > 0) {
+    timer = setInterval(() => void handler.sweep().catch(() => undefined), config.sweepInterval);
+    timer.unref();
+  }
+  return Object.assign(middleware, {
+    sweep: () => handler.sweep(),
+    close: () => clearInterval(timer),
+    store: config.store,
+    memoryBudget: config.budget,
+  });
+}
+
+class Handler {
+  readonly #config: ResumableConfig;
+  readonly #store: ResumableStore;
+  readonly #locks = new UploadLocks();
+  readonly #hashes = new UploadHashes();
+
+  constructor(config: ResumableConfig) {
+    this.#config = config;
+    this.#store = config.store;
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    const method = (req.headers['x-http-method-override'] as string | undefined)?.toUpperCase() ?? req.method ?? 'GET';
+    const path = (req.url ?? '/').split('?', 1)[0];
+    const id = ID_PATH.exec(path)?.[1];
+    if (path !== '/' && path !== '' && id === undefined) return next();
+    const protocol = this.#protocolOf(req, method);
+    if (!protocol) return next();
+    let work: Promise<void>;
+    try {
+      if (method === 'OPTIONS') {
+        protocol.options(req, res, this.#config);
+        return;
+      }
+      protocol.checkVersion(req);
+      if (id === undefined) work = method === 'POST' ? this.#create(req, res, protocol) : Promise.reject(notAllowed());
+      else if (method === 'HEAD') work = this.#head(req, res, protocol, id);
+      else if (method === 'PATCH') work = this.#patch(req, res, protocol, id);
+      else if (method === 'DELETE') work = this.#delete(req, res, protocol, id);
+      else return next();
+    } catch (err) {
+      work = Promise.reject(err);
+    }
+    work.catch((err: unknown) => this.#fail(req, res, protocol, err));
+  }
+
+  #protocolOf(req: IncomingMessage, method: string): Protocol | undefined {
+    const { protocols } = this.#config;
+    if (protocols.has('tus') && (req.headers['tus-resumable'] !== undefined || (method === 'OPTIONS' && !isIetfRequest(req)))) return tus;
+    if (protocols.has('ietf') && isIetfRequest(req)) return ietfDraft;
+    // Neither protocol's headers: tus answers 412 for its methods (a client that forgot Tus-Resumable).
+    if (protocols.has('tus') && ['POST', 'HEAD', 'PATCH', 'DELETE'].includes(method)) return tus;
+    return undefined;
+  }
+
+  async #create(req: IncomingMessage, res: ServerResponse, protocol: Protocol): Promise<void> {
+    const intent = protocol.create(req);
+    const { fileSize } = this.#config;
+    let length = intent.length;
+    let parts: ResumableUpload[] = [];
+    if (intent.concat?.kind === 'final') {
+      parts = await this.#partials(intent.concat.parts);
+      length = parts.reduce((sum, part) => sum + part.offset, 0);
+    }
+    if (length !== undefined && length > fileSize) throw new SpoolError('LIMIT_FILE_SIZE');
+    await this.#filter(req, intent);
+    const now = Date.now();
+    let upload = await this.#store.create(
+      {
+        length,
+        metadata: intent.metadata,
+        createdAt: now,
+        expiresAt: this.#config.expiration > 0 ? now + this.#config.expiration : undefined,
+        concat: intent.concat,
+        extra: intent.extra,
+      },
+      { signal: AbortSignal.timeout(this.#config.lockTimeout), memory: this.#config.budget.lease(), request: req as AppRequest },
+    );
+    const location = this.#location(req, upload.id);
+    const interim = this.#config.interimResponses ? protocol.interim?.(req, location, this.#config) : undefined;
+    if (interim) sendUploadResumptionSupported(req, res, interim);
+    if (intent.concat?.kind === 'final') {
+      upload = await this.#exclusive(upload.id, async (lease) => {
+        const offset = await this.#store.concatenate(upload, parts, { signal: AbortSignal.timeout(600_000), memory: lease, request: req as AppRequest });
+        return this.#complete(req, { ...upload, offset });
+      });
+    } else if (intent.hasBody) {
+      const append: AppendIntent = { offset: 0, length, complete: intent.complete, checksum: intent.checksum };
+      return this.#append(req, res, protocol, upload.id, append, location);
+    } else if (intent.complete === true || (intent.complete === undefined && length === 0)) {
+      upload = await this.#exclusive(upload.id, () => this.#complete(req, upload));
+    }
+    protocol.created(req, res, upload, location, this.#config);
+  }
+
+  async #head(req: IncomingMessage, res: ServerResponse, protocol: Protocol, id: string): Promise<void> {
+    // A HEAD ends an append still running on this upload (the client gave up on it): its answer is then current.
+    const upload = await this.#exclusive(id, () => this.#live(id));
+    protocol.status(req, res, upload, this.#config, (part) => this.#location(req, part));
+  }
+
+  #patch(req: IncomingMessage, res: ServerResponse, protocol: Protocol, id: string): Promise<void> {
+    return this.#append(req, res, protocol, id, protocol.append(req));
+  }
+
+  async #delete(req: IncomingMessage, res: ServerResponse, protocol: Protocol, id: string): Promise<void> {
+    await this.#exclusive(id, async () => {
+      await this.#live(id);
+      await this.#store.remove(id);
+      this.#hashes.forget(id);
+    });
+    protocol.removed(req, res);
+  }
+
+  /** One append under the upload's lock: checks, streams the body, completes, answers. */
+  async #append(req: IncomingMessage, res: ServerResponse, protocol: Protocol, id: string, intent: AppendIntent, created?: string): Promise<void> {
+    let current: ResumableUpload | undefined;
+    let failure: SpoolError | undefined;
+    let ended: SpoolError | undefined;
+    let supersede: ((reason: SpoolError) => void) | undefined;
+    const end = (reason: SpoolError) => {
+      ended ??= reason;
+      supersede?.(reason);
+    };
+    const release = await this.#locks.acquire(id, end, this.#config.lockTimeout);
+    const lease = this.#config.budget.lease();
+    try {
+      let upload = (current = await this.#live(id));
+      this.#checkAppend(upload, intent);
+      if (intent.length !== undefined && upload.length === undefined) {
+        if (intent.length > this.#config.fileSize) throw new SpoolError('LIMIT_FILE_SIZE');
+        upload = current = await this.#store.update(id, { length: intent.length });
+      }
+      await this.#admit(lease);
+      if (ended) throw ended; // a newer request came while this one was getting ready
+      const outcome = await appendBody(req, res, upload, intent, {
+        config: this.#config,
+        hashes: this.#hashes,
+        lease,
+        supersede: (end) => (supersede = end),
+      });
+      upload = current = outcome.upload;
+      failure = outcome.failure;
+      if (created !== undefined && upload.offset === 0 && failure) {
+        // A creation whose body died before its first byte leaves nothing behind.
+        await this.#store.remove(id);
+        this.#hashes.forget(id);
+        throw failure;
+      }
+      const changes: { -readonly [K in keyof UploadChanges]: UploadChanges[K] } = {};
+      if (this.#config.expiration > 0) changes.expiresAt = Date.now() + this.#config.expiration;
+      const finished = failure === undefined && (intent.complete ?? (upload.length !== undefined && upload.offset === upload.length));
+      if (finished && intent.complete && upload.length !== undefined && upload.length !== upload.offset) {
+        throw new SpoolError('INCONSISTENT_LENGTH', 'Upload-Complete: ?1 before Upload-Length bytes');
+      }
+      if (finished && upload.length === undefined) changes.length = upload.offset;
+      upload = current = await this.#store.update(id, changes);
+      if (finished) upload = current = await this.#complete(req, upload);
+      if (failure) throw failure;
+      if (created !== undefined) protocol.created(req, res, upload, created, this.#config);
+      else protocol.appended(req, res, upload, this.#config);
+    } catch (err) {
+      this.#fail(req, res, protocol, err, current, intent);
+    } finally {
+      lease.close();
+      release();
+    }
+  }
+
+  #checkAppend(upload: ResumableUpload, intent: AppendIntent): void {
+    if (upload.concat?.kind === 'final') throw new SpoolError('UPLOAD_COMPLETED', 'A final upload cannot be appended to');
+    if (intent.offset !== upload.offset) throw new SpoolError('OFFSET_MISMATCH', `Upload-Offset is ${upload.offset}, not ${intent.offset}`);
+    if (upload.complete) throw new SpoolError('UPLOAD_COMPLETED');
+    if (intent.length !== undefined && upload.length !== undefined && intent.length !== upload.length) throw new SpoolError('INCONSISTENT_LENGTH');
+    if (intent.length !== undefined && intent.length < upload.offset) throw new SpoolError('INCONSISTENT_LENGTH');
+  }
+
+  /** Marks an upload complete: its sha256, the Repr-Digest check, then the app's onComplete (not for partials). */
+  async #complete(req: IncomingMessage, upload: ResumableUpload): Promise<ResumableUpload> {
+    const { sha256: wanted, onComplete } = this.#config;
+    const repr = upload.extra.reprDigest === undefined ? undefined : parseDigestField(upload.extra.reprDigest);
+    const sha256 = wanted || repr ? await this.#hashes.digest(upload.id, upload.offset, () => this.#store.read(upload)) : undefined;
+    if (repr && sha256) {
+      const actual = repr.algorithm === 'sha256' ? Buffer.from(sha256, 'hex') : await digestOf(createHash(repr.algorithm), this.#store.read(upload));
+      if (!actual.equals(repr.expected)) {
+        await this.#store.remove(upload.id);
+        throw new SpoolError('CHECKSUM_MISMATCH', 'Repr-Digest does not match the uploaded bytes; the upload was removed');
+      }
+    }
+    const partial = upload.concat?.kind === 'partial';
+    const done = await this.#store.update(upload.id, { complete: true, sha256, expiresAt: partial ? undefined : null });
+    if (!partial && onComplete) {
+      const meta: IncomingFile = {
+        fieldname: done.metadata.fieldname ?? 'file',
+        originalname: done.metadata.filename ?? '',
+        encoding: 'binary',
+        mimetype: done.metadata.filetype ?? 'application/octet-stream',
+      };
+      await onComplete(new UploadedFile(meta, done.offset, sha256, this.#store.file(done)), req as AppRequest);
+    }
+    return done;
+  }
+
+  async #filter(req: IncomingMessage, intent: CreateIntent): Promise<void> {
+    const filter = this.#config.fileFilter;
+    if (!filter || intent.concat?.kind === 'partial') return;
+    const file: IncomingFile = {
+      fieldname: intent.metadata.fieldname ?? 'file',
+      originalname: intent.metadata.filename ?? '',
+      encoding: 'binary',
+      mimetype: intent.metadata.filetype ?? 'application/octet-stream',
+    };
+    if (!(await runFileFilter(filter, req, file, AbortSignal.timeout(this.#config.admissionTimeout)))) throw new SpoolError('FILE_REJECTED');
+  }
+
+  async #partials(ids: readonly string[]): Promise<ResumableUpload[]> {
+    const parts: ResumableUpload[] = [];
+    for (const id of ids) {
+      const part = await this.#store.get(id);
+      if (!part || part.concat?.kind !== 'partial' || !part.complete) {
+        throw new SpoolError('INVALID_UPLOAD_REQUEST', 'Upload-Concat: final needs complete partial uploads of this server');
+      }
+      parts.push(part);
+    }
+    return parts;
+  }
+
+  /** The upload, or UPLOAD_NOT_FOUND; an expired one is UPLOAD_EXPIRED (410) until swept. */
+  async #live(id: string): Promise<ResumableUpload> {
+    const upload = await this.#store.get(id);
+    if (!upload) throw new SpoolError('UPLOAD_NOT_FOUND');
+    if (upload.expiresAt !== undefined && upload.expiresAt <= Date.now()) throw new SpoolError('UPLOAD_EXPIRED');
+    return upload;
+  }
+
+  /** Runs `work` holding the upload's lock (ending any append in progress) and a memory lease. */
+  async #exclusive<T>(id: string, work: (lease: MemoryLease) => Promise<T>): Promise<T> {
+    const release = await this.#locks.acquire(id, () => undefined, this.#config.lockTimeout);
+    const lease = this.#config.budget.lease();
+    try {
+      return await work(lease);
+    } finally {
+      lease.close();
+      release();
+    }
+  }
+
+  async #admit(lease: MemoryLease): Promise<void> {
+    if (lease.tryReserve(REQUEST_SHARE)) return;
+    try {
+      await lease.reserve(REQUEST_SHARE, AbortSignal.timeout(this.#config.admissionTimeout));
+    } catch {
+      throw new SpoolError('MEMORY_BUDGET_EXCEEDED', 'No memory for another upload right now; retry later');
+    }
+  }
+
+  async sweep(): Promise<number> {
+    let removed = 0;
+    const now = Date.now();
+    for await (const upload of this.#store.list()) {
+      if (upload.expiresAt === undefined || upload.expiresAt > now || this.#locks.has(upload.id)) continue;
+      await this.#store.remove(upload.id);
+      this.#hashes.forget(upload.id);
+      removed++;
+    }
+    return removed;
+  }
+
+  #location(req: IncomingMessage, id: string): string {
+    const base = (req as { baseUrl?: string }).baseUrl ?? '';
+    return `${base}/${id}`;
+  }
+
+  #fail(req: IncomingMessage, res: ServerResponse, protocol: Protocol, err: unknown, upload?: ResumableUpload, intent?: AppendIntent): void {
+    const error = err instanceof SpoolError ? err : new SpoolError('STORAGE_FAILED', err instanceof Error ? err.message : String(err), { cause: err });
+    if (res.headersSent || res.destroyed) return;
+    if (error.code === 'MEMORY_BUDGET_EXCEEDED') res.setHeader('Retry-After', '5');
+    if (!req.complete) {
+      // The rest of the body is not wanted: close after answering, and read it meanwhile so the client sees the answer.
+      res.setHeader('Connection', 'close');
+      req.resume();
+    }
+    protocol.error(req, res, error, upload, intent);
+  }
+}
+
+function notAllowed(): SpoolError {
+  return new SpoolError('INVALID_UPLOAD_REQUEST', 'Create uploads with POST on the collection; use HEAD, PATCH or DELETE on an upload');
+}
+
+async function digestOf(hash: Hash, stream: NodeJS.ReadableStream): Promise<Buffer> {
+  for await (const chunk of stream) hash.update(chunk as Buffer);
+  return hash.digest();
+}

@@ -1,0 +1,28 @@
+import { SpoolError } from '../errors';
+
+const KEY = /^[\x21-\x2b\x2d-\x7e]+$/; // printable ASCII without space and comma (tus 1.0)
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/**
+ * Decodes tus `Upload-Metadata`: `key base64value, key2, …`. Keys are unique ASCII without spaces or commas;
+ * a key without a value maps to null. Anything else is INVALID_UPLOAD_REQUEST (400).
+ */
+export function parseMetadata(header: string | undefined): Record<string, string | null> {
+  const metadata: Record<string, string | null> = Object.create(null);
+  if (header === undefined || header.trim() === '') return metadata;
+  for (const pair of header.split(',')) {
+    const [key, value, extra] = pair.trim().split(/ +/);
+    if (!key || !KEY.test(key) || extra !== undefined || key in metadata || (value !== undefined && !BASE64.test(value))) {
+      throw new SpoolError('INVALID_UPLOAD_REQUEST', 'Malformed Upload-Metadata');
+    }
+    metadata[key] = value === undefined ? null : Buffer.from(value, 'base64').toString('utf8');
+  }
+  return metadata;
+}
+
+/** Encodes metadata back to an `Upload-Metadata` value (HEAD responses). */
+export function formatMetadata(metadata: Readonly<Record<string, string | null>>): string {
+  return Object.entries(metadata)
+    .map(([key, value]) => (value === null ? key : `${key} ${Buffer.from(value, 'utf8').toString('base64')}`))
+    .join(',');
+}

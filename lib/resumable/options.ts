@@ -1,0 +1,121 @@
+import { resumableDiskStore } from '../../engines/resumable-disk';
+import type { AppRequest } from '../engine';
+import { MemoryBudget } from '../memory-budget';
+import { DEFAULT_LIMITS, type FileFilter } from '../options';
+import { countOption, describe, sizeOption, type Size } from '../sizes';
+import type { UploadedFile } from '../uploaded-file';
+import { isResumableStore, type ResumableStore } from './upload-store';
+
+/** Limits of resumable uploads (the multipart `limits` names where the meaning is the same). */
+export interface ResumableLimits {
+  /** Max bytes of one upload (tus `Tus-Max-Size`, IETF `Upload-Limit: max-size`); more is 413. @default '1GiB' */
+  fileSize?: Size;
+  /** Max bytes one request may append (IETF `max-append-size`); more is 413, what came before is kept. @default fileSize */
+  appendSize?: Size;
+}
+
+export type ResumableProtocol = 'tus' | 'ietf';
+
+export interface ResumableOptions {
+  /** Where uploads live. @default resumableDiskStore() — a directory under os.tmpdir() */
+  store?: ResumableStore;
+  limits?: ResumableLimits;
+  /**
+   * Decides from the declared metadata (`filename` → `originalname`, `filetype` → `mimetype`), before any
+   * byte is stored, whether an upload may be created: same signature as the multipart `fileFilter`. A
+   * refusal is FILE_REJECTED (400); an error is passed on as the response.
+   */
+  fileFilter?: FileFilter;
+  /**
+   * Called once per completed upload (not for tus partial uploads) before the completing request is
+   * answered; a rejection answers that request with the error (the upload stays complete). The file is an
+   * {@link UploadedFile}: `storage`, `size`, `sha256`, `stream()`, `remove()`, `originalname`,
+   * `mimetype`, and the store's details (disk: `path`). Completed uploads do not expire: the app owns them.
+   */
+  onComplete?: (file: UploadedFile, req: AppRequest) => void | Promise<void>;
+  /**
+   * Compute `sha256` of the whole upload (kept in memory across appends; after a restart, or an append
+   * whose stored bytes differ from the bytes hashed, read back once from the store at completion).
+   * @default true
+   */
+  sha256?: boolean;
+  /** Lifetime (ms) of an unfinished upload, renewed by every append (tus `Upload-Expires`); 0: never. @default 86400000 (24 h) */
+  expiration?: number;
+  /** Run `sweep()` this often (ms, unref'd timer); 0: only when the app calls it. @default 3600000 */
+  sweepInterval?: number;
+  /** Bytes all requests of this middleware may hold in memory, or a {@link MemoryBudget} shared with `spool()`. @default '64MiB' */
+  memoryBudget?: Size | MemoryBudget;
+  /** Protocols answered on this URL space. @default ['tus', 'ietf'] */
+  protocols?: readonly ResumableProtocol[];
+  /** Send `104 Upload Resumption Supported` with the upload's Location when an IETF creation starts. @default true */
+  interimResponses?: boolean;
+  /** An append that receives nothing for this many ms is ended (what it stored is kept); 0: off. @default 30000 */
+  idleTimeout?: number;
+  /** How long (ms) a request waits for a superseded request on the same upload to let go; then 423. @default 5000 */
+  lockTimeout?: number;
+  /** How long (ms) a request may wait for its share of the memory budget; then 503 + Retry-After. @default 10000 */
+  admissionTimeout?: number;
+}
+
+export interface ResumableConfig {
+  store: ResumableStore;
+  fileSize: number;
+  appendSize: number;
+  fileFilter: FileFilter | undefined;
+  onComplete: ResumableOptions['onComplete'];
+  sha256: boolean;
+  expiration: number;
+  sweepInterval: number;
+  budget: MemoryBudget;
+  protocols: ReadonlySet<ResumableProtocol>;
+  interimResponses: boolean;
+  idleTimeout: number;
+  lockTimeout: number;
+  admissionTimeout: number;
+}
+
+const KNOWN = new Set([
+  'store', 'limits', 'fileFilter', 'onComplete', 'sha256', 'expiration', 'sweepInterval', 'memoryBudget',
+  'protocols', 'interimResponses', 'idleTimeout', 'lockTimeout', 'admissionTimeout',
+]);
+
+export function resolveResumableOptions(options: ResumableOptions = {}): ResumableConfig {
+  if (typeof options !== 'object' || options === null) throw new TypeError(`Expected options to be an object, got ${describe(options)}`);
+  for (const key of Object.keys(options)) if (!KNOWN.has(key)) throw new TypeError(`Unknown option \`${key}\``);
+  const { store, fileFilter, onComplete, limits = {} } = options;
+  if (store !== undefined && !isResumableStore(store)) throw new TypeError(`Expected \`store\` to be a resumable store, got ${describe(store)}`);
+  for (const [name, fn] of [['fileFilter', fileFilter], ['onComplete', onComplete]] as const) {
+    if (fn !== undefined && typeof fn !== 'function') throw new TypeError(`Expected \`${name}\` to be a function, got ${describe(fn)}`);
+  }
+  if (typeof limits !== 'object' || limits === null) throw new TypeError(`Expected \`limits\` to be an object, got ${describe(limits)}`);
+  for (const key of Object.keys(limits)) {
+    if (key !== 'fileSize' && key !== 'appendSize') throw new TypeError(`Unknown option \`limits.${key}\``);
+  }
+  const fileSize = sizeOption('limits.fileSize', limits.fileSize, DEFAULT_LIMITS.fileSize);
+  const protocols = options.protocols ?? ['tus', 'ietf'];
+  if (!Array.isArray(protocols) || protocols.length === 0 || protocols.some((p) => p !== 'tus' && p !== 'ietf')) {
+    throw new TypeError(`Expected \`protocols\` to be a non-empty array of 'tus' and 'ietf', got ${describe(protocols)}`);
+  }
+  return {
+    store: store ?? resumableDiskStore(),
+    fileSize,
+    appendSize: Math.min(sizeOption('limits.appendSize', limits.appendSize, fileSize), fileSize),
+    fileFilter,
+    onComplete,
+    sha256: booleanOption('sha256', options.sha256, true),
+    expiration: countOption('expiration', options.expiration, 86_400_000),
+    sweepInterval: countOption('sweepInterval', options.sweepInterval, 3_600_000),
+    budget: options.memoryBudget instanceof MemoryBudget ? options.memoryBudget : new MemoryBudget(options.memoryBudget ?? '64MiB'),
+    protocols: new Set(protocols),
+    interimResponses: booleanOption('interimResponses', options.interimResponses, true),
+    idleTimeout: countOption('idleTimeout', options.idleTimeout, 30_000),
+    lockTimeout: countOption('lockTimeout', options.lockTimeout, 5_000),
+    admissionTimeout: countOption('admissionTimeout', options.admissionTimeout, 10_000),
+  };
+}
+
+function booleanOption(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new TypeError(`Expected \`${name}\` to be a boolean, got ${describe(value)}`);
+  return value;
+}
