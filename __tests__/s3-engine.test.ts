@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand, ListObjectsV2Command, ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { memoryEngine, s3Engine, spool, type SpoolOptions } from '../lib';
 import { close, echoApp, eventually, listen } from './helpers/app';
 import { BOUNDARY, multipartChunks, patternChunks, patternSha256, postChunks, postMultipart, randomData, sha256, type Part } from './helpers/multipart';
@@ -22,6 +22,12 @@ async function objectSha256(key: string): Promise<string> {
   return hash.digest('hex');
 }
 
+/** The object's tags as a plain object (stores may list them in any order). */
+async function tagsOf(key: string): Promise<Record<string, string>> {
+  const res = await client.send(new GetObjectTaggingCommand({ Bucket: bucket, Key: key }));
+  return Object.fromEntries((res.TagSet ?? []).map((t) => [t.Key, t.Value]));
+}
+
 async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(chunk as Buffer);
@@ -33,8 +39,9 @@ async function keysIn(prefix: string): Promise<string[]> {
   return (res.Contents ?? []).map((o) => o.Key as string);
 }
 
+/** A server with the spool's `sha256` on (the engine records the digest only when the core computes one). */
 async function withServer<T>(options: SpoolOptions, fn: (server: Server) => Promise<T>, route = 'any'): Promise<T> {
-  const upload = spool(options);
+  const upload = spool({ sha256: true, ...options });
   const server = await listen(echoApp(route === 'any' ? upload.any() : upload.single(route)));
   try {
     return await fn(server);
@@ -59,7 +66,7 @@ describe('S3 engine round trips', () => {
     ['empty', 0],
     ['exactly one part (single PUT)', PART],
     ['one part + 1 byte (multipart)', PART + 1],
-  ])('%s: %i bytes byte-exact, sha256 recorded as metadata', async (_label, size) => {
+  ])('%s: %i bytes byte-exact, sha256 recorded as a tag, stored as a download', async (_label, size) => {
     const data = randomData(size);
     await withServer({ storage: engine('rt/') }, async (server) => {
       const res = await postMultipart(server, '/upload', [{ name: 'f', filename: '../../etc/passwd', type: 'text/plain', data }]);
@@ -71,9 +78,12 @@ describe('S3 engine round trips', () => {
       expect(file.location).toContain(`/${bucket}/${file.key}`);
       expect(await objectSha256(file.key)).toBe(sha256(data));
       const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: file.key }));
-      expect(head.Metadata?.sha256).toBe(sha256(data));
-      expect(head.ContentType).toBe('text/plain');
+      expect(head.ETag).toBe(file.etag); // for multipart too, although Ceph RGW 16 answers the completion with none
+      expect(head.Metadata).toEqual({});
+      expect(head.ContentType).toBe('application/octet-stream'); // the client's claim is not served back
+      expect(head.ContentDisposition).toBe('attachment');
       expect(head.ContentLength).toBe(size);
+      expect(await tagsOf(file.key)).toEqual({ sha256: sha256(data) });
     });
   });
 
@@ -81,8 +91,12 @@ describe('S3 engine round trips', () => {
     const data = randomData(PART * 2 + 17);
     const upload = spool({ storage: engine('rw/') });
     let streamed: Buffer | undefined;
+    let keyBeforeRemove: string[] = [];
     const app = echoApp(upload.single('f'), async (req: any, _res, next) => {
       streamed = await readAll(req.file.stream());
+      keyBeforeRemove = await keysIn('rw/');
+      await req.file.remove();
+      await req.file.remove(); // idempotent
       next();
     });
     const server = await listen(app);
@@ -90,11 +104,13 @@ describe('S3 engine round trips', () => {
       const res = await postMultipart(server, '/upload', [{ name: 'f', filename: 'a', data }]);
       expect(res.status).toBe(200);
       expect(sha256(streamed!)).toBe(sha256(data));
+      expect(keyBeforeRemove).toEqual([res.json.file.key]);
     } finally {
       await close(server);
     }
-    const [key] = await keysIn('rw/');
-    expect(key).toBeDefined();
+    expect(await keysIn('rw/')).toEqual([]);
+    const versions = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: 'rw/' }));
+    expect([...(versions.Versions ?? []), ...(versions.DeleteMarkers ?? [])]).toEqual([]);
   });
 
   test('a 256 MiB file streams through (multipart), RSS grows by at most partSize × (queueSize + 1) + slack', async () => {
@@ -161,12 +177,14 @@ describe('S3 engine options', () => {
   test.each([
     ['small (single PUT)', 1000],
     ['multipart', PART + 7],
-  ])('key(file, req), params and integrity "metadata": %s keeps the app\'s metadata and headers', async (_label, size) => {
+  ])('key(file, req), params and contentType "client": %s keeps the app\'s metadata, headers and the client\'s type', async (_label, size) => {
     const data = randomData(size);
     const options: SpoolOptions = {
       storage: engine('unused/', {
         key: (file, req) => `tenants/${req.headers['x-tenant']}/${file.fieldname}-${size}`,
         params: { Metadata: { owner: 'ann' }, CacheControl: 'max-age=60' },
+        contentType: 'client',
+        integrity: 'none',
       }),
     };
     await withServer(options, async (server) => {
@@ -178,9 +196,33 @@ describe('S3 engine options', () => {
       const key = `tenants/acme/doc-${size}`;
       expect(res.json.files[0].key).toBe(key);
       const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
-      expect(head.Metadata).toEqual({ owner: 'ann', sha256: sha256(data) });
+      expect(head.Metadata).toEqual({ owner: 'ann' });
       expect(head.CacheControl).toBe('max-age=60');
       expect(head.ContentType).toBe('text/csv');
+      expect(head.ContentDisposition).toBeUndefined();
+      expect(await objectSha256(key)).toBe(sha256(data));
+      expect(await tagsOf(key)).toEqual({});
+    });
+  });
+
+  test.each([
+    ['small (single PUT): in x-amz-meta-sha256', 1000, 'metadata'],
+    ['multipart: as the sha256 tag (metadata is fixed before the digest is known)', PART + 7, 'tag'],
+  ])('integrity "metadata", %s, next to the app\'s metadata and tags', async (_label, size, where) => {
+    const data = randomData(size);
+    const options = { integrity: 'metadata' as const, params: { Metadata: { owner: 'ann' }, Tagging: 'team=blue' } };
+    await withServer({ storage: engine('meta/', options) }, async (server) => {
+      const res = await postMultipart(server, '/upload', [{ name: 'f', filename: 'x', data }]);
+      expect(res.status).toBe(200);
+      const { key } = res.json.files[0];
+      const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+      if (where === 'metadata') {
+        expect(head.Metadata).toEqual({ owner: 'ann', sha256: sha256(data) });
+        expect(await tagsOf(key)).toEqual({ team: 'blue' });
+      } else {
+        expect(head.Metadata).toEqual({ owner: 'ann' });
+        expect(await tagsOf(key)).toEqual({ team: 'blue', sha256: sha256(data) });
+      }
       expect(await objectSha256(key)).toBe(sha256(data));
     });
   });
@@ -188,16 +230,29 @@ describe('S3 engine options', () => {
   test.each([
     ['small (single PUT)', 1000],
     ['multipart', PART + 7],
-  ])('integrity "tag": %s carries a sha256 tag instead of metadata', async (_label, size) => {
+  ])('integrity "tag" (the default): %s carries the sha256 tag next to the app\'s tags, no metadata', async (_label, size) => {
     const data = randomData(size);
-    await withServer({ storage: engine('tagged/', { integrity: 'tag' }) }, async (server) => {
+    await withServer({ storage: engine('tagged/', { params: { Tagging: 'team=blue' } }) }, async (server) => {
       const res = await postMultipart(server, '/upload', [{ name: 'f', filename: 'x', data }]);
       expect(res.status).toBe(200);
       const { key } = res.json.files[0];
-      const tags = await client.send(new GetObjectTaggingCommand({ Bucket: bucket, Key: key }));
-      expect(tags.TagSet).toEqual([{ Key: 'sha256', Value: sha256(data) }]);
+      expect(await tagsOf(key)).toEqual({ team: 'blue', sha256: sha256(data) });
       const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
       expect(head.Metadata?.sha256).toBeUndefined();
+    });
+  });
+
+  test.each([
+    ['small (single PUT)', 1000],
+    ['multipart', PART + 7],
+  ])('sha256 off in the spool: %s is stored without a digest anywhere', async (_label, size) => {
+    await withServer({ sha256: false, storage: engine('nohash/', { integrity: 'metadata' }) }, async (server) => {
+      const res = await postMultipart(server, '/upload', [{ name: 'f', filename: 'x', data: randomData(size) }]);
+      expect(res.status).toBe(200);
+      const { key, sha256: digest } = res.json.files[0];
+      expect(digest).toBeUndefined();
+      expect((await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).Metadata).toEqual({});
+      expect(await tagsOf(key)).toEqual({});
     });
   });
 });

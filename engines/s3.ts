@@ -1,13 +1,22 @@
-import { randomUUID } from 'node:crypto';
-import { PassThrough, type Readable } from 'node:stream';
+import { createHash, randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import type { PutObjectCommandInput, S3Client } from '@aws-sdk/client-s3';
-import { collectChunks, putBack } from '../lib/collect-chunks';
 import type { AppRequest, IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/engine';
 import { countOption, describe, sizeOption, type Size } from '../lib/sizes';
+import { CRC32C, CRC64NVME, type Crc, type S3ChecksumAlgorithm } from './s3-checksum';
 import { toS3Error } from './s3-errors';
+import { uploadMultipart } from './s3-multipart';
+import { locationOf, removeIfLanded, s3StoredFile, type ReadParams, type S3Details } from './s3-object';
+import { PartReader, type Part } from './s3-parts';
+
+export type { S3Details } from './s3-object';
+
+/** Members that describe one body (digests, lengths): the engine sets them per request, never the app. */
+type PerBody = 'Bucket' | 'Key' | 'Body' | 'ContentLength' | 'ContentMD5'
+  | Exclude<Extract<keyof PutObjectCommandInput, `Checksum${string}`>, 'ChecksumAlgorithm'>;
 
 /** PutObject parameters passed through to every upload (metadata, SSE, storage class, ACL, …). */
-export type S3ExtraParams = Omit<PutObjectCommandInput, 'Bucket' | 'Key' | 'Body' | 'ContentLength'>;
+export type S3ExtraParams = Omit<PutObjectCommandInput, PerBody>;
 
 export interface S3EngineOptions {
   /** An S3Client configured by the app (region, endpoint, forcePathStyle, credentials). */
@@ -22,64 +31,88 @@ export interface S3EngineOptions {
   prefix?: string;
   /**
    * Bytes per multipart part; a file that ends within one part is sent with a single PutObject.
-   * Memory per upload is at most `partSize × (queueSize + 1)`. Minimum 5 MiB (S3's rule).
+   * Memory: each upload holds at most `partSize × (queueSize + 1)` bytes, every one of them reserved on
+   * the memory budget first (an upload waits while the budget is full); a budget of one part (plus the
+   * requests' own shares) is enough. Minimum 5 MiB (S3's rule); at most 10,000 parts per file.
    * @default '8MiB'
    */
   partSize?: Size;
   /** Parts uploaded concurrently per file. @default 4 */
   queueSize?: number;
-  /** Extra PutObject parameters; `ContentType` defaults to the part's mimetype. */
+  /** Extra PutObject parameters (they win over `contentType`'s choice). */
   params?: S3ExtraParams;
   /**
-   * Where the streamed sha256 is recorded so readers can verify the object later:
-   * `'metadata'` → `x-amz-meta-sha256` (multipart objects get it by a server-side self-copy after completion),
-   * `'tag'` → object tag `sha256`, `'none'` → not recorded.
-   * @default 'metadata'
+   * The Content-Type objects are stored with. `'safe'`: `application/octet-stream` with
+   * `Content-Disposition: attachment`, whatever the client claimed — an HTML or SVG upload served from the
+   * bucket or a CDN can then not run script on that origin. `'client'`: the client's Content-Type verbatim
+   * (only for buckets never served to browsers, or from a sandbox domain). A function: your choice per
+   * file (e.g. the client's type if it is on an allow-list of inert types).
+   * @default 'safe'
    */
-  integrity?: 'metadata' | 'tag' | 'none';
+  contentType?: 'safe' | 'client' | ((file: IncomingFile, req: AppRequest) => string);
   /**
-   * After a failure, how long (ms) to wait for lib-storage to abort the multipart upload before forcing it.
-   * @default 30000
+   * Where the file's sha256 (the spool's `sha256: true`) is recorded for later readers:
+   * `'tag'` → object tag `sha256` on every object (in the PutObject itself; after completion, by
+   * PutObjectTagging, for multipart objects — no new version, any size, any encryption);
+   * `'metadata'` → `x-amz-meta-sha256` on objects sent in one PutObject, and the `sha256` tag on
+   * multipart objects (their metadata is fixed when the upload starts, before the digest is known);
+   * `'none'` → not recorded.
+   * @default 'tag'
+   */
+  integrity?: 'tag' | 'metadata' | 'none';
+  /**
+   * A checksum the store itself verifies: the engine sends each part's CRC and the whole object's
+   * (checksum type FULL_OBJECT), so a store that checks them rejects a corrupted object instead of
+   * keeping it; readers can ask for it with `ChecksumMode: 'ENABLED'`. Computed in JS (~800 MB/s for
+   * CRC32C, ~400 MB/s for CRC64NVME). Stores that ignore checksums (Ceph RGW before 19) accept anything.
+   * @default 'none'
+   */
+  checksum?: S3ChecksumAlgorithm | 'none';
+  /**
+   * After a failure, how long (ms) the AbortMultipartUpload request may take before the engine reports the
+   * failure anyway; the abort is then retried in the background for a few minutes.
+   * @default 10000
    */
   abortTimeout?: number;
 }
 
-/** Details an S3-stored file carries. */
-export interface S3Details {
-  readonly bucket: string;
-  readonly key: string;
-  readonly location: string;
-  readonly etag?: string;
-  readonly versionId?: string;
-}
-
 const MIN_PART_SIZE = 5 * 1024 * 1024;
-/** When AbortMultipartUpload could not reach the store: try again after these delays (ms). */
-const ABORT_RETRY_DELAYS = [500, 2_000, 10_000, 30_000, 120_000];
+const CHECKSUMS: Readonly<Record<S3ChecksumAlgorithm, Crc>> = { CRC32C, CRC64NVME };
+const READ_PARAMS = ['SSECustomerAlgorithm', 'SSECustomerKey', 'SSECustomerKeyMD5', 'RequestPayer', 'ExpectedBucketOwner'] as const;
 type Sdk = typeof import('@aws-sdk/client-s3');
-type LibStorage = typeof import('@aws-sdk/lib-storage');
 
-/** Streams files into S3 (or any S3-compatible store) with lib-storage's Upload. */
+/** Streams files into S3 (or any S3-compatible store), one part at a time within the memory budget. */
 export function s3Engine(options: S3EngineOptions): StorageEngine {
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(`Expected s3Engine options to be an object, got ${describe(options)}`);
   }
-  const { client, bucket, key, prefix = '', params = {}, integrity = 'metadata' } = options;
+  const { client, bucket, key, prefix = '', integrity = 'tag', contentType = 'safe', checksum = 'none' } = options;
   if (typeof client?.send !== 'function') throw new TypeError(`Expected \`client\` to be an S3Client, got ${describe(client)}`);
   if (typeof bucket !== 'string' || bucket === '') throw new TypeError(`Expected \`bucket\` to be a non-empty string, got ${describe(bucket)}`);
   if (key !== undefined && typeof key !== 'function') throw new TypeError(`Expected \`key\` to be a function, got ${describe(key)}`);
   if (typeof prefix !== 'string') throw new TypeError(`Expected \`prefix\` to be a string, got ${describe(prefix)}`);
-  if (!['metadata', 'tag', 'none'].includes(integrity)) {
-    throw new TypeError(`Expected \`integrity\` to be 'metadata', 'tag' or 'none', got ${describe(integrity)}`);
+  if (!['tag', 'metadata', 'none'].includes(integrity)) {
+    throw new TypeError(`Expected \`integrity\` to be 'tag', 'metadata' or 'none', got ${describe(integrity)}`);
   }
+  if (!['safe', 'client'].includes(contentType as string) && typeof contentType !== 'function') {
+    throw new TypeError(`Expected \`contentType\` to be 'safe', 'client' or a function, got ${describe(contentType)}`);
+  }
+  if (checksum !== 'none' && !Object.hasOwn(CHECKSUMS, checksum)) {
+    throw new TypeError(`Expected \`checksum\` to be 'CRC32C', 'CRC64NVME' or 'none', got ${describe(checksum)}`);
+  }
+  const params = appParams(options.params);
   const partSize = sizeOption('partSize', options.partSize, 8 * 1024 * 1024);
   if (partSize < MIN_PART_SIZE) throw new TypeError(`Expected \`partSize\` to be at least 5 MiB, got ${partSize}`);
   const queueSize = countOption('queueSize', options.queueSize, 4);
   if (queueSize < 1) throw new TypeError(`Expected \`queueSize\` to be at least 1, got ${queueSize}`);
-  const abortTimeout = countOption('abortTimeout', options.abortTimeout, 30_000);
+  const abortTimeout = countOption('abortTimeout', options.abortTimeout, 10_000);
   // Loaded here, not at import, so apps that never use S3 need not install the SDK.
   const sdk = require('@aws-sdk/client-s3') as Sdk;
-  const { Upload } = require('@aws-sdk/lib-storage') as LibStorage;
+  if (checksum !== 'none' && sdk.ChecksumType === undefined) {
+    throw new TypeError('`checksum` needs an @aws-sdk/client-s3 that knows full-object checksums (ChecksumType): upgrade it');
+  }
+  const crc = checksum === 'none' ? undefined : CHECKSUMS[checksum];
+  const read: ReadParams = Object.fromEntries(READ_PARAMS.filter((name) => params[name] !== undefined).map((name) => [name, params[name]]));
 
   const makeKey = async (file: IncomingFile, req: AppRequest): Promise<string> => {
     const value = key ? await key(file, req) : `${prefix}${randomUUID()}`;
@@ -87,153 +120,92 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
     return value;
   };
 
-  const storedFile = (Key: string, details: S3Details): StoredFile => ({
-    storage: 's3',
-    details,
-    stream: () => {
-      const out = new PassThrough();
-      client.send(new sdk.GetObjectCommand({ Bucket: bucket, Key })).then(
-        (res) => (res.Body as Readable).on('error', (err) => out.destroy(err)).pipe(out),
-        (err: unknown) => out.destroy(toS3Error(err)),
-      );
-      return out;
-    },
-    remove: async () => {
-      await client.send(new sdk.DeleteObjectCommand({ Bucket: bucket, Key }));
-    },
-  });
-
-  /** One PutObject for a body that fits one part: the digest is known, so it goes in with the object. */
-  const putSmall = async (Key: string, body: Buffer, file: IncomingFile, context: StoreContext): Promise<StoredFile> => {
-    const sha256 = await context.sha256();
-    const input: PutObjectCommandInput = { ContentType: file.mimetype, ...params, Bucket: bucket, Key, Body: body };
-    if (sha256 && integrity === 'metadata') input.Metadata = { ...params.Metadata, sha256 };
-    if (sha256 && integrity === 'tag') input.Tagging = joinTags(params.Tagging, sha256);
-    // Not aborted mid-flight: an aborted PUT may still land on the server after we gave up on it. A small
-    // body finishes quickly; if the request failed meanwhile, the core removes the object like any other.
-    const res = await client.send(new sdk.PutObjectCommand(input));
-    return storedFile(Key, { bucket, key: Key, location: await locationOf(client, bucket, Key), etag: res.ETag, versionId: res.VersionId });
+  /** The object's settings, PutObject-shaped; the app's `params` win. */
+  const objectInput = (Key: string, file: IncomingFile, req: AppRequest) => {
+    const type = contentType === 'safe' ? 'application/octet-stream' : contentType === 'client' ? file.mimetype : contentType(file, req);
+    if (typeof type !== 'string' || type === '') throw new TypeError(`s3Engine \`contentType\` must return a non-empty string, got ${describe(type)}`);
+    const safety = contentType === 'safe' ? { ContentDisposition: 'attachment' } : {};
+    return { ContentType: type, ...safety, ...params, Bucket: bucket, Key };
   };
 
-  const putMultipart = async (Key: string, stream: Readable, file: IncomingFile, context: StoreContext): Promise<StoredFile> => {
-    const upload = new Upload({
-      client,
-      partSize,
-      queueSize,
-      leavePartsOnError: false,
-      params: { ContentType: file.mimetype, ...params, Bucket: bucket, Key, Body: stream },
-    });
-    // Failing the body makes lib-storage abort the multipart upload itself *before* done() rejects;
-    // upload.abort() would reject at once and send AbortMultipartUpload later, unseen.
-    let forced: NodeJS.Timeout | undefined;
-    const onAbort = () => {
-      stream.destroy(context.signal.reason instanceof Error ? context.signal.reason : new Error('aborted'));
-      forced = setTimeout(() => void upload.abort(), abortTimeout).unref();
-    };
-    context.signal.addEventListener('abort', onAbort, { once: true });
-    let completed = false;
+  const details = async (Key: string, etag: string | undefined, versionId: string | undefined): Promise<S3Details> =>
+    ({ bucket, key: Key, location: await locationOf(client, bucket, Key), etag, versionId });
+
+  /** A file that ends within one part: one PutObject, carrying its digest. */
+  const putSingle = async (part: Part, input: ReturnType<typeof objectInput>, context: StoreContext): Promise<StoredFile> => {
     try {
-      const done = await upload.done();
-      completed = true;
-      const head = await client.send(new sdk.HeadObjectCommand({ Bucket: bucket, Key }));
-      const details: S3Details = {
-        bucket,
-        key: Key,
-        location: await locationOf(client, bucket, Key),
-        etag: done.ETag || head.ETag,
-        versionId: done.VersionId ?? head.VersionId,
-      };
-      await recordDigest(Key, head, await context.sha256());
-      return storedFile(Key, details);
-    } catch (err) {
-      // lib-storage sent AbortMultipartUpload unless the store was unreachable; then keep trying a while,
-      // so an upload interrupted by an outage does not stay open once the store is back.
-      const unaborted = (upload as unknown as { abortMultipartUploadCommand: unknown }).abortMultipartUploadCommand;
-      if (upload.uploadId && unaborted) retryAbort(Key, upload.uploadId);
-      // Completed, then a follow-up (HeadObject, the digest) failed: the object must not outlive the error.
-      if (completed) await deleteQuietly(Key);
-      throw context.signal.aborted ? context.signal.reason : toS3Error(err);
+      const sha256 = await context.sha256();
+      const put: PutObjectCommandInput = { ...input, Body: part.body, ContentLength: part.body.length };
+      if (crc) Object.assign(put, { ChecksumAlgorithm: crc.name, [`Checksum${crc.name}`]: crc.toBase64(part.crc!) });
+      if (sha256 && integrity === 'metadata') put.Metadata = { ...params.Metadata, sha256 };
+      if (sha256 && integrity === 'tag') put.Tagging = joinTags(params.Tagging, sha256);
+      let res;
+      try {
+        // Not cancelled when the request fails: an abandoned PUT may still land after we gave up on it.
+        // A body of one part finishes soon; if the request failed meanwhile, the core removes the object.
+        res = await client.send(new sdk.PutObjectCommand(put));
+      } catch (err) {
+        if (noAnswer(err)) await removeIfLanded(client, sdk, input, read, `"${createHash('md5').update(part.body).digest('hex')}"`);
+        throw toS3Error(err);
+      }
+      return s3StoredFile(client, sdk, await details(input.Key, res.ETag, res.VersionId), read);
     } finally {
-      clearTimeout(forced);
-      context.signal.removeEventListener('abort', onAbort);
+      part.release();
     }
   };
 
-  const deleteQuietly = (Key: string): Promise<unknown> =>
-    client.send(new sdk.DeleteObjectCommand({ Bucket: bucket, Key }), { abortSignal: AbortSignal.timeout(10_000) }).catch(() => undefined);
-
-  const retryAbort = (Key: string, UploadId: string, delays = ABORT_RETRY_DELAYS): void => {
-    const [delay, ...rest] = delays;
-    if (delay === undefined) return;
-    setTimeout(() => {
-      client.send(new sdk.AbortMultipartUploadCommand({ Bucket: bucket, Key, UploadId })).catch((err: { name?: string }) => {
-        if (err?.name !== 'NoSuchUpload') retryAbort(Key, UploadId, rest);
-      });
-    }, delay).unref();
-  };
-
-  /** Records the digest of a completed multipart object (known only now, after its last byte). */
-  const recordDigest = async (Key: string, head: import('@aws-sdk/client-s3').HeadObjectCommandOutput, sha256: string | undefined) => {
+  /** Records the digest of a completed multipart object (known only after its last byte, so as a tag). */
+  const tagDigest = async (stored: S3Details, sha256: string | undefined) => {
     if (!sha256 || integrity === 'none') return;
-    if (integrity === 'tag') {
-      const TagSet = [...parseTags(params.Tagging), { Key: 'sha256', Value: sha256 }];
-      await client.send(new sdk.PutObjectTaggingCommand({ Bucket: bucket, Key, Tagging: { TagSet } }));
-      return;
-    }
-    await client.send(
-      new sdk.CopyObjectCommand({
-        ...copyableParams(params),
-        Bucket: bucket,
-        Key,
-        CopySource: `${bucket}/${encodeURIComponent(Key).replace(/%2F/g, '/')}`,
-        MetadataDirective: 'REPLACE',
-        ContentType: head.ContentType,
-        Metadata: { ...head.Metadata, sha256 },
-      }),
-    );
+    const TagSet = [...parseTags(params.Tagging), { Key: 'sha256', Value: sha256 }];
+    await client.send(new sdk.PutObjectTaggingCommand({ ...pickRead(read), Bucket: bucket, Key: stored.key, VersionId: stored.versionId, Tagging: { TagSet } }));
   };
 
   return {
     name: 's3',
     async store(stream: Readable, file: IncomingFile, context: StoreContext): Promise<StoredFile> {
-      const Key = await makeKey(file, context.request);
-      // Read up to one part first: a small file becomes one PutObject carrying its digest.
-      const head = await collectChunks(stream, UNCOUNTED, partSize, context.signal);
-      // Bytes lib-storage may buffer count against the budget while the upload runs (not the file's size).
-      const buffered = head.overflow ? partSize * (queueSize + 1) : head.size;
-      await context.memory.reserve(buffered, context.signal);
+      // Ours to abort on failure; the reader and the part requests follow both it and the request.
+      const stop = new AbortController();
+      const signal = AbortSignal.any([context.signal, stop.signal]);
       try {
-        if (!head.overflow) {
-          try {
-            return await putSmall(Key, Buffer.concat(head.chunks, head.size), file, context);
-          } catch (err) {
-            throw context.signal.aborted ? context.signal.reason : toS3Error(err);
-          }
+        const input = objectInput(await makeKey(file, context.request), file, context.request);
+        const reader = new PartReader(stream, { partSize, memory: context.memory, signal, crc });
+        const first = await reader.next();
+        if (first.last) return await putSingle(first, input, context);
+        const result = await uploadMultipart(first, reader, { client, sdk, input, read, queueSize, crc, signal, stop, abortTimeout });
+        const stored = await details(input.Key, result.etag, result.versionId);
+        const object = s3StoredFile(client, sdk, stored, read);
+        try {
+          await tagDigest(stored, await context.sha256());
+        } catch (err) {
+          // The object must not outlive the error (the tagging failure is what the app hears).
+          await object.remove().catch(() => undefined);
+          throw toS3Error(err);
         }
-        putBack(stream, head);
-        return await putMultipart(Key, stream, file, context);
+        return object;
+      } catch (err) {
+        throw context.signal.aborted ? context.signal.reason : err;
       } finally {
-        context.memory.release(buffered);
+        stop.abort();
       }
     },
   };
 }
 
-/** A reservation target that never refuses: the S3 engine accounts for its buffers itself. */
-const UNCOUNTED = { tryReserve: () => true, release: () => undefined };
+/** The app's params without per-body members (a fixed ContentMD5 or checksum cannot describe every part). */
+function appParams(params: S3ExtraParams | undefined): S3ExtraParams {
+  if (params === undefined) return {};
+  if (typeof params !== 'object' || params === null) throw new TypeError(`Expected \`params\` to be an object, got ${describe(params)}`);
+  return Object.fromEntries(Object.entries(params).filter(([name]) => name !== 'ContentMD5' && !/^Checksum(?!Algorithm$)/.test(name)));
+}
 
-/** The object's URL: on the configured endpoint (path- or host-style), else AWS's regional host. */
-async function locationOf(client: S3Client, bucket: string, key: string): Promise<string> {
-  const path = key.split('/').map(encodeURIComponent).join('/');
-  const endpoint = await client.config.endpoint?.();
-  if (endpoint) {
-    const port = endpoint.port ? `:${endpoint.port}` : '';
-    const base = `${endpoint.protocol}//`;
-    return client.config.forcePathStyle
-      ? `${base}${endpoint.hostname}${port}/${bucket}/${path}`
-      : `${base}${bucket}.${endpoint.hostname}${port}/${path}`;
-  }
-  return `https://${bucket}.s3.${await client.config.region()}.amazonaws.com/${path}`;
+/** No HTTP answer came back (connection dropped, timed out): the write may or may not have landed. */
+function noAnswer(err: unknown): boolean {
+  return (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode === undefined;
+}
+
+function pickRead(read: ReadParams): Pick<ReadParams, 'RequestPayer' | 'ExpectedBucketOwner'> {
+  return { RequestPayer: read.RequestPayer, ExpectedBucketOwner: read.ExpectedBucketOwner };
 }
 
 function joinTags(tagging: string | undefined, sha256: string): string {
@@ -243,13 +215,4 @@ function joinTags(tagging: string | undefined, sha256: string): string {
 function parseTags(tagging: string | undefined): { Key: string; Value: string }[] {
   if (!tagging) return [];
   return [...new URLSearchParams(tagging)].map(([Key, Value]) => ({ Key, Value }));
-}
-
-/** The passed-through params a CopyObject accepts (it rewrites the object, so it must keep them). */
-function copyableParams(params: S3ExtraParams): Partial<import('@aws-sdk/client-s3').CopyObjectCommandInput> {
-  const { ContentType: _type, Metadata: _meta, ...rest } = params;
-  const allowed = ['ACL', 'CacheControl', 'ContentDisposition', 'ContentEncoding', 'ContentLanguage', 'Expires',
-    'ServerSideEncryption', 'StorageClass', 'SSEKMSKeyId', 'SSECustomerAlgorithm', 'SSECustomerKey', 'SSECustomerKeyMD5',
-    'BucketKeyEnabled', 'ObjectLockMode', 'ObjectLockRetainUntilDate', 'ObjectLockLegalHoldStatus'] as const;
-  return Object.fromEntries(Object.entries(rest).filter(([name]) => (allowed as readonly string[]).includes(name)));
 }
