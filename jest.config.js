@@ -6,7 +6,8 @@ module.exports = {
   testMatch: ['**/*.test.ts'],
   testTimeout: 60_000,
   reporters: ['default', '<rootDir>/scripts/jest-summary-reporter.js'],
-  // Starts a real S3 server (Ceph radosgw, installed with apt-get when missing) unless S3_ENDPOINT is set.
-  globalSetup: '<rootDir>/__tests__/setup/s3-global-setup.ts',
+  // Installs Chromium for the demo's end-to-end test when missing, and starts a real S3 server (Ceph
+  // radosgw, installed with apt-get when missing) unless S3_ENDPOINT is set.
+  globalSetup: '<rootDir>/__tests__/setup/global-setup.ts',
   globalTeardown: '<rootDir>/__tests__/setup/s3-global-teardown.ts',
 };

@@ -1,16 +1,19 @@
-// The demo page in a real headless Chromium (Debian's package; playwright's own browser download does not
-// work here): upload through the file input, watch the progress bars, download, and keep screenshots.
+// The demo page in a real headless Chromium (Debian's package, installed by jest's global setup when
+// missing: __tests__/setup/browser.ts; playwright's own browser download does not work here): upload through
+// the file input, watch the progress bars, download, and keep screenshots.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadConfig } from '../examples/config';
 import { startDemoServer, type RunningDemo } from '../examples/server';
 import { tempDir } from './helpers/app';
+import { chromiumMissing, chromiumPath } from './setup/browser';
 
-const CHROMIUM = '/usr/bin/chromium';
 const REPO = path.resolve(__dirname, '..');
-const ARTIFACTS = path.join(REPO, 'artifacts'); // git-ignored
+// Screenshots of the last run; outside the repository unless asked for.
+const ARTIFACTS = process.env.SPOOL_ARTIFACTS || path.join(os.tmpdir(), 'express-spool-artifacts');
 const README_SCREENSHOT = path.join(REPO, 'docs', 'demo.png'); // committed, shown in the README
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -48,14 +51,10 @@ afterAll(async () => {
 
 /** Launches Chromium or fails with what to do: this test must never be skipped for a missing browser. */
 async function launch(): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(
-      `Chromium is not installed at ${CHROMIUM}. Install it with: ` +
-        'apt-get update && apt-get install -y --no-install-recommends chromium',
-    );
-  }
+  const missing = chromiumMissing();
+  if (missing) throw new Error(missing);
   return chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath: chromiumPath(),
     headless: true,
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',

@@ -1,31 +1,63 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 
-// Packs the library as npm would publish it, installs the tarball into a fresh app (offline, from npm's
-// cache), and runs a real upload through it from CommonJS and from ESM.
+// Packs the library as npm would publish it, installs the tarball into a fresh app, and runs a real upload
+// through it from CommonJS and from ESM.
+//
+// - The pack runs in a copy of the sources (prepack builds dist/ there): the repository's own dist/ may be
+//   missing, stale, or read by other tests at the same time, so it is neither used nor rebuilt.
+// - "Installing" lays the tarball out the way npm does (its files in node_modules/express-spool, its declared
+//   dependencies beside it), taking those dependencies and express from the project's node_modules. npm
+//   itself would need them in its cache or the network (`npm install --offline` fails with ENOTCACHED on a
+//   fresh machine). A dependency the library uses but does not declare still fails the test.
 const root = resolve(__dirname, '..');
 const work = mkdtempSync(join(tmpdir(), 'spool-pack-'));
+const app = join(work, 'app');
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-const run = (cmd: string, args: string[], cwd: string) => execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+/** Runs a command; when it fails, the error carries its output (tsc reports on stdout). */
+function run(cmd: string, args: string[], cwd: string): string {
+  try {
+    return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    const { stdout, stderr } = err as { stdout?: string; stderr?: string };
+    throw new Error(`${[cmd, ...args].join(' ')} (in ${cwd}) failed:\n${stdout ?? ''}${stderr ?? ''}`);
+  }
+}
 
-let tarball: string;
+/** Not copied: installed or generated, or local state. */
+const SKIP = new Set(['node_modules', 'dist', '.git', '.s3-local', 'artifacts', 'uploads', 'coverage']);
+
+/** Links node_modules/<name> in `dir` to the project's copy of the package. */
+function linkFromProject(dir: string, name: string): void {
+  const target = join(root, 'node_modules', name);
+  readFileSync(join(target, 'package.json')); // fails clearly if the project does not have it
+  mkdirSync(dirname(join(dir, 'node_modules', name)), { recursive: true });
+  symlinkSync(target, join(dir, 'node_modules', name), 'dir');
+}
+
+let files: string[];
 beforeAll(() => {
-  const out = run('npm', ['pack', '--json', '--pack-destination', work], root); // prepack builds dist/
+  const src = join(work, 'src');
+  cpSync(root, src, { recursive: true, filter: (from) => !SKIP.has(relative(root, from)) && !from.endsWith('.tgz') });
+  symlinkSync(join(root, 'node_modules'), join(src, 'node_modules'), 'dir'); // tsc and its types for the build
+  const out = run('npm', ['pack', '--json', '--pack-destination', work], src); // prepack builds src/dist/
   const [info] = JSON.parse(out.slice(out.indexOf('[')));
-  tarball = join(work, info.filename);
-  const files: string[] = info.files.map((f: { path: string }) => f.path);
-  writeFileSync(join(work, 'files.json'), JSON.stringify(files));
-  const app = join(work, 'app');
-  execFileSync('mkdir', ['-p', app]);
+  files = info.files.map((f: { path: string }) => f.path);
+
+  const installed = join(app, 'node_modules', 'express-spool');
+  mkdirSync(installed, { recursive: true });
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
-  run('npm', ['install', '--offline', '--no-audit', '--no-fund', tarball, `express@${require('express/package.json').version}`], app);
+  run('tar', ['-xzf', join(work, info.filename), '-C', installed, '--strip-components=1'], work);
+  const manifest = JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8'));
+  for (const dep of Object.keys(manifest.dependencies ?? {})) linkFromProject(app, dep);
+  linkFromProject(app, 'express');
 }, 180_000);
 
 const script = (flavour: 'cjs' | 'esm') => `
 ${flavour === 'cjs' ? "const express = require('express');\nconst { spool, diskEngine, SpoolError } = require('express-spool');" : "import express from 'express';\nimport { spool, diskEngine, SpoolError } from 'express-spool';"}
-const upload = spool({ threshold: 1024, rollover: diskEngine({ lifetime: 'temporary' }), limits: { fileSize: 100000 } });
+const upload = spool({ threshold: 1024, rollover: diskEngine({ lifetime: 'temporary' }), limits: { fileSize: 100000 }, sha256: true });
 const app = express();
 app.post('/u', upload.any(), (req, res) => res.json(req.files.map((f) => [f.originalname, f.storage, f.size, f.sha256.length])));
 app.use((err, req, res, next) => res.status(err.status).json({ code: err.code, spool: err instanceof SpoolError }));
@@ -44,14 +76,12 @@ const server = app.listen(0, async () => {
 `;
 
 test('the tarball holds the built library, types and both entry points, and nothing else', () => {
-  const files: string[] = JSON.parse(require('node:fs').readFileSync(join(work, 'files.json'), 'utf8'));
   expect(files).toEqual(expect.arrayContaining(['package.json', 'README.md', 'LICENSE', 'dist/lib/index.js', 'dist/lib/index.d.ts', 'dist/esm/index.mjs', 'dist/esm/index.d.mts', 'dist/engines/s3.js']));
   expect(files.filter((f) => !/^(dist\/(lib|engines|esm)\/|package\.json$|README\.md$|LICENSE$)/.test(f))).toEqual([]);
   expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
 });
 
 test.each(['cjs', 'esm'] as const)('an upload through the installed package works from %s', (flavour) => {
-  const app = join(work, 'app');
   const file = join(app, flavour === 'cjs' ? 'server.cjs' : 'server.mjs');
   writeFileSync(file, script(flavour));
   const result = JSON.parse(run('node', [file], app).trim());

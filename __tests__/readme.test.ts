@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 // Every TypeScript snippet in the README must type-check against the real API: a renamed option or export
 // breaks this test, not a reader's build. Free names a snippet uses without defining are declared here.
 const root = resolve(__dirname, '..');
-const work = join(root, '.readme-check');
 
 const AMBIENT: Record<string, string> = {
   express: "import express from 'express';",
@@ -51,9 +51,10 @@ function withAmbient(code: string): string {
 test('every ts snippet in the README type-checks against the public API', () => {
   const blocks = snippets();
   expect(blocks.length).toBeGreaterThanOrEqual(8);
-  rmSync(work, { recursive: true, force: true });
-  mkdirSync(work);
+  // Outside the repository; its node_modules is the project's, so the snippets' imports resolve as in it.
+  const work = mkdtempSync(join(tmpdir(), 'spool-readme-'));
   try {
+    symlinkSync(join(root, 'node_modules'), join(work, 'node_modules'), 'dir');
     blocks.forEach((code, i) => writeFileSync(join(work, `snippet-${i}.ts`), withAmbient(code)));
     writeFileSync(join(work, 'globals.ts'), GLOBAL);
     writeFileSync(
@@ -63,7 +64,7 @@ test('every ts snippet in the README type-checks against the public API', () => 
           strict: false, // snippets elide types on callbacks (req, res) the way apps write them
           noImplicitAny: false,
           target: 'ES2022', module: 'commonjs', moduleResolution: 'node', esModuleInterop: true, skipLibCheck: true, noEmit: true,
-          types: ['node'], baseUrl: '..', paths: { 'express-spool': ['lib/index.ts'] },
+          types: ['node'], baseUrl: root, paths: { 'express-spool': ['lib/index.ts'] },
         },
         include: ['*.ts'],
       }),

@@ -30,6 +30,7 @@ SECRET_KEY="${LOCAL_S3_SECRET_KEY:-spooltestsecret}"
 MEMSTORE_BYTES="${LOCAL_S3_MEMSTORE_BYTES:-4294967296}"
 TIMEOUT="${LOCAL_S3_TIMEOUT:-90}"
 REGION="us-east-1"
+START_LOCK="${TMPDIR:-/tmp}/express-spool-local-s3.start.lock"
 RGW_NAME="client.rgw.local"
 MON_ID="a"
 
@@ -266,6 +267,12 @@ do_start() {
   log "ceph $(ceph --version 2>/dev/null | awk '{print $3}')"
 
   # ---- ports ----------------------------------------------------------
+  # Picking a free port and binding it are apart in time: starts running side by side (several test runs,
+  # the demo, the benchmark) take turns from here until radosgw listens, so they cannot pick the same ports.
+  # The daemons are started with the lock's descriptor closed (9>&-), so they do not hold it.
+  [ -e "$START_LOCK" ] || (umask 0 && : >>"$START_LOCK") 2>/dev/null || true
+  exec 9<"$START_LOCK" # read-only: any user may lock it
+  if ! flock -w 600 9; then die "another local-s3 start held $START_LOCK for 10 minutes"; fi
   local rgw_port
   if [ -n "${LOCAL_S3_PORT:-}" ]; then
     rgw_port="$LOCAL_S3_PORT"
@@ -364,7 +371,7 @@ EOF
     || { cat "$LOGS/setup.out" >&2; die "monmaptool failed"; }
   ceph-mon "${common[@]}" --mkfs -i "$MON_ID" --monmap "$DIR/monmap" --keyring "$DIR/keyring" \
     >>"$LOGS/setup.out" 2>&1 || fail_start "ceph-mon --mkfs failed"
-  timeout 60 ceph-mon "${common[@]}" -i "$MON_ID" </dev/null >>"$LOGS/mon.out" 2>&1 \
+  timeout 60 ceph-mon "${common[@]}" -i "$MON_ID" </dev/null >>"$LOGS/mon.out" 2>&1 9>&- \
     || fail_start "ceph-mon did not start"
 
   local deadline=$(( $(now) + TIMEOUT ))
@@ -385,7 +392,7 @@ EOF
   # creates the host bucket under root=default)
   ceph_ osd crush add osd.0 1.0 host=localhost root=default >>"$LOGS/setup.out" 2>&1 \
     || fail_start "crush map setup failed"
-  timeout 60 ceph-osd "${common[@]}" -i 0 </dev/null >>"$LOGS/osd.out" 2>&1 \
+  timeout 60 ceph-osd "${common[@]}" -i 0 </dev/null >>"$LOGS/osd.out" 2>&1 9>&- \
     || fail_start "ceph-osd did not start"
   until [ "$(ceph_ osd stat --format json 2>>"$LOGS/setup.out" | grep -o '"num_up_osds":[0-9]*' | cut -d: -f2)" = 1 ]; do
     [ "$(now)" -lt "$deadline" ] || fail_start "OSD did not come up within ${TIMEOUT}s"
@@ -395,7 +402,7 @@ EOF
   log "osd up after $(( $(now) - t0 ))s"
 
   # ---- radosgw ----------------------------------------------------------------
-  timeout 60 radosgw "${common[@]}" -n "$RGW_NAME" </dev/null >>"$LOGS/rgw.out" 2>&1 \
+  timeout 60 radosgw "${common[@]}" -n "$RGW_NAME" </dev/null >>"$LOGS/rgw.out" 2>&1 9>&- \
     || fail_start "radosgw did not start"
   until endpoint_answers; do
     [ "$(now)" -lt "$deadline" ] || fail_start "S3 endpoint $(endpoint) did not answer within ${TIMEOUT}s"
@@ -403,6 +410,8 @@ EOF
     sleep 0.5
   done
   log "radosgw answers on $(endpoint) after $(( $(now) - t0 ))s"
+  flock -u 9
+  exec 9>&-
 
   # same settings as radosgw (-n), but its own admin socket
   radosgw-admin -c "$CONF" -n "$RGW_NAME" --admin-socket "$RUN/radosgw-admin.asok" \

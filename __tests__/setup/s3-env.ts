@@ -1,6 +1,6 @@
 /**
  * Helpers for tests that talk to the S3 server provided by the jest global
- * setup (__tests__/setup/s3-global-setup.ts): either an external
+ * setup (__tests__/setup/s3-global-setup.ts, run from global-setup.ts): either an external
  * S3-compatible server named by S3_ENDPOINT, or a local Ceph radosgw started
  * by scripts/local-s3.sh.
  *
@@ -48,7 +48,7 @@ export function s3TestEnv(): S3TestEnv {
   if (missing.length > 0 || !endpoint || !accessKeyId || !secretAccessKey) {
     throw new Error(
       `S3 test environment missing ${missing.join(', ')}: run jest with ` +
-        `globalSetup __tests__/setup/s3-global-setup.ts, or set S3_ENDPOINT, ` +
+        `globalSetup __tests__/setup/global-setup.ts, or set S3_ENDPOINT, ` +
         `S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY for an external server`,
     );
   }

@@ -5,22 +5,27 @@
  *   (S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY are then required; S3_REGION
  *   and S3_BUCKET_PREFIX are optional).
  * - Otherwise scripts/local-s3.sh starts a local Ceph radosgw (installing it
- *   with apt-get when missing) in LOCAL_S3_DIR (default <repo>/.s3-local),
- *   and its S3_* exports are put into process.env, which the test workers
- *   inherit. The global teardown stops it again, but only if this setup
- *   started it (a server that was already running is left alone).
+ *   with apt-get when missing) in LOCAL_S3_DIR (default: a new directory in
+ *   os.tmpdir() for each run, so runs side by side do not share or stop each
+ *   other's server, and nothing is written into the repository), and its
+ *   S3_* exports are put into process.env, which the test workers inherit.
+ *   The global teardown stops it again, but only if this setup started it
+ *   (a server already running in LOCAL_S3_DIR is left alone).
  *
  * Failing to get a server throws: the S3 tests must fail, never be skipped.
  */
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const LOCAL_S3_SCRIPT = path.join(REPO_ROOT, 'scripts', 'local-s3.sh');
 export const STARTED_DIR_KEY = '__SPOOL_LOCAL_S3_STARTED_DIR';
 
+/** LOCAL_S3_DIR, or a path in os.tmpdir() that does not exist yet (local-s3.sh creates and removes it). */
 export function localS3Dir(): string {
-  return process.env.LOCAL_S3_DIR || path.join(REPO_ROOT, '.s3-local');
+  return process.env.LOCAL_S3_DIR || path.join(os.tmpdir(), `express-spool-s3-${process.pid}-${randomBytes(4).toString('hex')}`);
 }
 
 /** Runs scripts/local-s3.sh; stderr goes to ours, stdout is returned. */
