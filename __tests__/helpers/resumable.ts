@@ -84,8 +84,11 @@ export interface TusResult {
   errors: number;
 }
 
+/** tus-js-client 4 sends the IETF drafts too; its typings do not list the option yet. */
+export type TusOptions = tus.UploadOptions & { protocol?: 'tus-v1' | 'ietf-draft-03' | 'ietf-draft-05' };
+
 /** Runs a tus-js-client upload to the end; resolves with its URL, rejects with its error. */
-export function tusUpload(input: Buffer | Readable, options: tus.UploadOptions): Promise<TusResult> {
+export function tusUpload(input: Buffer | Readable, options: TusOptions): Promise<TusResult> {
   return new Promise((resolve, reject) => {
     let errors = 0;
     const upload = new tus.Upload(input as never, {

@@ -329,7 +329,11 @@ class Handler {
       res.setHeader('Connection', 'close');
       req.resume();
     }
-    protocol.error(req, res, error, upload, intent);
+    try {
+      protocol.error(req, res, error, this.#config, upload, intent);
+    } catch {
+      res.destroy(); // an answer that cannot be written must not leave the client waiting
+    }
   }
 }
 

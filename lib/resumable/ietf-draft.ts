@@ -47,8 +47,11 @@ export const ietfDraft: Protocol = {
   },
 
   create(req): CreateIntent {
-    const complete = completeness(req);
+    let complete = completeness(req);
     const length = declaredLength(req, 0, complete);
+    // tus-js-client's ietf-draft modes (interop 5, 6) create a 0-byte upload with Upload-Length: 0 and
+    // Upload-Complete: ?0, then consider it done: nothing can follow, so it is complete.
+    if (!complete && length === 0 && ietfVersion(req) <= 6 && !hasBody(req)) complete = true;
     const metadata = parseMetadata(stringHeader(req, 'upload-metadata'));
     const disposition = stringHeader(req, 'content-disposition');
     if (disposition !== undefined) {
@@ -120,10 +123,11 @@ export const ietfDraft: Protocol = {
     res.end();
   },
 
-  error(req, res, err, upload, intent) {
+  error(req, res, err, config, upload, intent) {
     res.statusCode = err.status === 460 ? 400 : err.status; // 460 is tus's; RFC 9530 has no status of its own
     setAll(res, versionHeader(req));
-    if (upload) state(req, res, upload, undefined);
+    if (upload) state(req, res, upload, config);
+    else if (res.statusCode === 413) setAll(res, limitHeader(req, config, undefined)); // required with a 413
     const problem: Record<string, unknown> = { title: err.expose ? err.message : 'Internal Server Error', status: res.statusCode, code: err.code };
     if (err.code === 'OFFSET_MISMATCH') {
       problem.type = `${PROBLEM}mismatching-upload-offset`;
@@ -160,7 +164,7 @@ function declaredLength(req: IncomingMessage, offset: number, complete: boolean)
 
 function state(req: IncomingMessage, res: ServerResponse, upload: ResumableUpload, config: ResumableConfig | undefined): void {
   setAll(res, versionHeader(req));
-  const version = ietfVersion(req);
+  const version = answered(req);
   res.setHeader('Upload-Offset', String(upload.offset));
   if (version <= 3) res.setHeader('Upload-Incomplete', upload.complete ? '?0' : '?1');
   else res.setHeader('Upload-Complete', upload.complete ? '?1' : '?0');
@@ -169,13 +173,22 @@ function state(req: IncomingMessage, res: ServerResponse, upload: ResumableUploa
   if (config) setAll(res, limitHeader(req, config, upload));
 }
 
+/** The version answered: the request's, or the newest when the request's is one we do not speak (the 412). */
+function answered(req: IncomingMessage): number {
+  try {
+    return ietfVersion(req);
+  } catch {
+    return NEWEST;
+  }
+}
+
 function versionHeader(req: IncomingMessage): Record<string, string> {
-  return { 'Upload-Draft-Interop-Version': String(ietfVersion(req)) };
+  return { 'Upload-Draft-Interop-Version': String(answered(req)) };
 }
 
 /** Upload-Limit (interop ≥ 6): max-size, max-append-size, and the remaining lifetime in seconds. */
 function limitHeader(req: IncomingMessage, config: ResumableConfig, upload: ResumableUpload | undefined): Record<string, string> {
-  const version = ietfVersion(req);
+  const version = answered(req);
   if (version < 6) return {};
   const limits: string[] = [];
   if (Number.isFinite(config.fileSize)) limits.push(`max-size=${config.fileSize}`);

@@ -38,7 +38,7 @@ export interface Protocol {
   appended(req: IncomingMessage, res: ServerResponse, upload: ResumableUpload, config: ResumableConfig): void;
   removed(req: IncomingMessage, res: ServerResponse): void;
   options(req: IncomingMessage, res: ServerResponse, config: ResumableConfig): void;
-  error(req: IncomingMessage, res: ServerResponse, err: SpoolError, upload: ResumableUpload | undefined, intent?: AppendIntent): void;
+  error(req: IncomingMessage, res: ServerResponse, err: SpoolError, config: ResumableConfig, upload: ResumableUpload | undefined, intent?: AppendIntent): void;
 }
 
 const INTEGER = /^\d{1,15}$/;

@@ -104,7 +104,7 @@ export const tus: Protocol = {
     res.end();
   },
 
-  error(_req, res, err, upload) {
+  error(_req, res, err, _config, upload) {
     res.statusCode = tusStatus(err, upload);
     common(res);
     if (err.code === 'UNSUPPORTED_PROTOCOL_VERSION') res.setHeader('Tus-Version', VERSION);
