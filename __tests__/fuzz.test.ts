@@ -18,6 +18,7 @@ const upload = spool({
   memoryBudget: '16MiB',
   limits: { fileSize: '1MiB', files: 50, fields: 50, parts: 100 },
   idleTimeout: 0,
+  sha256: true,
 });
 const middleware = upload.any();
 

@@ -15,7 +15,7 @@ export type { Size } from './sizes';
 export { memoryEngine } from '../engines/memory';
 export type { MemoryDetails } from '../engines/memory';
 export { diskEngine } from '../engines/disk';
-export type { DiskEngineOptions, DiskDetails, DiskLifetime } from '../engines/disk';
+export type { DiskEngineOptions, DiskDetails, DiskLifetime, DiskNameFunction, DiskCallback } from '../engines/disk';
 export { spoolEngine } from '../engines/spool';
 export type { SpoolEngineOptions } from '../engines/spool';
 export { s3Engine } from '../engines/s3';

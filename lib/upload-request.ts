@@ -112,10 +112,10 @@ export class UploadRequest implements Watched {
 
   #begin(): void {
     if (this.#done || this.#error) return;
-    const { limits, preservePath } = this.#config;
+    const { limits, preservePath, defParamCharset } = this.#config;
     let parser: Writable;
     try {
-      parser = createMultipartParser(this.#req.headers, { limits, preservePath }, {
+      parser = createMultipartParser(this.#req.headers, { limits, preservePath, defParamCharset }, {
         onField: this.#onField,
         onFieldBytes: this.#onFieldBytes,
         onFile: this.#onFile,
