@@ -1,7 +1,9 @@
 import type { Server } from 'node:http';
 import request from 'supertest';
-import { diskEngine, memoryEngine, spool } from '../lib';
-import { close, echoApp, eventually, listen, tempDir } from './helpers/app';
+import express, { type RequestHandler } from 'express';
+import { diskEngine, MemoryBudget, memoryEngine, spool } from '../lib';
+import { REQUEST_SHARE } from '../lib/upload-request';
+import { close, echoApp, eventually, jsonErrors, listen, tempDir } from './helpers/app';
 import { patternSha256, postMultipart, randomData, sha256 } from './helpers/multipart';
 
 const dir = tempDir();
@@ -73,10 +75,52 @@ describe('memory budget', () => {
     expect(upload.memoryBudget.used).toBe(0);
   });
 
-  test('a shared MemoryBudget instance is released after each request', async () => {
-    const upload = spool({ storage: memoryEngine(), memoryBudget: '10MiB' });
-    const res = await request(echoApp(upload.any())).post('/upload').attach('f', randomData(300_000), 'a').expect(200);
-    expect(res.body.files[0].storage).toBe('memory');
-    await eventually(() => expect(upload.memoryBudget.used).toBe(0));
+  test('a shared MemoryBudget instance counts two spool() instances at once and is released after each request', async () => {
+    const budget = new MemoryBudget('10MiB');
+    const first = spool({ storage: memoryEngine(), memoryBudget: budget });
+    const second = spool({ storage: memoryEngine(), memoryBudget: budget });
+    expect(first.memoryBudget).toBe(budget);
+    expect(second.memoryBudget).toBe(budget);
+
+    // Each route holds its request (and so its memory) until both have arrived.
+    let arrived = 0;
+    let bothArrived!: () => void;
+    const overlap = new Promise<void>((resolve) => (bothArrived = resolve));
+    const usedWhileBothHeld: number[] = [];
+    const hold: RequestHandler = async (_req, _res, next) => {
+      if (++arrived === 2) bothArrived();
+      let timer: NodeJS.Timeout | undefined;
+      const gaveUp = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('the two requests never overlapped')), 5000)));
+      try {
+        await Promise.race([overlap, gaveUp]);
+        usedWhileBothHeld.push(budget.used);
+        next();
+      } catch (err) {
+        next(err);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    const app = express();
+    app.post('/first', first.single('f'), hold, (req, res) => res.json({ size: req.file?.size, sha256: sha256(req.file!.buffer!) }));
+    app.post('/second', second.single('f'), hold, (req, res) => res.json({ size: req.file?.size, sha256: sha256(req.file!.buffer!) }));
+    app.use(jsonErrors);
+    const server = await listen(app);
+    try {
+      const data = [randomData(300_000), randomData(200_000)];
+      const [a, b] = await Promise.all([
+        postMultipart(server, '/first', [{ name: 'f', filename: 'a', data: data[0] }]),
+        postMultipart(server, '/second', [{ name: 'f', filename: 'b', data: data[1] }]),
+      ]);
+      expect([a.status, b.status]).toEqual([200, 200]);
+      expect([a.json.sha256, b.json.sha256]).toEqual(data.map(sha256));
+      // Both requests' bytes (each one's admission share plus its file, kept in memory) on the one budget.
+      const both = 2 * REQUEST_SHARE + data[0].length + data[1].length;
+      expect(usedWhileBothHeld).toEqual([both, both]);
+      await eventually(() => expect(budget.used).toBe(0));
+      expect(budget.waiting).toBe(0);
+    } finally {
+      await close(server);
+    }
   });
 });

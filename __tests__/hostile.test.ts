@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import request from 'supertest';
-import { diskEngine, memoryEngine, spool, type SpoolOptions } from '../lib';
+import { diskEngine, memoryEngine, spool, type SpoolOptions, type StorageEngine } from '../lib';
 import { close, echoApp, eventually, listen, tempDir } from './helpers/app';
 
 // Inputs behind public advisories against upload parsers, each answered with a typed 4xx (or handled
@@ -67,16 +67,32 @@ describe('rejected with a typed 4xx', () => {
   });
 
   test('an error while an async fileFilter is pending stores nothing (multer CVE-2026-3304)', async () => {
+    // A disk engine that records every store() call: "removed afterwards" would still show up here.
+    const disk = diskEngine({ directory: dir.path });
+    const storeCalls: string[] = [];
+    const counting: StorageEngine = {
+      name: 'counting-disk',
+      store: (stream, file, context) => {
+        storeCalls.push(file.originalname);
+        return disk.store(stream, file, context);
+      },
+    };
+    // The filter's verdict (accept) is only given after the client has its error answer.
     let filtered = 0;
-    const res = await send(part('name="ok"; filename="a"', 'x'.repeat(10_000)) + part('name="other"; filename="b"') + end, {
-      fileFilter: () =>
-        new Promise((resolve) => setTimeout(() => resolve(++filtered > 0), 100)),
-      limits: { files: 1 },
-    });
+    let accept!: (verdict: boolean) => void;
+    const verdict = new Promise<boolean>((resolve) => (accept = resolve));
+    const res = await request(echoApp(spool({ storage: counting, fileFilter: () => (filtered++, verdict), limits: { files: 1 } }).any()))
+      .post('/upload')
+      .set('content-type', `multipart/form-data; boundary=${B}`)
+      .send(Buffer.from(part('name="ok"; filename="a"', 'x'.repeat(10_000)) + part('name="other"; filename="b"') + end));
     expect(res.status).toBe(413);
     expect(res.body.error.code).toBe('LIMIT_FILE_COUNT');
-    await new Promise((r) => setTimeout(r, 200)); // the filter resolves after the failure
-    expect(filtered).toBe(1);
+    expect(filtered).toBe(1); // the first file reached the filter, and the filter was still pending
+    accept(true);
+    await verdict;
+    await new Promise((r) => setTimeout(r, 50)); // room for a late store() to start writing
+    expect(storeCalls).toEqual([]);
+    expect(dir.files()).toEqual([]);
   });
 
   test('an error after 30,000 small files in one request: all removed, no stack overflow (multer CVE-2026-3520)', async () => {
