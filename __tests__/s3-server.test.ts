@@ -7,10 +7,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import {
   AbortMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  DeleteObjectCommand,
   GetObjectCommand,
+  GetObjectTaggingCommand,
   HeadObjectCommand,
   ListBucketsCommand,
+  ListObjectVersionsCommand,
+  PutBucketVersioningCommand,
   PutObjectCommand,
+  PutObjectTaggingCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
@@ -150,6 +155,52 @@ describe('S3 test server', () => {
       expect(err.$metadata?.httpStatusCode).toBe(403);
     } finally {
       bad.destroy();
+    }
+  });
+
+  test('Content-MD5 is verified: a wrong one is refused with BadDigest and nothing is stored', async () => {
+    const err = await errorOf(
+      client.send(new PutObjectCommand({ Bucket: bucket, Key: 'md5.bin', Body: 'hello', ContentMD5: Buffer.alloc(16).toString('base64') })),
+    );
+    expect(err.name).toBe('BadDigest');
+    expect((await errorOf(client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'md5.bin' })))).$metadata?.httpStatusCode).toBe(404);
+  });
+
+  test('x-amz-checksum-crc32c: a wrong value is refused (BadDigest, as AWS does) or ignored and not kept (the local Ceph RGW 16), never kept as valid', async () => {
+    const wrong = Buffer.alloc(4).toString('base64');
+    let refused: string | undefined;
+    try {
+      await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'crc.bin', Body: 'hello', ChecksumCRC32C: wrong }));
+    } catch (err) {
+      refused = (err as Error).name;
+    }
+    if (refused) {
+      expect(refused).toBe('BadDigest');
+    } else {
+      const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'crc.bin', ChecksumMode: 'ENABLED' }));
+      expect(head.ChecksumCRC32C).toBeUndefined();
+    }
+    console.log(`S3 test server and a wrong x-amz-checksum-crc32c: ${refused ?? 'accepted, ignored (does not verify checksums)'}`);
+  });
+
+  test('versioned bucket: PutObjectTagging adds no version, DeleteObject with a VersionId leaves no delete marker', async () => {
+    const versioned = await createTestBucket(client);
+    try {
+      await client.send(new PutBucketVersioningCommand({ Bucket: versioned, VersioningConfiguration: { Status: 'Enabled' } }));
+      const put = await client.send(new PutObjectCommand({ Bucket: versioned, Key: 'v', Body: 'one' }));
+      expect(put.VersionId).toBeTruthy();
+      await client.send(
+        new PutObjectTaggingCommand({ Bucket: versioned, Key: 'v', VersionId: put.VersionId, Tagging: { TagSet: [{ Key: 'sha256', Value: 'x' }] } }),
+      );
+      const tags = await client.send(new GetObjectTaggingCommand({ Bucket: versioned, Key: 'v', VersionId: put.VersionId }));
+      expect(tags.TagSet).toEqual([{ Key: 'sha256', Value: 'x' }]);
+      const listed = await client.send(new ListObjectVersionsCommand({ Bucket: versioned }));
+      expect((listed.Versions ?? []).map((v) => v.VersionId)).toEqual([put.VersionId]);
+      await client.send(new DeleteObjectCommand({ Bucket: versioned, Key: 'v', VersionId: put.VersionId }));
+      const after = await client.send(new ListObjectVersionsCommand({ Bucket: versioned }));
+      expect([...(after.Versions ?? []), ...(after.DeleteMarkers ?? [])]).toEqual([]);
+    } finally {
+      await emptyAndDeleteBucket(client, versioned);
     }
   });
 });
