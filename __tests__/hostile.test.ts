@@ -167,12 +167,12 @@ describe('handled safely', () => {
     await eventually(() => expect(existsSync(file.path)).toBe(false));
   });
 
-  test('filename*= (RFC 5987) is decoded; the plain filename stays when both are sent', async () => {
+  test('filename*= (RFC 5987) is decoded and wins over a plain filename sent with it (RFC 6266)', async () => {
     const res = await send(
       part(`name="f"; filename*=UTF-8''%E2%82%AC%20rates.txt`) + part(`name="g"; filename="plain.txt"; filename*=UTF-8''other.txt`) + end,
       { rollover: diskEngine({ directory: dir.path, lifetime: 'temporary' }) },
     );
-    expect(res.body.files.map((f: any) => f.originalname)).toEqual(['€ rates.txt', 'plain.txt']);
+    expect(res.body.files.map((f: any) => f.originalname)).toEqual(['€ rates.txt', 'other.txt']);
     await eventually(() => expect(dir.files()).toEqual([]));
   });
 
@@ -225,6 +225,9 @@ describe('handled safely', () => {
     test('smaller than the body → 400 (the body is cut where the length says)', async () => {
       const body = part('name="f"; filename="a"', 'x'.repeat(1000)) + end;
       expect(await raw(`Content-Length: ${body.length - 500}\r\n`, body)).toMatch(/^HTTP\/1.1 400/);
+      // The 400 may be Node's own answer to the 500 bytes past the length (parsed as a next request) and
+      // arrive while the cut upload is still being cleaned up: its partial file must go, soon after.
+      await eventually(() => expect(dir.files()).toEqual([]));
     });
   });
 });

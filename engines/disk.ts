@@ -113,7 +113,8 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
       // Only a file this call created may be removed: 'wx' refuses to open an existing one.
       const handle = await create(destination, name, fixed !== undefined, file);
       try {
-        await pipeline(stream, handle.createWriteStream({ highWaterMark: WRITE_HIGH_WATER_MARK }), { signal: context.signal });
+        // No signal: the core destroys `stream` when the request fails, which ends the pipeline.
+        await pipeline(stream, handle.createWriteStream({ highWaterMark: WRITE_HIGH_WATER_MARK }));
       } catch (err) {
         await handle.close().catch(() => undefined); // already closed by the stream in most cases
         await rm(path, { force: true });

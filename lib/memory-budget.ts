@@ -73,8 +73,8 @@ export class MemoryBudget {
 
   release(bytes: number): void {
     if (bytes <= 0) return;
+    if (bytes > this.#used) throw new Error(`MemoryBudget released more than it reserved (${bytes} of ${this.#used})`);
     this.#used -= bytes;
-    if (this.#used < 0) throw new Error(`MemoryBudget released more than it reserved (${this.#used})`);
     this.#grantWaiters();
   }
 
