@@ -31,3 +31,4 @@ export type { Resumable } from './resumable/handler';
 export type { ResumableOptions, ResumableLimits, ResumableProtocol } from './resumable/options';
 export { resumableDiskStore } from '../engines/resumable-disk';
 export type { ResumableDiskOptions, ResumableDiskDetails } from '../engines/resumable-disk';
+export { s3ResumableStore, type ResumableS3Options } from '../engines/resumable-s3';

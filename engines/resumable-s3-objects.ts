@@ -1,0 +1,260 @@
+import { randomBytes } from 'node:crypto';
+import { PassThrough, pipeline, type Readable } from 'node:stream';
+import type { ChecksumAlgorithm, CompletedPart, S3Client } from '@aws-sdk/client-s3';
+import type { ResumableUpload } from '../lib/resumable/upload-store';
+import { toS3Error } from './s3-errors';
+
+type Sdk = typeof import('@aws-sdk/client-s3');
+
+/** S3's smallest part but the last, and its most parts per upload. */
+export const MIN_PART_SIZE = 5 * 1024 * 1024;
+export const MAX_PARTS = 10_000;
+const PART_CHECKSUMS = ['ChecksumCRC32', 'ChecksumCRC32C', 'ChecksumCRC64NVME', 'ChecksumSHA1', 'ChecksumSHA256'] as const;
+/** How a completed upload is stored: never served as the client's claimed type (s3Engine's 'safe'). */
+const OBJECT_SETTINGS = { ContentType: 'application/octet-stream', ContentDisposition: 'attachment' } as const;
+
+/** A part S3 holds for the open multipart upload: what CompleteMultipartUpload needs, plus its size. */
+export type StoredPart = CompletedPart & { readonly PartNumber: number; readonly size: number };
+
+/**
+ * Everything the store keeps about one upload, in `<key>.info` (one PUT, so a crash leaves the old or the
+ * new state). The offset is derived, never stored: bytes in `parts` + bytes in `tail`, or the object's size.
+ */
+export interface UploadState {
+  readonly upload: Omit<ResumableUpload, 'offset'>;
+  /** The multipart upload the parts belong to (created with the first part). */
+  readonly uploadId?: string;
+  /** Parts 1…n, in order, each ≥ 5 MiB. */
+  readonly parts: readonly StoredPart[];
+  /** The bytes after the parts (< 5 MiB), as their own object. */
+  readonly tail?: { readonly key: string; readonly size: number };
+  /** Set once the bytes are one object at the upload's key (completed, concatenated or read back). */
+  readonly object?: { readonly size: number; readonly etag?: string; readonly versionId?: string };
+}
+
+export function offsetOf(state: UploadState): number {
+  if (state.object) return state.object.size;
+  let size = state.tail?.size ?? 0;
+  for (const part of state.parts) size += part.size;
+  return size;
+}
+
+/** The name S3 gives an error, whether raw or wrapped by toS3Error. */
+export function s3ErrorName(err: unknown): string | undefined {
+  const e = err as { name?: string; cause?: { name?: string } } | null;
+  return e?.cause?.name ?? e?.name;
+}
+
+/** One upload's objects in the bucket: `<key>` (the completed bytes), `<key>.info`, `<key>.tail.<random>`. */
+export class UploadObjects {
+  readonly client: S3Client;
+  readonly bucket: string;
+  readonly #sdk: Sdk;
+  readonly #prefix: string;
+  /** client.send with every failure typed by toS3Error. */
+  readonly #send: S3Client['send'];
+
+  constructor(client: S3Client, sdk: Sdk, bucket: string, prefix: string) {
+    this.client = client;
+    this.#send = (async (command: never, options?: never) => {
+      try {
+        return await client.send(command, options);
+      } catch (err) {
+        throw toS3Error(err);
+      }
+    }) as unknown as S3Client['send'];
+    this.#sdk = sdk;
+    this.bucket = bucket;
+    this.#prefix = prefix;
+  }
+
+  key(id: string): string {
+    return this.#prefix + id;
+  }
+
+  stateKey(id: string): string {
+    return `${this.key(id)}.info`;
+  }
+
+  /** A fresh name per tail: the state names the one that counts, so writing a new tail never tears the old. */
+  newTailKey(id: string): string {
+    return `${this.key(id)}.tail.${randomBytes(6).toString('hex')}`;
+  }
+
+  /** The id of a state object's key, or undefined for any other key under the prefix. */
+  idOfStateKey(key: string, valid: RegExp): string | undefined {
+    if (!key.startsWith(this.#prefix) || !key.endsWith('.info')) return undefined;
+    const id = key.slice(this.#prefix.length, -'.info'.length);
+    return valid.test(id) ? id : undefined;
+  }
+
+  async load(id: string): Promise<UploadState | undefined> {
+    let text: string;
+    try {
+      const res = await this.client.send(new this.#sdk.GetObjectCommand({ Bucket: this.bucket, Key: this.stateKey(id) }));
+      text = await res.Body!.transformToString('utf8');
+    } catch (err) {
+      if (s3ErrorName(err) === 'NoSuchKey') return undefined;
+      throw toS3Error(err);
+    }
+    return JSON.parse(text) as UploadState;
+  }
+
+  async save(state: UploadState): Promise<void> {
+    const Body = JSON.stringify(state);
+    await this.#send(new this.#sdk.PutObjectCommand({ Bucket: this.bucket, Key: this.stateKey(state.upload.id), Body, ContentType: 'application/json' }));
+  }
+
+  async put(Key: string, Body: Buffer): Promise<{ etag?: string; versionId?: string }> {
+    const res = await this.#send(new this.#sdk.PutObjectCommand({ ...OBJECT_SETTINGS, Bucket: this.bucket, Key, Body, ContentLength: Body.length }));
+    return { etag: res.ETag, versionId: res.VersionId };
+  }
+
+  /** Server-side copy of a whole (small) object: no byte passes through this process. */
+  async copy(Key: string, source: string): Promise<void> {
+    await this.#send(
+      new this.#sdk.CopyObjectCommand({ ...OBJECT_SETTINGS, MetadataDirective: 'REPLACE', Bucket: this.bucket, Key, CopySource: this.#source(source) }),
+    );
+  }
+
+  /** Deletes an object; one that is already gone is fine. */
+  async delete(Key: string, VersionId?: string): Promise<void> {
+    try {
+      await this.client.send(new this.#sdk.DeleteObjectCommand({ Bucket: this.bucket, Key, VersionId }));
+    } catch (err) {
+      if (s3ErrorName(err) !== 'NoSuchKey') throw toS3Error(err);
+    }
+  }
+
+  async head(Key: string): Promise<{ size: number; etag?: string; versionId?: string } | undefined> {
+    try {
+      const res = await this.client.send(new this.#sdk.HeadObjectCommand({ Bucket: this.bucket, Key }));
+      return { size: res.ContentLength ?? 0, etag: res.ETag, versionId: res.VersionId };
+    } catch (err) {
+      if (s3ErrorName(err) === 'NotFound' || s3ErrorName(err) === 'NoSuchKey') return undefined;
+      throw toS3Error(err);
+    }
+  }
+
+  /** Copies `length` bytes of `Key` from `start` into `target` at `at` (a GET streamed into the buffer). */
+  async readInto(Key: string, target: Buffer, at: number, start: number, length: number, signal?: AbortSignal): Promise<void> {
+    if (length === 0) return;
+    const Range = `bytes=${start}-${start + length - 1}`;
+    let copied = 0;
+    try {
+      const res = await this.client.send(new this.#sdk.GetObjectCommand({ Bucket: this.bucket, Key, Range }), { abortSignal: signal });
+      for await (const chunk of res.Body as Readable) {
+        const piece = chunk as Buffer;
+        if (copied + piece.length > length) throw new Error(`GetObject ${Key} ${Range} returned more bytes than asked for`);
+        piece.copy(target, at + copied);
+        copied += piece.length;
+      }
+    } catch (err) {
+      throw toS3Error(err);
+    }
+    if (copied !== length) throw toS3Error(new Error(`GetObject ${Key} ${Range} returned ${copied} bytes, not ${length}`));
+  }
+
+  /** A Readable of `Key` (its first `length` bytes when given); destroying it cancels the GET. */
+  stream(Key: string, length?: number): Readable {
+    const out = new PassThrough();
+    const controller = new AbortController();
+    out.once('close', () => {
+      if (!out.readableEnded) controller.abort();
+    });
+    const Range = length === undefined ? undefined : `bytes=0-${length - 1}`;
+    this.client.send(new this.#sdk.GetObjectCommand({ Bucket: this.bucket, Key, Range }), { abortSignal: controller.signal }).then(
+      (res) => pipeline(res.Body as Readable, out, () => undefined /* errors already reach `out` */),
+      (err: unknown) => out.destroy(toS3Error(err)),
+    );
+    return out;
+  }
+
+  async createMultipart(Key: string): Promise<string> {
+    const checksum = await defaultChecksum(this.client);
+    const res = await this.#send(new this.#sdk.CreateMultipartUploadCommand({ ...OBJECT_SETTINGS, ...checksum, Bucket: this.bucket, Key }));
+    if (!res.UploadId) throw toS3Error(new Error('CreateMultipartUpload answered without an UploadId'));
+    return res.UploadId;
+  }
+
+  async uploadPart(Key: string, UploadId: string, PartNumber: number, Body: Buffer, signal?: AbortSignal): Promise<StoredPart> {
+    const res = await this.#send(
+      new this.#sdk.UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, Body, ContentLength: Body.length }),
+      { abortSignal: signal },
+    );
+    if (!res.ETag) throw toS3Error(new Error(`UploadPart ${PartNumber} answered without an ETag`));
+    return withChecksums({ PartNumber, ETag: res.ETag, size: Body.length }, res);
+  }
+
+  /** UploadPartCopy of `source` (a byte range of it when given): server-side, no memory here. */
+  async copyPart(Key: string, UploadId: string, PartNumber: number, source: string, start: number, size: number): Promise<StoredPart> {
+    const CopySourceRange = `bytes=${start}-${start + size - 1}`;
+    const res = await this.#send(
+      new this.#sdk.UploadPartCopyCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, CopySource: this.#source(source), CopySourceRange }),
+    );
+    const result = res.CopyPartResult;
+    if (!result?.ETag) throw toS3Error(new Error(`UploadPartCopy ${PartNumber} answered without an ETag`));
+    return withChecksums({ PartNumber, ETag: result.ETag, size }, result);
+  }
+
+  async complete(Key: string, UploadId: string, parts: readonly StoredPart[]): Promise<void> {
+    const Parts = parts.map(({ size: _size, ...part }) => part);
+    await this.#send(new this.#sdk.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts } }));
+  }
+
+  async abort(Key: string, UploadId: string): Promise<void> {
+    try {
+      await this.client.send(new this.#sdk.AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId }));
+    } catch (err) {
+      if (s3ErrorName(err) !== 'NoSuchUpload') throw toS3Error(err);
+    }
+  }
+
+  /**
+   * Aborts every open multipart upload of `Key` but `keep`: ours, and any a crash left between its
+   * CreateMultipartUpload and the state that would have named it.
+   */
+  async abortAll(Key: string, keep?: string): Promise<void> {
+    let KeyMarker: string | undefined;
+    let UploadIdMarker: string | undefined;
+    for (;;) {
+      const page = await this.#send(new this.#sdk.ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: Key, KeyMarker, UploadIdMarker }));
+      for (const upload of page.Uploads ?? []) {
+        if (upload.Key === Key && upload.UploadId && upload.UploadId !== keep) await this.abort(Key, upload.UploadId);
+      }
+      if (!page.IsTruncated || (!page.NextKeyMarker && !page.NextUploadIdMarker)) return;
+      KeyMarker = page.NextKeyMarker;
+      UploadIdMarker = page.NextUploadIdMarker;
+    }
+  }
+
+  /** Every key under `prefix` (ListObjectsV2, page by page). */
+  async *keys(prefix = this.#prefix): AsyncIterable<string> {
+    let ContinuationToken: string | undefined;
+    do {
+      const page = await this.#send(new this.#sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken }));
+      for (const object of page.Contents ?? []) if (object.Key) yield object.Key;
+      ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (ContinuationToken);
+  }
+
+  #source(key: string): string {
+    return `${this.bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
+  }
+
+}
+
+function withChecksums(part: StoredPart, res: Partial<Record<(typeof PART_CHECKSUMS)[number], string>>): StoredPart {
+  const checksums: Record<string, string> = {};
+  for (const name of PART_CHECKSUMS) if (res[name]) checksums[name] = res[name]!;
+  return { ...part, ...checksums };
+}
+
+/**
+ * lib-storage's (and s3Engine's) rule: when the client adds checksums to every request (the SDK's default),
+ * the upload declares CRC32 and each part's checksum goes into the completion (kept in the state).
+ */
+async function defaultChecksum(client: S3Client): Promise<{ ChecksumAlgorithm?: ChecksumAlgorithm }> {
+  const calculation = await client.config.requestChecksumCalculation?.();
+  return calculation === 'WHEN_SUPPORTED' ? { ChecksumAlgorithm: 'CRC32' } : {};
+}
