@@ -133,3 +133,59 @@ export const TUS = { 'Tus-Resumable': '1.0.0' } as const;
 export const OCTETS = { 'Content-Type': 'application/offset+octet-stream' } as const;
 
 export { listen };
+
+export interface CuttingProxy {
+  url: string;
+  /** Connections cut so far. */
+  readonly cuts: number;
+  close(): Promise<void>;
+}
+
+/**
+ * A loopback TCP proxy (like tcp-proxy.ts) that keeps listening but cuts each connection after a random
+ * number of client → server bytes in [minBytes, maxBytes], until it has cut `maxCuts` times.
+ */
+export async function startCuttingProxy(target: string, options: { minBytes: number; maxBytes: number; maxCuts: number }): Promise<CuttingProxy> {
+  const net = await import('node:net');
+  const { hostname, port } = new URL(target);
+  const sockets = new Set<import('node:net').Socket>();
+  let cuts = 0;
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(port), hostname);
+    sockets.add(client).add(upstream);
+    const budget = options.minBytes + Math.floor(Math.random() * (options.maxBytes - options.minBytes));
+    let forwarded = 0;
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('data', (chunk: Buffer) => {
+      if (cuts < options.maxCuts && forwarded + chunk.length > budget) {
+        cuts++;
+        upstream.write(chunk.subarray(0, Math.max(0, budget - forwarded)), drop);
+        client.pause();
+        return;
+      }
+      forwarded += chunk.length;
+      if (!upstream.write(chunk)) client.pause();
+    });
+    upstream.on('drain', () => client.resume());
+    upstream.pipe(client);
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    get cuts() {
+      return cuts;
+    },
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

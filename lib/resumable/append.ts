@@ -45,6 +45,8 @@ export async function appendBody(
     verifier: intent.checksum && new ChecksumVerifier(intent.checksum),
     hash: running?.hash,
   });
+  // Failures are read from `tap.failure`; a tap failed before (or after) its store reads must not crash the process.
+  tap.on('error', ignore);
   const controller = new AbortController();
   const end = (reason: SpoolError) => {
     tap.fail(reason);
@@ -94,3 +96,5 @@ function watchIdle(tap: AppendTap, timeout: number, end: (reason: SpoolError) =>
     Math.min(timeout / 4, 1000),
   );
 }
+
+function ignore(): void {}

@@ -136,7 +136,7 @@ class Handler {
     } else if (intent.hasBody) {
       const append: AppendIntent = { offset: 0, length, complete: intent.complete, checksum: intent.checksum };
       return this.#append(req, res, protocol, upload.id, append, location);
-    } else if (intent.complete === true || (intent.complete === undefined && length === 0)) {
+    } else if (intent.complete === true || (protocol.completesAtLength(req) && length === 0)) {
       upload = await this.#exclusive(upload.id, () => this.#complete(req, upload));
     }
     protocol.created(req, res, upload, location, this.#config);
@@ -144,7 +144,12 @@ class Handler {
 
   async #head(req: IncomingMessage, res: ServerResponse, protocol: Protocol, id: string): Promise<void> {
     // A HEAD ends an append still running on this upload (the client gave up on it): its answer is then current.
-    const upload = await this.#exclusive(id, () => this.#live(id));
+    const upload = await this.#exclusive(id, async () => {
+      const found = await this.#live(id);
+      // Every byte stored but not completed (the completing request died after its last byte, or the
+      // server between recording the offset and completing): the client will not send more; complete it.
+      return protocol.completesAtLength(req) && reachedLength(found) ? this.#complete(req, found) : found;
+    });
     protocol.status(req, res, upload, this.#config, (part) => this.#location(req, part));
   }
 
@@ -198,14 +203,16 @@ class Handler {
       }
       const changes: { -readonly [K in keyof UploadChanges]: UploadChanges[K] } = {};
       if (this.#config.expiration > 0) changes.expiresAt = Date.now() + this.#config.expiration;
-      const finished = failure === undefined && (intent.complete ?? (upload.length !== undefined && upload.offset === upload.length));
-      if (finished && intent.complete && upload.length !== undefined && upload.length !== upload.offset) {
+      // Complete when the request said so and arrived whole, or (tus, older drafts) when the length is
+      // reached — even by a request cut off after its last byte: its client will not send it again.
+      const finished = (intent.complete === true && failure === undefined) || (protocol.completesAtLength(req) && reachedLength(upload));
+      if (finished && upload.length !== undefined && upload.length !== upload.offset) {
         throw new SpoolError('INCONSISTENT_LENGTH', 'Upload-Complete: ?1 before Upload-Length bytes');
       }
       if (finished && upload.length === undefined) changes.length = upload.offset;
       upload = current = await this.#store.update(id, changes);
       if (finished) upload = current = await this.#complete(req, upload);
-      if (failure) throw failure;
+      if (failure && !finished) throw failure;
       if (created !== undefined) protocol.created(req, res, upload, created, this.#config);
       else protocol.appended(req, res, upload, this.#config);
     } catch (err) {
@@ -335,6 +342,10 @@ class Handler {
       res.destroy(); // an answer that cannot be written must not leave the client waiting
     }
   }
+}
+
+function reachedLength(upload: ResumableUpload): boolean {
+  return !upload.complete && upload.length !== undefined && upload.offset === upload.length;
 }
 
 function notAllowed(): SpoolError {

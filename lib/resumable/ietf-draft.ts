@@ -46,12 +46,14 @@ export const ietfDraft: Protocol = {
     ietfVersion(req);
   },
 
+  // tus-js-client's ietf-draft modes (interop 5, 6) take an upload whose offset reached Upload-Length as
+  // done — a 0-byte file is created with Upload-Complete: ?0 and nothing follows; a last append cut off
+  // after its last byte is not repeated — so for them, as for tus, reaching the length completes it.
+  completesAtLength: (req) => answered(req) <= 6,
+
   create(req): CreateIntent {
-    let complete = completeness(req);
+    const complete = completeness(req);
     const length = declaredLength(req, 0, complete);
-    // tus-js-client's ietf-draft modes (interop 5, 6) create a 0-byte upload with Upload-Length: 0 and
-    // Upload-Complete: ?0, then consider it done: nothing can follow, so it is complete.
-    if (!complete && length === 0 && ietfVersion(req) <= 6 && !hasBody(req)) complete = true;
     const metadata = parseMetadata(stringHeader(req, 'upload-metadata'));
     const disposition = stringHeader(req, 'content-disposition');
     if (disposition !== undefined) {

@@ -29,6 +29,11 @@ export interface Protocol {
   readonly name: ResumableProtocol;
   /** Throws UNSUPPORTED_PROTOCOL_VERSION when the request's version is not one we speak. */
   checkVersion(req: IncomingMessage): void;
+  /**
+   * Whether an upload is complete once its offset reaches its declared length (tus; the IETF drafts
+   * tus-js-client speaks), as opposed to only when a request says Upload-Complete: ?1 (newer IETF drafts).
+   */
+  completesAtLength(req: IncomingMessage): boolean;
   create(req: IncomingMessage): CreateIntent;
   append(req: IncomingMessage): AppendIntent;
   /** 104 headers announcing a new upload (IETF); undefined when the protocol has none. */

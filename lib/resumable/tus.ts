@@ -22,6 +22,8 @@ export const tus: Protocol = {
     }
   },
 
+  completesAtLength: () => true,
+
   create(req): CreateIntent {
     const length = integerHeader(req, 'upload-length', invalid('Upload-Length'));
     const deferred = req.headers['upload-defer-length'];
