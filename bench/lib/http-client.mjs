@@ -18,7 +18,7 @@ export function requestHead({ port, path = '/upload', contentType, length, keepA
 }
 
 /**
- * One keep-alive connection; requests on it are sequential (no pipelining).
+ * One connection; requests on it are sequential (no pipelining).
  * `request()` resolves with { status, headers, body (Buffer), json() } when the
  * whole response has arrived.
  */
@@ -43,10 +43,6 @@ export class Connection {
       this.#closed = true;
       this.#failPending(new Error('connection closed before the response ended'));
     });
-  }
-
-  get closed() {
-    return this.#closed;
   }
 
   async request(head, body) {
@@ -151,27 +147,48 @@ function dechunk(buf) {
 }
 
 /**
- * Sends `count` requests over `concurrency` keep-alive connections (each connection sends its next
- * request as soon as its previous response has arrived). Returns per-request finish times (ms since
- * `t0`) and responses as `onResponse` sees them.
+ * Sends `count` requests, `concurrency` at a time, and returns their finish times (ms since `t0`);
+ * `onResponse(res, i)` sees each response. `keepAlive`: each of `concurrency` connections sends its next
+ * request as soon as the previous response has arrived. Otherwise every request opens its own connection
+ * (the head says `Connection: close`; head and body are handed to the socket in one corked write).
  */
-export async function runPool({ port, head, body, count, concurrency, t0, onResponse }) {
+export async function runPool({ port, head, body, count, concurrency, t0, onResponse, keepAlive = true }) {
   const finish = new Array(count);
   let next = 0;
-  const conns = [];
-  const worker = async () => {
+  const conns = new Set();
+  const open = () => {
     const c = new Connection(port);
-    conns.push(c);
-    try {
-      for (let i = next++; i < count; i = next++) {
-        const res = await c.request(head, body);
-        finish[i] = now() - t0;
-        onResponse(res, i);
-      }
-    } finally {
-      c.close();
-    }
+    conns.add(c);
+    return c;
   };
+  const done = (c) => {
+    c.close();
+    conns.delete(c);
+  };
+  const send = async (c, i) => {
+    const res = await c.request(head, body);
+    finish[i] = now() - t0;
+    onResponse(res, i);
+  };
+  const worker = keepAlive
+    ? async () => {
+        const c = open();
+        try {
+          for (let i = next++; i < count; i = next++) await send(c, i);
+        } finally {
+          done(c);
+        }
+      }
+    : async () => {
+        for (let i = next++; i < count; i = next++) {
+          const c = open();
+          try {
+            await send(c, i);
+          } finally {
+            done(c);
+          }
+        }
+      };
   try {
     await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
   } catch (err) {

@@ -1,0 +1,89 @@
+// The client's handle on one target server (bench/server.mjs) in its own process.
+
+import { fork } from 'node:child_process';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { memory } from './proc.mjs';
+
+const SERVER = join(dirname(fileURLToPath(import.meta.url)), '..', 'server.mjs');
+
+export class Server {
+  /**
+   * @param {string} name  target name (see bench/server.mjs)
+   * @param {string} dir   where it stores files; for express-spool's defaults also its TMPDIR
+   * @param {{ cpuProf?: string, env?: object }} [options]
+   */
+  static async start(name, dir, { cpuProf, env } = {}) {
+    mkdirSync(dir, { recursive: true });
+    const execArgv = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`] : [];
+    const child = fork(SERVER, [name, dir], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      execArgv,
+      // (the AWS SDK's notice about future Node versions is noise here)
+      env: { ...process.env, TMPDIR: dir, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env },
+    });
+    const ready = await new Promise((resolve, reject) => {
+      child.once('message', resolve);
+      child.once('exit', (code) => reject(new Error(`server ${name} exited with ${code} before listening`)));
+    });
+    const s = new Server();
+    Object.assign(s, { name, dir, child, pid: ready.pid, port: ready.port, seq: 0 });
+    child.on('exit', (code, signal) => {
+      s.exited = true;
+      if (!s.stopping) process.stderr.write(`!! server ${name} exited unexpectedly (${code ?? signal})\n`);
+    });
+    return s;
+  }
+
+  /** Sends an IPC command and resolves with the server's answer. */
+  command(cmd, extra = {}) {
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      const onMsg = (m) => {
+        if (m?.ack !== id) return;
+        this.child.off('message', onMsg);
+        if (m.error) reject(new Error(`${this.name} ${cmd}: ${m.error}`));
+        else resolve(m);
+      };
+      this.child.on('message', onMsg);
+      this.child.send({ cmd, id, ...extra });
+    });
+  }
+
+  setVerify(on) {
+    return this.command('verify', { on });
+  }
+
+  /** CPU seconds the server process has used so far (all threads, µs resolution). */
+  async cpuSeconds() {
+    return (await this.command('cpu')).cpuMicros / 1e6;
+  }
+
+  rss() {
+    return memory(this.pid).rss;
+  }
+
+  /** Paths of the files under the target's directory (any depth). */
+  storedFiles() {
+    return readdirSync(this.dir, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => join(e.parentPath ?? e.path, e.name));
+  }
+
+  /** Deletes stored files (not directories: an engine may have created its directory once) and S3 objects. */
+  async removeStored() {
+    for (const f of this.storedFiles()) rmSync(f, { force: true });
+    await this.command('cleanup');
+  }
+
+  async stop() {
+    if (this.exited) return;
+    this.stopping = true;
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.send({ cmd: 'exit' });
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
