@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ChecksumAlgorithm, CompletedPart, S3Client } from '@aws-sdk/client-s3';
+import { SpoolError } from '../lib/errors';
 import type { Crc } from './s3-checksum';
 import { toS3Error } from './s3-errors';
 import { removeIfLanded, type ReadParams } from './s3-object';
@@ -54,7 +55,7 @@ export async function uploadMultipart(first: Part, reader: PartReader, options: 
   }
   if (!uploadId) {
     first.release();
-    throw toS3Error(new Error('CreateMultipartUpload answered without an UploadId'));
+    throw new SpoolError('STORAGE_FAILED', 'S3 CreateMultipartUpload answered without an UploadId', { status: 502 });
   }
 
   const parts: CompletedPart[] = [];
@@ -68,7 +69,8 @@ export async function uploadMultipart(first: Part, reader: PartReader, options: 
     const command = new sdk.UploadPartCommand({ ...input, ...partChecksum, UploadId: uploadId, PartNumber, Body: part.body });
     const request: Promise<void> = client.send(command, { abortSignal: signal }).then(
       (res) => {
-        if (!res.ETag) throw new Error(`UploadPart ${PartNumber} answered without an ETag`);
+        // (Behind a browser-facing proxy, a missing ETag usually means CORS does not expose it.)
+        if (!res.ETag) throw new SpoolError('STORAGE_FAILED', `S3 UploadPart ${PartNumber} answered without an ETag`, { status: 502 });
         const completed: CompletedPart = { PartNumber, ETag: res.ETag };
         if (crc) completed[`Checksum${crc.name}`] = value;
         for (const name of PART_CHECKSUMS) if (res[name]) completed[name] = res[name];
@@ -89,7 +91,7 @@ export async function uploadMultipart(first: Part, reader: PartReader, options: 
     for (let number = 1; ; number++) {
       if (number > MAX_PARTS) {
         part.release();
-        throw toS3Error(new Error(`The file needs more than ${MAX_PARTS} parts: raise partSize`));
+        throw new SpoolError('STORAGE_FAILED', `The file needs more than ${MAX_PARTS} parts of partSize: raise partSize`);
       }
       send(part, number);
       if (part.last) break;
