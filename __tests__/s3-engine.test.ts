@@ -1,12 +1,12 @@
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand, ListObjectsV2Command, ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand, ListObjectsV2Command, ListObjectVersionsCommand, S3Client } from '@aws-sdk/client-s3';
 import { s3Engine, spool, type SpoolOptions } from '../lib';
 import { close, echoApp, eventually, listen } from './helpers/app';
 import { BOUNDARY, multipartChunks, patternChunks, patternSha256, postChunks, postMultipart, randomData, sha256, type Part } from './helpers/multipart';
 import { startTcpProxy } from './helpers/tcp-proxy';
-import { listOpenMultipartUploads, s3TestClient, useTestBucket } from './setup/s3-env';
+import { listOpenMultipartUploads, s3TestClient, s3TestEnv, useTestBucket } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
@@ -254,6 +254,34 @@ describe('S3 engine options', () => {
       expect((await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).Metadata).toEqual({});
       expect(await tagsOf(key)).toEqual({});
     });
+  });
+  test.each([
+    ['single PUT', 1000],
+    ['multipart', 2 * PART + 1],
+  ])('a client with the SDK\'s default checksum settings works (every body is a buffer): %s, read back intact', async (_label, size) => {
+    const env = s3TestEnv();
+    const defaults = new S3Client({
+      endpoint: env.endpoint,
+      region: env.region,
+      forcePathStyle: true,
+      credentials: { accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey },
+    });
+    const data = randomData(size);
+    let streamed: Buffer | undefined;
+    const upload = spool({ storage: s3Engine({ client: defaults, bucket, prefix: 'defaults/', partSize: PART }) });
+    const server = await listen(echoApp(upload.any(), async (req: any, _res, next) => {
+      streamed = await readAll(req.files[0].stream());
+      next();
+    }));
+    try {
+      const res = await postMultipart(server, '/upload', [{ name: 'f', filename: 'x', data }]);
+      expect(res.status).toBe(200);
+      expect(sha256(streamed!)).toBe(sha256(data));
+      expect(await objectSha256(res.json.files[0].key)).toBe(sha256(data));
+    } finally {
+      await close(server);
+      defaults.destroy();
+    }
   });
 });
 
