@@ -29,6 +29,7 @@ export type { ResumableStore, ResumableUpload, NewUpload, UploadChanges, Resumab
 export { resumable } from './resumable/handler';
 export type { Resumable } from './resumable/handler';
 export type { ResumableOptions, ResumableLimits, ResumableProtocol } from './resumable/options';
+export { redisLocker } from '../engines/redis-locker'; export type { RedisLocker, RedisLockerOptions } from '../engines/redis-locker'; export type { UploadLocker, UploadFence } from './resumable/upload-locker';
 export { resumableDiskStore } from '../engines/resumable-disk';
 export type { ResumableDiskOptions, ResumableDiskDetails } from '../engines/resumable-disk';
 export { s3ResumableStore, type ResumableS3Options } from '../engines/resumable-s3';

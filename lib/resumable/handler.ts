@@ -13,7 +13,7 @@ import { resolveResumableOptions, type ResumableConfig, type ResumableOptions } 
 import type { AppendIntent, CreateIntent, Protocol } from './protocol';
 import { tus } from './tus';
 import { UploadHashes } from './upload-hashes';
-import { UploadLocks } from './upload-lock';
+import type { UploadLocker } from './upload-locker';
 import type { ResumableStore, ResumableUpload, UploadChanges } from './upload-store';
 
 type Next = (err?: unknown) => void;
@@ -60,12 +60,13 @@ export function resumable(options?: ResumableOptions): Resumable {
 class Handler {
   readonly #config: ResumableConfig;
   readonly #store: ResumableStore;
-  readonly #locks = new UploadLocks();
+  readonly #locks: UploadLocker;
   readonly #hashes = new UploadHashes();
 
   constructor(config: ResumableConfig) {
     this.#config = config;
     this.#store = config.store;
+    this.#locks = config.locker;
   }
 
   handle(req: IncomingMessage, res: ServerResponse, next: Next): void {

@@ -4,6 +4,8 @@ import { MemoryBudget } from '../memory-budget';
 import { DEFAULT_LIMITS, type FileFilter } from '../options';
 import { countOption, describe, sizeOption, type Size } from '../sizes';
 import type { UploadedFile } from '../uploaded-file';
+import { UploadLocks } from './upload-lock';
+import type { UploadLocker } from './upload-locker';
 import { isResumableStore, type ResumableStore } from './upload-store';
 
 /** Limits of resumable uploads (the multipart `limits` names where the meaning is the same). */
@@ -53,6 +55,12 @@ export interface ResumableOptions {
   idleTimeout?: number;
   /** How long (ms) a request waits for a superseded request on the same upload to let go; then 423. @default 5000 */
   lockTimeout?: number;
+  /**
+   * One writer per upload. The default works inside one process; behind a load balancer use `redisLocker()`
+   * (and give it to the store as its `fence`). See README "Running many instances".
+   * @default an in-process lock
+   */
+  locker?: UploadLocker;
   /** How long (ms) a request may wait for its share of the memory budget; then 503 + Retry-After. @default 10000 */
   admissionTimeout?: number;
 }
@@ -71,12 +79,13 @@ export interface ResumableConfig {
   interimResponses: boolean;
   idleTimeout: number;
   lockTimeout: number;
+  locker: UploadLocker;
   admissionTimeout: number;
 }
 
 const KNOWN = new Set([
   'store', 'limits', 'fileFilter', 'onComplete', 'sha256', 'expiration', 'sweepInterval', 'memoryBudget',
-  'protocols', 'interimResponses', 'idleTimeout', 'lockTimeout', 'admissionTimeout',
+  'protocols', 'interimResponses', 'idleTimeout', 'lockTimeout', 'admissionTimeout', 'locker',
 ]);
 
 export function resolveResumableOptions(options: ResumableOptions = {}): ResumableConfig {
@@ -110,6 +119,7 @@ export function resolveResumableOptions(options: ResumableOptions = {}): Resumab
     interimResponses: booleanOption('interimResponses', options.interimResponses, true),
     idleTimeout: countOption('idleTimeout', options.idleTimeout, 30_000),
     lockTimeout: countOption('lockTimeout', options.lockTimeout, 5_000),
+    locker: lockerOption(options.locker),
     admissionTimeout: countOption('admissionTimeout', options.admissionTimeout, 10_000),
   };
 }
@@ -118,4 +128,13 @@ function booleanOption(name: string, value: unknown, fallback: boolean): boolean
   if (value === undefined) return fallback;
   if (typeof value !== 'boolean') throw new TypeError(`Expected \`${name}\` to be a boolean, got ${describe(value)}`);
   return value;
+}
+
+function lockerOption(value: unknown): UploadLocker {
+  if (value === undefined) return new UploadLocks();
+  const locker = value as UploadLocker | null;
+  if (typeof locker !== 'object' || locker === null || typeof locker.acquire !== 'function' || typeof locker.has !== 'function') {
+    throw new TypeError(`Expected \`locker\` to be an upload locker, got ${describe(value)}`);
+  }
+  return locker;
 }

@@ -1,0 +1,192 @@
+import type { Redis } from 'ioredis';
+import { SpoolError } from '../lib/errors';
+import { countOption, describe } from '../lib/sizes';
+import { UploadLocks } from '../lib/resumable/upload-lock';
+import type { UploadFence, UploadLocker } from '../lib/resumable/upload-locker';
+
+export interface RedisLockerOptions {
+  /** An ioredis client (the app's); or give `url` and the locker makes its own. */
+  client?: Redis;
+  /** `redis://host:port/db`, used when no `client` is given (ioredis is then loaded on first use). */
+  url?: string;
+  /** Prefix of every key and channel. @default 'spool:' */
+  prefix?: string;
+  /**
+   * Lease (ms) of a lock: renewed every third of it while its request runs, so only a dead or frozen
+   * instance lets it lapse, and then another instance takes the upload over after at most this long.
+   * @default 10000
+   */
+  lease?: number;
+  /** How often (ms) a request waiting for another instance to let go retries. @default 25 */
+  retryInterval?: number;
+}
+
+/** What `redisLocker()` returns: a lock for `resumable({ locker })` and a fence for `s3ResumableStore({ fence })`. */
+export interface RedisLocker extends UploadLocker, UploadFence {
+  /** Unsubscribes and closes the connections the locker opened (not the app's `client`). */
+  close(): Promise<void>;
+}
+
+interface Held {
+  readonly token: string;
+  readonly end: (reason: SpoolError) => void;
+  readonly timer: NodeJS.Timeout;
+  lost: boolean;
+}
+
+const KNOWN = new Set(['client', 'url', 'prefix', 'lease', 'retryInterval']);
+
+// KEYS: lock, fencing counter. ARGV: lease ms. Takes a free lock with the next fencing token; 0 when held.
+const ACQUIRE = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local token = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], 2592000000)
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+return token`;
+// KEYS: lock. ARGV: token, lease ms. Renews our lease; 0 when the lock is no longer ours.
+const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`;
+// KEYS: lock. ARGV: token. Deletes the lock only while it is ours.
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+
+/**
+ * One writer per upload across instances. A lock is a Redis key holding a fencing token (INCR of a
+ * per-upload counter, so every acquisition has a new one) with a lease renewed while its request runs.
+ * A request that finds the upload held publishes a release message; the holder, on whatever instance,
+ * ends its request (what it stored is recorded first, as with a newer request in one process) and
+ * deletes the key, and the waiting request takes the lock within a retry interval. A holder that died
+ * lets its lease lapse. `check(id)` is the fencing point for stores: it passes only while the key still
+ * holds this holder's token (renewing the lease), so a frozen writer that lost its lease is refused at
+ * its next write.
+ * @example
+ * const locker = redisLocker({ url: process.env.REDIS_URL });
+ * app.use('/files', resumable({ locker, store: s3ResumableStore({ client, bucket, fence: locker }) }));
+ */
+export function redisLocker(options: RedisLockerOptions): RedisLocker {
+  if (typeof options !== 'object' || options === null) throw new TypeError(`Expected redisLocker options to be an object, got ${describe(options)}`);
+  for (const key of Object.keys(options)) if (!KNOWN.has(key)) throw new TypeError(`Unknown redisLocker option \`${key}\``);
+  const { client, url, prefix = 'spool:' } = options;
+  if (client !== undefined && typeof client?.eval !== 'function') throw new TypeError(`Expected \`client\` to be an ioredis client, got ${describe(client)}`);
+  if (client === undefined && typeof url !== 'string') throw new TypeError(`Expected \`client\` or \`url\`, got ${describe(url)}`);
+  if (typeof prefix !== 'string') throw new TypeError(`Expected \`prefix\` to be a string, got ${describe(prefix)}`);
+  const lease = countOption('lease', options.lease, 10_000);
+  if (lease < 100) throw new TypeError(`Expected \`lease\` to be at least 100, got ${lease}`);
+  const retryInterval = countOption('retryInterval', options.retryInterval, 25);
+  // Loaded here, not at import, so apps without Redis need not install ioredis.
+  const redis = client ?? new (require('ioredis') as typeof import('ioredis')).Redis(url!);
+  return new Locker(redis, client === undefined, prefix, lease, Math.max(1, retryInterval));
+}
+
+class Locker implements RedisLocker {
+  readonly #redis: Redis;
+  readonly #owned: boolean;
+  readonly #subscriber: Redis;
+  readonly #ready: Promise<unknown>;
+  readonly #prefix: string;
+  readonly #lease: number;
+  readonly #retry: number;
+  /** One request at a time per upload in this process (the newest wins), before Redis is asked. */
+  readonly #local = new UploadLocks();
+  /** Uploads whose Redis lock this process holds. */
+  readonly #held = new Map<string, Held>();
+  /** Releases still on their way to Redis: the next request here for the upload waits for them. */
+  readonly #releasing = new Map<string, Promise<unknown>>();
+
+  constructor(redis: Redis, owned: boolean, prefix: string, lease: number, retry: number) {
+    this.#redis = redis;
+    this.#owned = owned;
+    this.#prefix = prefix;
+    this.#lease = lease;
+    this.#retry = retry;
+    this.#subscriber = redis.duplicate();
+    this.#subscriber.on('message', (_channel: string, id: string) => {
+      this.#held.get(id)?.end(new SpoolError('UPLOAD_LOCKED', 'A newer request for this upload (on another instance) ended this one'));
+    });
+    this.#ready = this.#subscriber.subscribe(`${prefix}release`);
+    this.#ready.catch(() => undefined); // reported by the first acquire
+  }
+
+  has(id: string): boolean {
+    return this.#local.has(id);
+  }
+
+  async acquire(id: string, end: (reason: SpoolError) => void, timeout: number): Promise<() => void> {
+    const deadline = Date.now() + timeout;
+    const releaseLocal = await this.#local.acquire(id, end, timeout);
+    try {
+      await this.#ready;
+      await this.#releasing.get(id);
+      let token: number;
+      for (let asked = false; ; ) {
+        token = Number(await this.#redis.eval(ACQUIRE, 2, this.#lockKey(id), `${this.#prefix}fence:${id}`, this.#lease));
+        if (token > 0) break;
+        // Held elsewhere (or by a request here that is letting go): ask once, then wait for the key to go.
+        if (!asked) await this.#redis.publish(`${this.#prefix}release`, id);
+        asked = true;
+        if (Date.now() + this.#retry > deadline) throw new SpoolError('UPLOAD_LOCKED');
+        await new Promise((resolve) => setTimeout(resolve, this.#retry));
+      }
+      return this.#hold(id, String(token), end, releaseLocal);
+    } catch (err) {
+      releaseLocal();
+      throw err instanceof SpoolError ? err : new SpoolError('UPLOAD_LOCKED', 'The upload lock could not be taken', { cause: err });
+    }
+  }
+
+  async check(id: string): Promise<void> {
+    const held = this.#held.get(id);
+    if (!held) return;
+    if (!held.lost && (await this.#renew(id, held))) return;
+    throw new SpoolError('UPLOAD_LOCKED', 'This request lost the upload lock (lease expired or another instance took over)');
+  }
+
+  async close(): Promise<void> {
+    for (const held of this.#held.values()) clearInterval(held.timer);
+    await Promise.allSettled([...this.#releasing.values()]);
+    this.#subscriber.disconnect();
+    if (this.#owned) await this.#redis.quit().catch(() => this.#redis.disconnect());
+  }
+
+  #hold(id: string, token: string, end: (reason: SpoolError) => void, releaseLocal: () => void): () => void {
+    const timer = setInterval(() => void this.#renew(id, held), Math.max(1, Math.floor(this.#lease / 3)));
+    timer.unref();
+    const held: Held = { token, end, timer, lost: false };
+    this.#held.set(id, held);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      clearInterval(timer);
+      if (this.#held.get(id) === held) this.#held.delete(id);
+      const deleting = this.#redis
+        .eval(RELEASE, 1, this.#lockKey(id), token)
+        .catch(() => undefined) // the lease lapses by itself; nothing is lost
+        .finally(() => {
+          if (this.#releasing.get(id) === deleting) this.#releasing.delete(id);
+        });
+      this.#releasing.set(id, deleting);
+      releaseLocal();
+    };
+  }
+
+  /** Renews the lease; false (and the request ended) once the key no longer holds our token. */
+  async #renew(id: string, held: Held): Promise<boolean> {
+    if (held.lost) return false;
+    let ours: boolean;
+    try {
+      ours = Number(await this.#redis.eval(RENEW, 1, this.#lockKey(id), held.token, this.#lease)) === 1;
+    } catch {
+      return false; // Redis unreachable: this write is refused, the lease may still be ours for the next
+    }
+    if (!ours && !held.lost) {
+      held.lost = true;
+      clearInterval(held.timer);
+      held.end(new SpoolError('UPLOAD_LOCKED', 'The upload lock was lost (lease expired or another instance took over)'));
+    }
+    return ours;
+  }
+
+  #lockKey(id: string): string {
+    return `${this.#prefix}lock:${id}`;
+  }
+}

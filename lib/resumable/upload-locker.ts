@@ -1,0 +1,28 @@
+import type { SpoolError } from '../errors';
+
+/**
+ * One writer per upload. The handler takes the lock around every request that touches an upload (append,
+ * HEAD, DELETE, completion). The default, {@link UploadLocks}, works inside one process; `redisLocker()`
+ * works across the instances of an app behind a load balancer.
+ */
+export interface UploadLocker {
+  /**
+   * Asks the current holder of `id` to let go (its `end` is called), waits up to `timeout` ms, then holds
+   * `id`. `end` is how a newer request — here or on another instance — or a lost lease ends this one.
+   * Resolves with the release function (safe to call twice); rejects with UPLOAD_LOCKED (423) when the
+   * previous holder does not let go in time.
+   */
+  acquire(id: string, end: (reason: SpoolError) => void, timeout: number): Promise<() => void>;
+  /** Whether a request of this process is working on `id` now (sweep leaves it alone). */
+  has(id: string): boolean;
+}
+
+/**
+ * A store's fencing point: called right before every write that would make bytes count (a state write,
+ * an S3 part), it rejects with UPLOAD_LOCKED when this process no longer holds the upload's lock (the
+ * lease expired, another instance took over). Writes for an upload this process holds no lock for at all
+ * (creation) pass.
+ */
+export interface UploadFence {
+  check(id: string): Promise<void>;
+}
