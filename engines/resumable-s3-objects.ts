@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { PassThrough, pipeline, type Readable } from 'node:stream';
 import type { ChecksumAlgorithm, CompletedPart, S3Client } from '@aws-sdk/client-s3';
+import type { UploadFence } from '../lib/resumable/upload-locker';
 import type { ResumableUpload } from '../lib/resumable/upload-store';
 import { toS3Error } from './s3-errors';
 
@@ -53,8 +54,11 @@ export class UploadObjects {
   readonly #prefix: string;
   /** client.send with every failure typed by toS3Error. */
   readonly #send: S3Client['send'];
+  /** Many instances: every write that makes bytes count first checks this writer still holds the lock. */
+  readonly #fence: UploadFence | undefined;
 
-  constructor(client: S3Client, sdk: Sdk, bucket: string, prefix: string) {
+  constructor(client: S3Client, sdk: Sdk, bucket: string, prefix: string, fence?: UploadFence) {
+    this.#fence = fence;
     this.client = client;
     this.#send = (async (command: never, options?: never) => {
       try {
@@ -101,6 +105,7 @@ export class UploadObjects {
   }
 
   async save(state: UploadState): Promise<void> {
+    await this.#fence?.check(state.upload.id);
     const Body = JSON.stringify(state);
     await this.#send(new this.#sdk.PutObjectCommand({ Bucket: this.bucket, Key: this.stateKey(state.upload.id), Body, ContentType: 'application/json' }));
   }
@@ -178,6 +183,7 @@ export class UploadObjects {
   }
 
   async uploadPart(Key: string, UploadId: string, PartNumber: number, Body: Buffer, signal?: AbortSignal): Promise<StoredPart> {
+    await this.#fence?.check(Key.slice(this.#prefix.length));
     const res = await this.#send(
       new this.#sdk.UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, Body, ContentLength: Body.length }),
       { abortSignal: signal },
@@ -198,6 +204,7 @@ export class UploadObjects {
   }
 
   async complete(Key: string, UploadId: string, parts: readonly StoredPart[]): Promise<void> {
+    await this.#fence?.check(Key.slice(this.#prefix.length));
     const Parts = parts.map(({ size: _size, ...part }) => part);
     await this.#send(new this.#sdk.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts } }));
   }

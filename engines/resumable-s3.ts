@@ -4,6 +4,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { StoredFile } from '../lib/engine';
 import { SpoolError } from '../lib/errors';
 import { countOption, describe, sizeOption, type Size } from '../lib/sizes';
+import type { UploadFence } from '../lib/resumable/upload-locker';
 import type { AppendContext, NewUpload, ResumableContext, ResumableStore, ResumableUpload, UploadChanges } from '../lib/resumable/upload-store';
 import { appendToS3 } from './resumable-s3-append';
 import { concatenateObjects } from './resumable-s3-concat';
@@ -33,10 +34,15 @@ export interface ResumableS3Options {
   partSize?: Size;
   /** UploadParts in flight per append while the next part fills (0: fill, send, wait, fill…). @default 1 */
   queueSize?: number;
+  /**
+   * Checked before every state write, UploadPart and completion; with `redisLocker()` a writer that lost its
+   * lock is refused there (README "Running many instances").
+   */
+  fence?: UploadFence;
 }
 
 const ID = /^[A-Za-z0-9_-]{1,200}$/;
-const KNOWN = new Set(['client', 'bucket', 'prefix', 'partSize', 'queueSize']);
+const KNOWN = new Set(['client', 'bucket', 'prefix', 'partSize', 'queueSize', 'fence']);
 /** Completed objects' ETag and version for `file()` (which is synchronous), bounded. */
 const MAX_DETAILS = 10_000;
 type Sdk = typeof import('@aws-sdk/client-s3');
@@ -59,9 +65,10 @@ export function s3ResumableStore(options: ResumableS3Options): ResumableStore {
   const partSize = sizeOption('partSize', options.partSize, 8 * 1024 * 1024);
   if (partSize < MIN_PART_SIZE) throw new TypeError(`Expected \`partSize\` to be at least 5 MiB, got ${partSize}`);
   const queueSize = countOption('queueSize', options.queueSize, 1);
+  if (options.fence !== undefined && typeof options.fence?.check !== 'function') throw new TypeError(`Expected \`fence\` to be an upload fence, got ${describe(options.fence)}`);
   // Loaded here, not at import, so apps that never use S3 need not install the SDK.
   const sdk = require('@aws-sdk/client-s3') as Sdk;
-  return new S3Store(new UploadObjects(client, sdk, bucket, prefix), partSize, queueSize);
+  return new S3Store(new UploadObjects(client, sdk, bucket, prefix, options.fence), partSize, queueSize);
 }
 
 class S3Store implements ResumableStore {
