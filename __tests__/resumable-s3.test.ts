@@ -16,6 +16,12 @@ import { listOpenMultipartUploads, useTestBucket } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+/**
+ * A byte stream of the pattern, generated as it is read. Not object mode (Readable.from's default for a
+ * generator): tus-js-client's stream source then reads `chunkSize` bytes per request instead of one 64 KiB
+ * object per request.
+ */
+const bytesOf = (source: { size: number; seed: number }) => Readable.from(patternChunks(source), { objectMode: false });
 const retryForever = { retryDelays: [0, 10, 20, 50, 100, 200, 400], onShouldRetry: () => true };
 
 let client: S3Client;
@@ -70,6 +76,10 @@ async function startS3(options: ResumableOptions = {}, store: Partial<ResumableS
     async restart() {
       current.middleware.close();
       await close(current.server);
+      // A process that stops lets its last appends record what they stored (or dies before they can: the
+      // state then has less). Without this pause the old middleware in this process would still be writing
+      // the state the new one reads, as two processes on one upload would — which the store does not support.
+      await new Promise((r) => setTimeout(r, 1500));
       current = await build(port);
       srv.middleware = current.middleware;
     },
@@ -170,13 +180,41 @@ describe('s3ResumableStore: tus-js-client round trips', () => {
   });
 });
 
+describe('s3ResumableStore: expiry', () => {
+  test('sweep() removes expired unfinished uploads (multipart upload, tail, state) and keeps completed ones', async () => {
+    const srv = await startS3({ expiration: 4000 }); // long enough that a loaded machine creates them in time
+    try {
+      const make = async (length: number, body: Buffer) => {
+        const res = await request(srv.endpoint, 'POST', { ...TUS, ...OCTETS, 'Upload-Length': length }, body);
+        expect(res.status).toBe(201);
+        return srv.url + res.headers.location!;
+      };
+      const unfinished = await make(20 * MiB, randomBytes(6 * MiB)); // a part and a tail
+      const small = await make(10, Buffer.from('abc')); // a tail only
+      const finished = await make(3, Buffer.from('xyz'));
+      expect(await openUploads(srv.prefix)).toHaveLength(1);
+      await new Promise((r) => setTimeout(r, 4100));
+      expect((await request(unfinished, 'HEAD', TUS)).status).toBe(410);
+      expect(await srv.middleware.sweep()).toBe(2);
+      expect((await request(unfinished, 'HEAD', TUS)).status).toBe(404);
+      expect((await request(small, 'HEAD', TUS)).status).toBe(404);
+      expect((await request(finished, 'HEAD', TUS)).status).toBe(200);
+      const id = finished.split('/').pop()!;
+      expect(await keysUnder(srv.prefix)).toEqual([id, `${id}.info`]);
+      expect(await openUploads(srv.prefix)).toEqual([]);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
 describe('s3ResumableStore: large, restarted, cut', () => {
   test('256 MiB streamed from a generator (16 MiB requests): byte-exact, one object', async () => {
     const srv = await startS3();
     try {
       const source = { size: 256 * MiB, seed: 3 };
       const t0 = process.hrtime.bigint();
-      await tusUpload(Readable.from(patternChunks(source)), { endpoint: srv.endpoint, uploadSize: source.size, chunkSize: 16 * MiB });
+      await tusUpload(bytesOf(source), { endpoint: srv.endpoint, uploadSize: source.size, chunkSize: 16 * MiB });
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
       process.stderr.write(`[resumable-s3] 256 MiB in ${seconds.toFixed(1)} s: ${(256 / seconds).toFixed(0)} MiB/s\n`);
       const [done] = srv.completed;
@@ -194,11 +232,12 @@ describe('s3ResumableStore: large, restarted, cut', () => {
     try {
       const source = { size: 48 * MiB + 11, seed: 9 };
       let restarted = false;
-      const { errors } = await tusUpload(Readable.from(patternChunks(source)), {
+      const { errors } = await tusUpload(bytesOf(source), {
         endpoint: srv.endpoint,
         uploadSize: source.size,
         chunkSize: 8 * MiB,
         ...retryForever,
+        retryDelays: [0, 100, 200, 400, 800, 1000, 1000, 1000, 2000, 2000], // the server is away for 1.5 s
         onProgress: (sent) => {
           if (!restarted && sent > 20 * MiB) {
             restarted = true;
@@ -223,7 +262,7 @@ describe('s3ResumableStore: large, restarted, cut', () => {
     const source = { size: 96 * MiB + 5, seed: 14 };
     const proxy = await startCuttingProxy(srv.url, { minBytes: 64 * 1024, maxBytes: 4 * MiB, maxCuts: 55 });
     try {
-      const { errors } = await tusUpload(Readable.from(patternChunks(source)), {
+      const { errors } = await tusUpload(bytesOf(source), {
         endpoint: `${proxy.url}/files`,
         uploadSize: source.size,
         chunkSize: 8 * MiB,
@@ -289,7 +328,7 @@ describe('s3ResumableStore: memory', () => {
       const t0 = Date.now();
       await Promise.all(
         sources.map((source) =>
-          tusUpload(Readable.from(patternChunks(source)), { endpoint: srv.endpoint, uploadSize: source.size, chunkSize: 8 * MiB, ...retryForever }),
+          tusUpload(bytesOf(source), { endpoint: srv.endpoint, uploadSize: source.size, chunkSize: 8 * MiB, ...retryForever }),
         ),
       );
       const seconds = (Date.now() - t0) / 1000;
@@ -350,7 +389,7 @@ describe('s3ResumableStore: local disk', () => {
       const writeBytes = () => Number(/write_bytes: (\d+)/.exec(readFileSync(`/proc/${child.pid}/io`, 'utf8'))![1]);
       const source = { size: 40 * MiB + 3, seed: 31 };
       const before = writeBytes();
-      await tusUpload(Readable.from(patternChunks(source)), { endpoint: `http://127.0.0.1:${port}/files`, uploadSize: source.size, chunkSize: 3 * MiB });
+      await tusUpload(bytesOf(source), { endpoint: `http://127.0.0.1:${port}/files`, uploadSize: source.size, chunkSize: 3 * MiB });
       const after = writeBytes();
       process.stderr.write(`[resumable-s3] local disk write_bytes during a 40 MiB upload: ${after - before}\n`);
       expect(after - before).toBe(0);
