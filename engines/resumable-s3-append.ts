@@ -55,7 +55,7 @@ export async function appendToS3(start: UploadState, stream: Readable, context: 
 
   /** Reserves and allocates the next buffer (the first one starts with the tail); false when the request ended meanwhile. */
   const allocate = async (): Promise<boolean> => {
-    const want = Math.min(partSize, room - placed);
+    const want = Math.max(0, Math.min(partSize, room - placed));
     try {
       await memory.reserve(want, signal);
     } catch (err) {
