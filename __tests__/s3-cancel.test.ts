@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { AbortMultipartUploadCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { MemoryBudget, s3Engine, spool, type SpoolOptions } from '../lib';
+import { REQUEST_SHARE } from '../lib/upload-request';
 import { close, echoApp, eventually, listen } from './helpers/app';
 import { BOUNDARY, patternChunks, postMultipart } from './helpers/multipart';
 import { listOpenMultipartUploads, s3TestClient, useTestBucket } from './setup/s3-env';
@@ -116,7 +117,7 @@ describe('S3 uploads cancelled at any stage leave nothing behind', () => {
 
   test('the client goes away while its upload waits for memory: the wait ends, nothing is stored, budget back to 0', async () => {
     // One part of budget: the first upload holds it while the second waits.
-    const budget = new MemoryBudget(PART + 2 * 256 * 1024);
+    const budget = new MemoryBudget(PART + 2 * REQUEST_SHARE);
     const prefix = 'waiting/';
     const upload = spool({ storage: s3Engine({ client, bucket, prefix, partSize: PART, queueSize: 1 }), memoryBudget: budget });
     const server = await listen(echoApp(upload.any()));

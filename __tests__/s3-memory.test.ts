@@ -6,14 +6,13 @@
 import { createHash } from 'node:crypto';
 import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { MemoryBudget, s3Engine, spool } from '../lib';
+import { REQUEST_SHARE } from '../lib/upload-request';
 import { close, echoApp, eventually, listen } from './helpers/app';
 import { patternSha256, postMultipart } from './helpers/multipart';
 import { listOpenMultipartUploads, s3TestClient, useTestBucket } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
-/** What the core holds per admitted request (its parser and tap buffers), on top of what engines reserve. */
-const REQUEST_SHARE = 256 * 1024;
 let client: S3Client;
 let bucket: string;
 useTestBucket((c, b) => ((client = c), (bucket = b)));
