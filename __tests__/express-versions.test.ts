@@ -13,7 +13,7 @@ describe.each([
   ['Express 5', express5, /^5\./],
   ['Express 4', express4, /^4\./],
 ])('%s', (_label, express, version) => {
-  const upload = spool({ threshold: '16KiB', rollover: diskEngine({ directory: dir.path, lifetime: 'temporary' }), limits: { fileSize: '1MiB' } });
+  const upload = spool({ threshold: '16KiB', rollover: diskEngine({ directory: dir.path, lifetime: 'temporary' }), limits: { fileSize: '1MiB' }, sha256: true });
   const app = express();
   app.use(upload.any()); // app-wide
   app.post('/upload', (req: any, res: any) => res.json({ body: req.body, files: req.files.map((f: any) => ({ sha256: f.sha256, storage: f.storage })) }));
