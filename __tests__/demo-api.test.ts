@@ -1,6 +1,6 @@
 // The demo server's JSON API (examples/), through supertest on the app and a real socket for shutdown.
 import { createHash, randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -173,6 +173,88 @@ describe('GET, download and DELETE', () => {
     const settings = await request(demo.app).get('/api/config').expect(200);
     expect(settings.body).toEqual({ threshold: 64 * KiB, memoryBudget: 64 * KiB * KiB, maxFileSize: 512 * KiB, maxFiles: 3,
       memoryStoreCap: 256 * KiB * KiB, rollover: 'disk' });
+  });
+});
+
+describe('resumable uploads at /uploads/ (tus)', () => {
+  const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64');
+  const TUS = { 'Tus-Resumable': '1.0.0' };
+
+  test('create, PATCH in pieces, complete → listed in GET /api/files beside multipart files, downloads byte-exact, DELETE removes it', async () => {
+    const data = randomBytes(300 * KiB);
+    const multipart = await request(demo.app).post('/api/files').attach('a', randomBytes(KiB), 'small.bin').expect(201);
+
+    const created = await request(demo.app)
+      .post('/uploads/')
+      .set(TUS)
+      .set('Upload-Length', String(data.length))
+      .set('Upload-Metadata', `filename ${b64('résumé.pdf')},filetype ${b64('application/pdf')}`)
+      .expect(201);
+    const url = new URL(created.headers.location, 'http://demo').pathname;
+    expect(url).toMatch(/^\/uploads\/[A-Za-z0-9_-]+$/);
+    // Nothing is listed until the upload completes.
+    expect((await request(demo.app).get('/api/files')).body.files).toHaveLength(1);
+
+    const cut = 100 * KiB + 7;
+    const first = await request(demo.app)
+      .patch(url).set(TUS).set('Content-Type', 'application/offset+octet-stream').set('Upload-Offset', '0')
+      .send(data.subarray(0, cut)).expect(204);
+    expect(first.headers['upload-offset']).toBe(String(cut));
+    expect(first.headers['spool-file-id']).toBeUndefined();
+    // A client that lost the answer asks where to go on.
+    const head = await request(demo.app).head(url).set(TUS).expect(200);
+    expect(head.headers['upload-offset']).toBe(String(cut));
+    const last = await request(demo.app)
+      .patch(url).set(TUS).set('Content-Type', 'application/offset+octet-stream').set('Upload-Offset', String(cut))
+      .send(data.subarray(cut)).expect(204);
+    expect(last.headers['upload-offset']).toBe(String(data.length));
+    const id = last.headers['spool-file-id'];
+    expect(id).toEqual(expect.any(String));
+
+    const { files } = (await request(demo.app).get('/api/files').expect(200)).body;
+    expect(files).toEqual([
+      { id, originalname: 'résumé.pdf', size: data.length, storage: 'disk', sha256: sha256(data), mimetype: 'application/pdf',
+        createdAt: expect.any(String) },
+      multipart.body.files[0],
+    ]);
+    expect(logs).toContainEqual(expect.stringMatching(new RegExp(`^\\[resumable\\] ${data.length} bytes -> disk "résumé.pdf" id=${id}$`)));
+
+    const download = await request(demo.app).get(`/api/files/${id}`).buffer(true).parse(binary).expect(200);
+    expect(download.headers['content-type']).toBe('application/pdf');
+    expect(download.headers['content-disposition']).toBe(contentDisposition('résumé.pdf'));
+    expect(download.body.equals(data)).toBe(true);
+
+    // The bytes live in their own directory under UPLOAD_DIR; DELETE removes them and the tus upload.
+    const resumableDir = path.join(dir.path, 'resumable');
+    expect(readdirSync(resumableDir).length).toBeGreaterThan(0);
+    await request(demo.app).delete(`/api/files/${id}`).expect(204);
+    expect(readdirSync(resumableDir)).toEqual([]);
+    await request(demo.app).head(url).set(TUS).expect(404);
+    await request(demo.app).get(`/api/files/${id}`).expect(404);
+  });
+
+  test('an upload over MAX_FILE_SIZE is refused at creation; close() removes completed and unfinished uploads', async () => {
+    await request(demo.app).post('/uploads/').set(TUS).set('Upload-Length', String(512 * KiB + 1)).expect(413);
+    const done = randomBytes(2 * KiB);
+    const complete = await request(demo.app)
+      .post('/uploads/').set(TUS).set('Upload-Length', String(done.length)).set('Upload-Metadata', `filename ${b64('done.bin')}`)
+      .set('Content-Type', 'application/offset+octet-stream').send(done).expect(201); // creation-with-upload
+    expect(complete.headers['spool-file-id']).toEqual(expect.any(String));
+    await request(demo.app).post('/uploads/').set(TUS).set('Upload-Length', '1000').set('Upload-Metadata', `filename ${b64('half.bin')}`)
+      .set('Content-Type', 'application/offset+octet-stream').send(randomBytes(400)).expect(201);
+    expect((await request(demo.app).get('/api/files')).body.files.map((f: { originalname: string }) => f.originalname)).toEqual(['done.bin']);
+    expect(readdirSync(path.join(dir.path, 'resumable')).length).toBeGreaterThan(0);
+    await demo.close();
+    expect(readdirSync(path.join(dir.path, 'resumable'))).toEqual([]);
+  });
+
+  test('the page loads tus-js-client from /vendor/tus.min.js (node_modules, no build step)', async () => {
+    const res = await request(demo.app).get('/vendor/tus.min.js').buffer(true).parse(binary).expect(200);
+    expect(res.headers['content-type']).toMatch(/javascript/);
+    expect(res.body.toString('utf8')).toContain('tus');
+    const page = await request(demo.app).get('/').expect(200);
+    expect(page.text).toContain('/vendor/tus.min.js');
+    expect(page.text).toContain('id="resumable"');
   });
 });
 

@@ -5,7 +5,10 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import express, { type ErrorRequestHandler, type NextFunction, type Request, type Response } from 'express';
-import { diskEngine, ERROR_CODES, s3Engine, spool, SpoolError, type StorageEngine } from '../lib';
+import {
+  diskEngine, ERROR_CODES, resumable, resumableDiskStore, s3Engine, s3ResumableStore, spool, SpoolError,
+  type ResumableStore, type StorageEngine,
+} from '../lib';
 import type { DemoConfig } from './config';
 import { FileStore, type FileInfo } from './file-store';
 
@@ -37,6 +40,20 @@ export function createDemoApp(config: DemoConfig, options: DemoAppOptions = {}):
     limits: { fileSize: config.maxFileSize, files: config.maxFiles },
     sha256: true, // the demo shows each file's digest
   });
+  // Resumable uploads (tus / IETF) at /uploads/: same limits and memory budget; once complete, a file of
+  // the same store as the multipart ones (listed, downloaded and deleted through /api/files).
+  const tus = resumable({
+    store: resumableStoreOf(config, options.s3),
+    limits: { fileSize: config.maxFileSize },
+    memoryBudget: upload.memoryBudget,
+    sha256: true,
+    onComplete: (file, req) => {
+      const { info } = store.add(file); // disk or s3: never evicts
+      // The completing request's answer names the stored file, so the page can show its row.
+      (req as Request).res?.setHeader('Spool-File-Id', info.id);
+      log(`[resumable] ${info.size} bytes -> ${info.storage} "${info.originalname}" id=${info.id}`);
+    },
+  });
 
   const app = express();
   app.disable('x-powered-by');
@@ -47,6 +64,12 @@ export function createDemoApp(config: DemoConfig, options: DemoAppOptions = {}):
   });
 
   app.use(pageHeaders, express.static(publicDir()));
+  // tus-js-client's browser bundle straight from node_modules: the page has no build step.
+  const tusBundle = tusClientBundle();
+  app.get('/vendor/tus.min.js', pageHeaders, (_req, res, next) => {
+    res.type('application/javascript');
+    res.sendFile(tusBundle, { maxAge: '1h' }, (err) => err && next(err));
+  });
 
   app.get('/api/config', (_req, res) => {
     res.json({
@@ -66,6 +89,16 @@ export function createDemoApp(config: DemoConfig, options: DemoAppOptions = {}):
     res.locals.done = uploads.begin();
     next();
   };
+
+  // Each tus/IETF request counts as an upload in flight, so shutdown waits for running appends too.
+  app.use(
+    '/uploads',
+    (_req, res, next) => {
+      res.once('close', uploads.begin());
+      next();
+    },
+    tus,
+  );
 
   app.post('/api/files', track, upload.any(), async (req, res) => {
     try {
@@ -145,7 +178,14 @@ export function createDemoApp(config: DemoConfig, options: DemoAppOptions = {}):
     },
     async close() {
       closing = true;
+      tus.close();
       const failures = await store.clear();
+      // Unfinished resumable uploads too: nothing could complete them into a registry that is gone.
+      try {
+        for await (const left of tus.store.list()) await tus.store.remove(left.id);
+      } catch (err) {
+        failures.push(err);
+      }
       if (failures.length > 0) {
         throw new AggregateError(failures, `Could not remove ${failures.length} stored file(s)`);
       }
@@ -158,6 +198,20 @@ function rolloverEngine(config: DemoConfig, s3: DemoAppOptions['s3']): StorageEn
   if (config.storage === 'disk') return diskEngine({ directory: config.uploadDir });
   if (!s3) throw new TypeError('createDemoApp: STORAGE=s3 needs options.s3 (see openS3 in examples/s3.ts)');
   return s3Engine({ client: s3.client, bucket: s3.bucket, prefix: 'uploads/' });
+}
+
+function resumableStoreOf(config: DemoConfig, s3: DemoAppOptions['s3']): ResumableStore {
+  // A directory of its own, so unfinished uploads never mix with the multipart rollover files.
+  if (config.storage === 'disk') return resumableDiskStore({ directory: path.join(config.uploadDir, 'resumable') });
+  if (!s3) throw new TypeError('createDemoApp: STORAGE=s3 needs options.s3 (see openS3 in examples/s3.ts)');
+  return s3ResumableStore({ client: s3.client, bucket: s3.bucket, prefix: 'resumable/' });
+}
+
+/** tus-js-client's browser build (a devDependency, installed by `npm ci`). */
+function tusClientBundle(): string {
+  const file = path.join(path.dirname(require.resolve('tus-js-client/package.json')), 'dist', 'tus.min.js');
+  if (!existsSync(file)) throw new Error(`tus-js-client's browser bundle not found at ${file}; run npm ci`);
+  return file;
 }
 
 /** The JSON error shape of every API failure: the library's code and status when it is a SpoolError. */

@@ -168,9 +168,177 @@ async function uploadTogether(rows) {
 function addFiles(fileList) {
   const files = [...fileList];
   if (files.length === 0) return;
+  if ($('#resumable').checked) {
+    for (const file of files) void uploadResumable(file);
+    return;
+  }
   const rows = files.map(createUploadRow);
   if ($('#one-request').checked) void uploadTogether(rows);
   else for (const row of rows) void uploadOne(row);
+}
+
+// ---- resumable uploads (tus-js-client, served from node_modules at /vendor/tus.min.js) -----------
+
+const TUS_ENDPOINT = '/uploads/';
+/** Bytes per PATCH; `?chunkSize=262144` in the page URL makes interruptions easy to watch. */
+const TUS_CHUNK_SIZE = Number(new URLSearchParams(location.search).get('chunkSize')) || 8 * 1024 * 1024;
+/** Retries span about two minutes, so a dropped network or a restarting server is waited out. */
+const TUS_RETRY_DELAYS = [0, 1000, 2000, 3000, 5000, 5000, 10000, 10000, 15000, 15000, 20000, 20000];
+const FINGERPRINT_PREFIX = 'spool-';
+
+/** What identifies "the same file" across reloads: name, size and modification time. */
+function fingerprintOf(file) {
+  return `${FINGERPRINT_PREFIX}${JSON.stringify([file.name, file.size, file.lastModified])}`;
+}
+
+/** Rows of uploads restored from localStorage after a reload, by fingerprint, waiting for their file. */
+const waitingRows = new Map();
+
+function setTusState(row, state, text) {
+  row.el.dataset.state = state;
+  row.result.replaceChildren(h('span', { class: state === 'error' ? 'error' : 'muted', role: state === 'error' ? 'alert' : null }, text));
+}
+
+/** A row with pause/resume buttons; `upload` is attached once the file is known. */
+function createTusRow(file, fingerprint) {
+  const row = createUploadRow(file);
+  row.el.dataset.mode = 'resumable';
+  row.el.dataset.fingerprint = fingerprint;
+  row.el.querySelector('.name').append(h('span', { class: 'tag' }, 'tus'));
+  row.pause = h('button', { type: 'button', class: 'button small pause' }, 'Pause');
+  row.resume = h('button', { type: 'button', class: 'button small resume', hidden: '' }, 'Resume');
+  row.el.querySelector('.progress').append(h('span', { class: 'tus-controls' }, row.pause, row.resume));
+  row.pause.addEventListener('click', () => {
+    if (!row.upload) return;
+    row.paused = true;
+    void row.upload.abort(); // keeps the upload URL: start() goes on from the server's offset
+    row.pause.hidden = true;
+    row.resume.hidden = false;
+    setTusState(row, 'paused', 'paused');
+  });
+  row.resume.addEventListener('click', () => {
+    if (!row.upload) return;
+    row.paused = false;
+    row.resume.hidden = true;
+    row.pause.hidden = false;
+    setTusState(row, 'uploading', 'uploading…');
+    row.upload.start();
+  });
+  return row;
+}
+
+async function uploadResumable(file) {
+  const fingerprint = fingerprintOf(file);
+  let row = waitingRows.get(fingerprint);
+  if (row && !row.done) {
+    waitingRows.delete(fingerprint);
+    row.file = file;
+    row.pause.hidden = false;
+    row.resume.hidden = true;
+    setTusState(row, 'uploading', 'resuming…');
+  } else {
+    row = createTusRow(file, fingerprint);
+  }
+  $('#resume-hint').hidden = waitingRows.size === 0;
+  const started = performance.now();
+  const upload = new tus.Upload(file, {
+    endpoint: TUS_ENDPOINT,
+    chunkSize: TUS_CHUNK_SIZE,
+    retryDelays: TUS_RETRY_DELAYS,
+    // tus-js-client does not retry while the browser says it is offline; we do (4xx other than 409/423/429 are final).
+    onShouldRetry: (err) => {
+      const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
+      const retry = status === 0 || status >= 500 || status === 409 || status === 423 || status === 429;
+      if (retry && !row.paused) setTusState(row, 'retrying', navigator.onLine ? 'connection lost, retrying…' : 'offline, retrying…');
+      return retry;
+    },
+    metadata: { filename: file.name, filetype: file.type || 'application/octet-stream' },
+    fingerprint: () => Promise.resolve(fingerprint),
+    storeFingerprintForResuming: true,
+    removeFingerprintOnSuccess: true,
+    onProgress: (sent, total) => {
+      if (row.el.dataset.state === 'retrying') setTusState(row, 'uploading', 'uploading…');
+      setProgress(row, total > 0 ? sent / total : 1);
+    },
+    onSuccess: ({ lastResponse }) => void finishResumable(row, lastResponse?.getHeader('Spool-File-Id'), performance.now() - started),
+    onError: (err) => {
+      // Final: the retries ran out or the server refused. The URL stays stored, so Resume (or a reload) can go on.
+      const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
+      const body = parseJson(err.originalResponse?.getBody());
+      setTusState(row, 'error', body?.error ? `${body.error.code} ${body.error.message}` : status ? `HTTP ${status}` : 'Network error');
+      row.el.dataset.code = body?.error?.code ?? (status ? `HTTP_${status}` : 'NETWORK_ERROR');
+      row.pause.hidden = true;
+      row.resume.hidden = !(status === 0 || status >= 500);
+      row.paused = true;
+    },
+  });
+  row.upload = upload;
+  const previous = await upload.findPreviousUploads();
+  if (previous.length > 0) {
+    upload.resumeFromPreviousUpload(previous[0]); // HEAD to the stored URL, then PATCHes from its offset
+    row.el.dataset.resumed = 'true';
+  }
+  upload.start();
+}
+
+function parseJson(text) {
+  try {
+    return typeof text === 'string' && text ? JSON.parse(text) : null;
+  } catch {
+    return null;
+  }
+}
+
+async function finishResumable(row, id, ms) {
+  setProgress(row, 1);
+  row.pause.remove();
+  row.resume.remove();
+  const res = await fetch('/api/files').catch(() => null);
+  const files = res?.ok ? (await res.json()).files : [];
+  // The id comes with the completing PATCH; a retried completion (answer lost) may not carry it.
+  const info = files.find((f) => f.id === id) ?? files.find((f) => f.originalname === row.file.name && f.size === row.file.size);
+  if (info) showStored(row, info, ms);
+  else setTusState(row, 'done', 'complete');
+  row.done = true;
+  row.el.dataset.state = 'done';
+  await refreshStored();
+}
+
+/** After a reload: rows for the uploads localStorage remembers, with their progress from the server. */
+async function restoreResumable() {
+  if (typeof tus === 'undefined' || !tus.canStoreURLs) return;
+  const storage = tus.defaultOptions.urlStorage;
+  const stored = await storage.findAllUploads();
+  for (const entry of stored) {
+    const fingerprint = entry.urlStorageKey.split('::')[1] ?? '';
+    if (!fingerprint.startsWith(FINGERPRINT_PREFIX) || waitingRows.has(fingerprint) || !entry.uploadUrl) continue;
+    let offset;
+    try {
+      const res = await fetch(entry.uploadUrl, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' }, cache: 'no-store' });
+      if (res.status === 404 || res.status === 410) {
+        await storage.removeUpload(entry.urlStorageKey); // expired or removed on the server
+        continue;
+      }
+      offset = Number(res.headers.get('Upload-Offset'));
+    } catch {
+      offset = NaN; // server down: show the row anyway
+    }
+    let name = entry.metadata?.filename;
+    let size = entry.size;
+    try {
+      [name, size] = JSON.parse(fingerprint.slice(FINGERPRINT_PREFIX.length));
+    } catch {
+      // an entry of another fingerprint format: keep the metadata's name
+    }
+    const row = createTusRow({ name: name ?? '(unknown)', size }, fingerprint);
+    row.pause.hidden = true;
+    row.resume.hidden = true;
+    if (offset >= 0 && size > 0) setProgress(row, offset / size);
+    setTusState(row, 'interrupted', 'choose the file again to resume');
+    waitingRows.set(fingerprint, row);
+  }
+  $('#resume-hint').hidden = waitingRows.size === 0;
+  if (waitingRows.size > 0) $('#resumable').checked = true;
 }
 
 // ---- stored files --------------------------------------------------------------------------------
@@ -251,11 +419,17 @@ drop.addEventListener('drop', (event) => {
 window.addEventListener('dragover', (event) => event.preventDefault());
 window.addEventListener('drop', (event) => event.preventDefault());
 
+const resumableBox = $('#resumable');
+resumableBox.checked = localStorage.getItem('spool-demo-resumable') === '1';
+resumableBox.addEventListener('change', () => localStorage.setItem('spool-demo-resumable', resumableBox.checked ? '1' : '0'));
+
 $('#clear-uploads').addEventListener('click', () => {
-  for (const row of [...$('#uploads').children]) if (row.dataset.state !== 'uploading') row.remove();
+  const running = new Set(['uploading', 'retrying', 'paused', 'interrupted']);
+  for (const row of [...$('#uploads').children]) if (!running.has(row.dataset.state)) row.remove();
   $('#uploads-empty').hidden = $('#uploads').children.length > 0;
 });
 $('#refresh').addEventListener('click', () => void refreshStored());
 
 void loadSettings();
 void refreshStored();
+void restoreResumable();
