@@ -417,6 +417,24 @@ describe('STORAGE=s3 (the S3 server of the jest global setup)', () => {
     const listed = await s3.client.send(new ListObjectsV2Command({ Bucket: bucket }));
     expect(listed.Contents ?? []).toEqual([]);
   });
+
+  test('resumable uploads go to the S3 resumable store and join the same list; DELETE removes the object', async () => {
+    const data = randomBytes(200 * KiB);
+    const tus = { 'Tus-Resumable': '1.0.0', 'Content-Type': 'application/offset+octet-stream' };
+    const created = await request(s3Demo.app).post('/uploads/').set(tus).set('Upload-Length', String(data.length))
+      .set('Upload-Metadata', `filename ${Buffer.from('s3.bin').toString('base64')}`).send(data.subarray(0, 50 * KiB)).expect(201);
+    const url = new URL(created.headers.location, 'http://demo').pathname;
+    const last = await request(s3Demo.app).patch(url).set(tus).set('Upload-Offset', String(50 * KiB)).send(data.subarray(50 * KiB)).expect(204);
+    const id = last.headers['spool-file-id'];
+    const { files } = (await request(s3Demo.app).get('/api/files')).body;
+    expect(files[0]).toMatchObject({ id, originalname: 's3.bin', storage: 's3', size: data.length, sha256: sha256(data), mimetype: 'application/octet-stream' });
+    const download = await request(s3Demo.app).get(`/api/files/${id}`).buffer(true).parse(binary).expect(200);
+    expect(download.body.equals(data)).toBe(true);
+    await request(s3Demo.app).delete(`/api/files/${id}`).expect(204);
+    const { ListObjectsV2Command } = await import('@aws-sdk/client-s3');
+    const listed = await s3.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'resumable/' }));
+    expect(listed.Contents ?? []).toEqual([]);
+  });
 });
 
 function pick(env: NodeJS.ProcessEnv, ...names: string[]): Record<string, string> {
