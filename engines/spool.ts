@@ -38,11 +38,26 @@ export function spoolEngine(options: SpoolEngineOptions = {}): StorageEngine {
       const collected = await collectChunks(stream, context.memory, threshold);
       if (!collected.overflow) return storedInMemory(collected.chunks, collected.size);
 
-      // Roll over: put what was read back in front of the stream, then hand the stream over whole.
-      // The buffered bytes leave the budget now; the rollover engine consumes them first.
-      context.memory.release(collected.size);
+      // Roll over: put what was read back in front of the stream, then hand the stream over whole. The
+      // buffered bytes stay counted until the rollover engine has read them (they come out first).
       putBack(stream, collected);
+      releaseWhenRead(stream, collected.size, context);
       return rollover.store(stream, file, context);
     },
   };
+}
+
+/** Releases `bytes` from the request's lease once that many bytes have been read from `stream` (or it ends). */
+function releaseWhenRead(stream: Readable, bytes: number, context: StoreContext): void {
+  let left = bytes;
+  const done = () => {
+    stream.off('data', onData).off('close', done);
+    context.memory.release(bytes);
+  };
+  const onData = (chunk: Buffer) => {
+    left -= chunk.length;
+    if (left <= 0) done();
+  };
+  if (bytes === 0) return;
+  stream.on('data', onData).once('close', done);
 }
