@@ -2,7 +2,7 @@
 // missing: __tests__/setup/browser.ts; playwright's own browser download does not work here): upload through
 // the file input, watch the progress bars, download, and keep screenshots.
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -144,3 +144,111 @@ test('upload a small and a large file in the page, see where each went, download
 
   expect(problems).toEqual([]);
 }, 120_000);
+
+/** Polls `check` every 5 ms until it holds (fast: the uploads below are cut while they run). */
+async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${check}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+test('resumable mode: a 16 MiB tus upload in 128 KiB chunks survives a network cut and a page reload, byte-exact', async () => {
+  browser ??= await launch();
+  const context = await browser.newContext({ viewport: { width: 1200, height: 800 }, acceptDownloads: true });
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+  page.on('console', (msg) => {
+    // Requests that fail while offline (or are aborted by Pause) are what this test provokes.
+    if (msg.type() === 'error' && !/ERR_INTERNET_DISCONNECTED|net::ERR_/.test(msg.text())) problems.push(`console: ${msg.text()}`);
+  });
+  const patches: { offset: number; failed?: string }[] = [];
+  page.on('request', (req) => {
+    if (req.method() === 'PATCH' && req.url().includes('/uploads/')) patches.push({ offset: Number(req.headers()['upload-offset']) });
+  });
+  let failed = 0;
+  page.on('requestfailed', (req) => {
+    if (req.url().includes('/uploads/')) failed++;
+  });
+
+  // Files on disk (not buffers), so lastModified — part of the resume fingerprint — stays the same across the reload.
+  const files = tempDir('spool-demo-e2e-files-');
+  // A server of its own: the first test's MAX_FILE_SIZE (4 MiB) is too small for these files.
+  const uploadDir = tempDir('spool-demo-e2e-resumable-');
+  const demo = await startDemoServer(loadConfig({ UPLOAD_DIR: uploadDir.path, PORT: '0', MAX_FILE_SIZE: '64MiB' }), () => undefined);
+  try {
+    const cut = { name: 'resumable-cut.bin', buffer: pattern(16 * MiB, 7) };
+    const paused = { name: 'resumable-reload.bin', buffer: pattern(8 * MiB, 8) };
+    for (const file of [cut, paused]) writeFileSync(path.join(files.path, file.name), file.buffer);
+    const row = (name: string) => `li.upload-row[data-name="${name}"]`;
+    const progressOf = async (name: string) => Number(await page.getAttribute(`${row(name)} [role=progressbar]`, 'aria-valuenow'));
+
+    await page.goto(`${demo.url}/?chunkSize=${128 * KiB}`);
+    await page.locator('#settings', { hasText: 'stay in memory' }).waitFor();
+    await page.check('#resumable');
+
+    // 1. The network goes away after a few chunks: the row says it is retrying, then finishes once it is back.
+    await page.setInputFiles('#file-input', path.join(files.path, cut.name));
+    await until(async () => patches.length >= 8, 30_000);
+    await context.setOffline(true);
+    await page.locator(`${row(cut.name)}[data-state="retrying"]`).waitFor({ timeout: 30_000 });
+    const atCut = await progressOf(cut.name);
+    expect(atCut).toBeLessThan(100);
+    await page.waitForTimeout(3000);
+    expect(await progressOf(cut.name)).toBe(atCut); // nothing moves while offline
+    expect(await page.getAttribute(row(cut.name), 'data-state')).toBe('retrying');
+    await context.setOffline(false);
+    await page.locator(`${row(cut.name)}[data-state="done"]`).waitFor({ timeout: 90_000 });
+    expect(failed).toBeGreaterThan(0);
+    expect(await page.getAttribute(row(cut.name), 'data-sha256')).toBe(sha256(cut.buffer));
+    expect(await progressOf(cut.name)).toBe(100);
+
+    // 2. Pause half-way, reload: the row comes back with the server's progress; choosing the file again
+    //    resumes from that offset (the first PATCH after the reload does not start at 0).
+    await page.setInputFiles('#file-input', path.join(files.path, paused.name));
+    await until(async () => (await progressOf(paused.name)) >= 20, 30_000);
+    await page.click(`${row(paused.name)} button.pause`);
+    await page.locator(`${row(paused.name)}[data-state="paused"]`).waitFor();
+    const beforeReload = await progressOf(paused.name);
+    expect(beforeReload).toBeLessThan(100);
+    await page.reload();
+    await page.locator(`${row(paused.name)}[data-state="interrupted"]`).waitFor({ timeout: 30_000 });
+    await page.locator('#resume-hint').waitFor();
+    const restored = await progressOf(paused.name);
+    // The server's offset, about what the page showed (the paused request may have stored a little more,
+    // or lost what was still in socket buffers when it was aborted).
+    expect(restored).toBeGreaterThanOrEqual(Math.max(1, beforeReload - 3));
+    expect(restored).toBeLessThan(100);
+    expect(await page.isChecked('#resumable')).toBe(true);
+    patches.length = 0;
+    await page.setInputFiles('#file-input', path.join(files.path, paused.name));
+    await page.locator(`${row(paused.name)}[data-state="done"]`).waitFor({ timeout: 90_000 });
+    expect(await page.getAttribute(row(paused.name), 'data-resumed')).toBe('true');
+    expect(patches[0].offset).toBeGreaterThan(0);
+    expect(await page.locator('li.upload-row').count()).toBe(1); // the restored row, not a second one
+    expect(await page.getAttribute(row(paused.name), 'data-sha256')).toBe(sha256(paused.buffer));
+
+    // Both are stored files like the multipart ones: listed with their sha256, downloadable byte-exact.
+    const listed = (await (await page.request.get(`${demo.url}/api/files`)).json()) as { files: { originalname: string; sha256: string; size: number }[] };
+    for (const file of [cut, paused]) {
+      expect(listed.files).toContainEqual(expect.objectContaining({ originalname: file.name, size: file.buffer.length, sha256: sha256(file.buffer) }));
+      await page.locator(`li.stored-row[data-name="${file.name}"]`).waitFor();
+    }
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'demo-e2e-resumable.png') });
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click(`li.stored-row[data-name="${cut.name}"] a.download`)]);
+    expect(readFileSync(await download.path()).equals(cut.buffer)).toBe(true);
+    // Nothing is left for tus-js-client to resume: both uploads removed their fingerprints on success.
+    expect(await page.evaluate('Object.keys(localStorage).filter((key) => key.startsWith("tus::")).length')).toBe(0);
+  } finally {
+    await context.close();
+    await demo.shutdown();
+    files.remove();
+  }
+  // Shutdown removed the stored files, the resumable ones included.
+  expect(readdirSync(path.join(uploadDir.path, 'resumable'))).toEqual([]);
+  uploadDir.remove();
+  expect(problems).toEqual([]);
+}, 240_000);
