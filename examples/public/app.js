@@ -297,7 +297,8 @@ async function finishResumable(row, id, ms) {
   const files = res?.ok ? (await res.json()).files : [];
   // The id comes with the completing PATCH; a retried completion (answer lost) may not carry it.
   const info = files.find((f) => f.id === id) ?? files.find((f) => f.originalname === row.file.name && f.size === row.file.size);
-  if (info) showStored(row, info, ms);
+  // Speed counts the bytes this visit sent: a resumed upload started from the server's offset.
+  if (info) showStored(row, { ...info, size: Math.max(0, info.size - (row.startOffset ?? 0)) }, ms);
   else setTusState(row, 'done', 'complete');
   row.done = true;
   row.el.dataset.state = 'done';
@@ -334,6 +335,7 @@ async function restoreResumable() {
     row.pause.hidden = true;
     row.resume.hidden = true;
     if (offset >= 0 && size > 0) setProgress(row, offset / size);
+    row.startOffset = offset >= 0 ? offset : 0;
     setTusState(row, 'interrupted', 'choose the file again to resume');
     waitingRows.set(fingerprint, row);
   }
