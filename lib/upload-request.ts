@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
 import { appendField, createBody, type FieldObject } from './append-field';
-import type { IncomingFile, StoreContext } from './engine';
+import type { AppRequest, IncomingFile, StoreContext } from './engine';
 import { SpoolError } from './errors';
 import type { FileSelection } from './file-selection';
 import { FileTap } from './file-tap';
@@ -15,6 +15,30 @@ import { createMultipartParser, type FileStreamInfo } from './multipart-parser';
 import { watchdog, type Watched } from './watchdog';
 
 function ignore(): void {}
+
+/**
+ * What an engine gets besides the bytes. A class with the `signal` getter on its prototype, not an object
+ * literal with a getter: a literal's getter is a fresh closure per file, which gives every context a hidden
+ * class of its own, kept in old space, and that keeps the whole request reachable until the next full GC.
+ */
+class FileContext implements StoreContext {
+  readonly #request: UploadRequest;
+  readonly memory: MemoryLease;
+  readonly request: AppRequest;
+  readonly sha256: () => Promise<string | undefined>;
+
+  constructor(request: UploadRequest, tap: FileTap, memory: MemoryLease, req: AppRequest) {
+    this.#request = request;
+    this.memory = memory;
+    this.request = req;
+    this.sha256 = () => tap.digest();
+  }
+
+  /** Created on first use only (most engines never ask). */
+  get signal(): AbortSignal {
+    return this.#request.signal;
+  }
+}
 
 export type Next = (err?: unknown) => void;
 
@@ -200,18 +224,9 @@ export class UploadRequest implements Watched {
     // (e.g. while a directory is created) from crashing the process.
     tap.on('error', ignore);
     this.#taps.add(tap);
-    const request = this;
-    const context: StoreContext = {
-      get signal() {
-        return request.signal;
-      },
-      memory: this.#lease,
-      sha256: () => tap.digest(),
-      request: this.#req,
-    };
     let stored;
     try {
-      stored = await engine.store(tap, meta, context);
+      stored = await engine.store(tap, meta, new FileContext(this, tap, this.#lease, this.#req));
     } finally {
       this.#taps.delete(tap);
       // An engine that gave up without consuming the stream leaves the tap half-read: release it.

@@ -43,13 +43,39 @@ export class UploadedFile implements IncomingFile {
     self.size = size;
     self.storage = stored.storage;
     if (sha256 !== undefined) self.sha256 = sha256;
+    this.#stored = stored;
     // Copy descriptors, not values, so lazy getters (the memory engine's buffer) stay lazy.
     const details = stored.details as Record<string, unknown>;
     for (const key in details) {
       const descriptor = Object.getOwnPropertyDescriptor(details, key);
-      if (descriptor) Object.defineProperty(this, key, descriptor);
+      if (!descriptor) continue;
+      if (descriptor.get || descriptor.set) {
+        // Read through to the engine's getter with one accessor per key shared by every file: copying the
+        // engine's getter would give each file its own hidden class (see engines/memory.ts, readBuffer).
+        const shared = UploadedFile.#accessor(key);
+        descriptor.get = descriptor.get && shared.get;
+        descriptor.set = descriptor.set && shared.set;
+      }
+      Object.defineProperty(this, key, descriptor);
     }
-    this.#stored = stored;
+  }
+
+  static readonly #accessors = new Map<string, { get(this: UploadedFile): unknown; set(this: UploadedFile, value: unknown): void }>();
+
+  static #accessor(key: string) {
+    let accessor = UploadedFile.#accessors.get(key);
+    if (!accessor) {
+      accessor = {
+        get() {
+          return (this.#stored.details as Record<string, unknown>)[key];
+        },
+        set(value) {
+          (this.#stored.details as Record<string, unknown>)[key] = value;
+        },
+      };
+      UploadedFile.#accessors.set(key, accessor);
+    }
+    return accessor;
   }
 
   /** A fresh Readable of the stored bytes, whichever engine holds them. */
