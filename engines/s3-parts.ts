@@ -3,8 +3,13 @@ import { whenAborted } from '../lib/abort';
 import type { MemoryLease } from '../lib/memory-budget';
 import type { Crc } from './s3-checksum';
 
-/** One part's bytes, held under a reservation of the request's memory budget until `release()`. */
+/**
+ * One part's bytes, held under a reservation of the request's memory budget until `release()`, which also
+ * drops them: whoever still holds the Part object (an upload loop, its `first` part) no longer keeps the
+ * buffer alive past its reservation.
+ */
 export interface Part {
+  /** The bytes; empty once released. */
   readonly body: Buffer;
   /** No byte follows this part. */
   readonly last: boolean;
@@ -42,9 +47,11 @@ export class PartReader {
     const { partSize, memory, signal, crc } = this.#options;
     await memory.reserve(partSize, signal);
     let reserved = partSize;
+    let part: { body: Buffer; last: boolean; crc?: bigint; release(): void } | undefined;
     const release = () => {
       memory.release(reserved);
       reserved = 0;
+      if (part) part.body = EMPTY;
     };
     try {
       const buffer = Buffer.allocUnsafe(partSize);
@@ -57,13 +64,16 @@ export class PartReader {
         memory.release(partSize - size);
         reserved = size;
       }
-      return { body, last, crc: checksum, release };
+      part = { body, last, crc: checksum, release };
+      return part;
     } catch (err) {
       release();
       throw err;
     }
   }
 }
+
+const EMPTY = Buffer.alloc(0);
 
 interface Filled {
   readonly size: number;

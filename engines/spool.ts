@@ -38,26 +38,14 @@ export function spoolEngine(options: SpoolEngineOptions = {}): StorageEngine {
       const collected = await collectChunks(stream, context.memory, threshold);
       if (!collected.overflow) return storedInMemory(collected.chunks, collected.size);
 
-      // Roll over: put what was read back in front of the stream, then hand the stream over whole. The
-      // buffered bytes stay counted until the rollover engine has read them (they come out first).
+      // Roll over: put what was read back in front of the stream, then hand the stream over whole.
+      // The buffered bytes leave the budget now; the rollover engine consumes them first. They are not kept
+      // counted until it has read them: an engine that reserves before it reads (S3: a whole part) would
+      // then wait on memory only its own reading can free. Until its reservation is granted they are part
+      // of the request's uncounted overhead (at most `threshold` bytes per file, see the README).
+      context.memory.release(collected.size);
       putBack(stream, collected);
-      releaseWhenRead(stream, collected.size, context);
       return rollover.store(stream, file, context);
     },
   };
-}
-
-/** Releases `bytes` from the request's lease once that many bytes have been read from `stream` (or it ends). */
-function releaseWhenRead(stream: Readable, bytes: number, context: StoreContext): void {
-  let left = bytes;
-  const done = () => {
-    stream.off('data', onData).off('close', done);
-    context.memory.release(bytes);
-  };
-  const onData = (chunk: Buffer) => {
-    left -= chunk.length;
-    if (left <= 0) done();
-  };
-  if (bytes === 0) return;
-  stream.on('data', onData).once('close', done);
 }
