@@ -50,10 +50,15 @@ export interface SpoolRequest extends IncomingMessage {
 }
 
 /**
- * Memory every admitted request holds from the budget for its stream buffers (socket, parser, one file's
- * tap and its engine's write buffer): the fixed part of the memory bound, see the README.
+ * Memory every admitted request holds from the budget: its stream buffers (socket, parser, a file's tap)
+ * and FIELD_CREDIT for its first text fields. The fixed part of the memory bound, see the README.
  */
-export const REQUEST_SHARE = 128 * 1024;
+export const REQUEST_SHARE = 192 * 1024;
+/**
+ * Text field bytes a request keeps within its own share before it reserves more: a small form never
+ * competes with other reservations (a reservation waiting for a whole S3 part would refuse it).
+ */
+const FIELD_CREDIT = 64 * 1024;
 /** Seconds a client refused for memory is told to wait (`Retry-After`). */
 const RETRY_AFTER = '5';
 
@@ -86,6 +91,8 @@ export class UploadRequest implements Watched {
   #fileCount = 0;
   /** Bytes of the text field being parsed, reserved on the lease until it ends. */
   #partialField = 0;
+  /** What is left of FIELD_CREDIT, the part of the request's share its text fields may use. */
+  #fieldCredit = FIELD_CREDIT;
   #error: Error | undefined;
   /** Set once cleanup has stopped waiting for engines: anything stored later is removed at once. */
   #abandoned = false;
@@ -164,20 +171,35 @@ export class UploadRequest implements Watched {
   /** A text field's bytes as they arrive: the parser holds them until the field ends, so they count now. */
   #onFieldBytes = (bytes: number): void => {
     if (this.#error) return;
-    if (!this.#lease.tryReserve(bytes)) return this.#fail(new SpoolError('MEMORY_BUDGET_EXCEEDED'));
+    if (!this.#takeFieldMemory(bytes)) return this.#fail(new SpoolError('MEMORY_BUDGET_EXCEEDED'));
     this.#partialField += bytes;
   };
 
+  /** Counts text field bytes: from the request's field credit first, then from the budget. */
+  #takeFieldMemory(bytes: number): boolean {
+    const fromCredit = Math.min(bytes, this.#fieldCredit);
+    if (bytes > fromCredit && !this.#lease.tryReserve(bytes - fromCredit)) return false;
+    this.#fieldCredit -= fromCredit;
+    return true;
+  }
+
+  /** Gives back text field bytes: the credit is refilled first. */
+  #giveFieldMemory(bytes: number): void {
+    const toCredit = Math.min(bytes, FIELD_CREDIT - this.#fieldCredit);
+    this.#fieldCredit += toCredit;
+    this.#lease.release(bytes - toCredit);
+  }
+
   #onField = (name: string | undefined, value: string, valueTruncated: boolean): void => {
     // The raw bytes counted while the field arrived become its value's count below.
-    this.#lease.release(this.#partialField);
+    this.#giveFieldMemory(this.#partialField);
     this.#partialField = 0;
     if (this.#error) return;
     if (valueTruncated) return this.#fail(new SpoolError('LIMIT_FIELD_VALUE', undefined, { field: name }));
     const problem = this.#checkName(name);
     if (problem || name === undefined) return this.#fail(problem ?? new SpoolError('MISSING_FIELD_NAME'));
     // Field values stay in memory until the app is done with req.body: they count like file chunks.
-    if (!this.#lease.tryReserve(name.length + value.length)) {
+    if (!this.#takeFieldMemory(name.length + value.length)) {
       return this.#fail(new SpoolError('MEMORY_BUDGET_EXCEEDED', undefined, { field: name }));
     }
     if (!appendField(this.#body, name, value)) this.#fail(new SpoolError('INVALID_FIELD_NAME', undefined, { field: name }));
