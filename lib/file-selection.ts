@@ -48,9 +48,17 @@ export class FileSelection {
 
   /** Creates the per-request counter: returns whether one more file of `fieldname` is allowed. */
   counter(): (fieldname: string) => boolean {
-    if (this.mode === 'any') return () => true;
-    const left = new Map(this.#maxCounts);
+    if (this.mode === 'any') return allowAll;
+    if (this.mode === 'none') return allowNone;
+    if (this.mode !== 'fields') {
+      // One field (single, array): a number, not a copy of the map, for every request.
+      const [[name, max]] = this.#maxCounts;
+      let left = max;
+      return (fieldname) => fieldname === name && left-- >= 1;
+    }
+    let left: Map<string, number> | undefined; // copied when the first file arrives
     return (fieldname) => {
+      left ??= new Map(this.#maxCounts);
       const remaining = left.get(fieldname);
       if (remaining === undefined || remaining < 1) return false;
       left.set(fieldname, remaining - 1);
@@ -81,6 +89,14 @@ export class FileSelection {
         break;
     }
   }
+}
+
+function allowAll(): boolean {
+  return true;
+}
+
+function allowNone(): boolean {
+  return false;
 }
 
 function fieldName(name: unknown): string {

@@ -85,7 +85,10 @@ export class UploadRequest implements Watched {
   readonly #stored: UploadedFile[] = [];
   /** File streams engines are reading: destroyed with the error when the request fails. */
   readonly #taps = new Set<FileTap>();
-  readonly #pending = new Set<Promise<void>>();
+  /** Files whose storing has not finished (success or not). */
+  #pending = 0;
+  /** Called when `#pending` drops to 0 while cleanup waits for it. */
+  #onIdle: (() => void) | undefined;
   #parser: Writable | undefined;
   #parsed = false;
   #fileCount = 0;
@@ -222,9 +225,20 @@ export class UploadRequest implements Watched {
       mimetype: info.mimeType,
     };
     const index = this.#fileCount++;
-    const work = this.#storeFile(index, stream, meta).catch((err: unknown) => this.#fail(toStorageError(err)));
-    this.#pending.add(work);
-    void work.finally(() => this.#pending.delete(work));
+    this.#pending++;
+    this.#storeFile(index, stream, meta).then(this.#fileSettled, this.#fileFailed);
+  };
+
+  #fileSettled = (): void => {
+    if (--this.#pending > 0) return;
+    if (this.#onIdle) this.#onIdle();
+    // The last file is stored after the parser finished: that is the end of a successful request.
+    else if (this.#parsed && !this.#error) void this.#settle();
+  };
+
+  #fileFailed = (err: unknown): void => {
+    this.#fail(toStorageError(err));
+    this.#fileSettled();
   };
 
   async #storeFile(index: number, stream: Readable, meta: IncomingFile): Promise<void> {
@@ -351,9 +365,9 @@ export class UploadRequest implements Watched {
   /** Runs after the parser closes or a failure: waits for the file work, then finishes exactly once. */
   async #settle(): Promise<void> {
     if (this.#error) await this.#drainPending(this.#config.settleTimeout);
-    else while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    // Parser still running (onDone calls us) or files still being stored (the last one calls us).
+    else if (!this.#parsed || this.#pending > 0) return;
     if (this.#done) return;
-    if (!this.#error && !this.#parsed) return; // parser still running; onDone will call us
     if (this.#error) {
       this.#abandoned = true;
       this.#done = true;
@@ -374,14 +388,14 @@ export class UploadRequest implements Watched {
 
   /** Waits for pending file work, but never longer than `timeout` ms (an engine may ignore every signal). */
   async #drainPending(timeout: number): Promise<void> {
-    if (this.#pending.size === 0) return;
+    if (this.#pending === 0) return;
     let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeout)));
-    const drained = (async () => {
-      while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
-    })();
-    await Promise.race([drained, expired]);
+    await new Promise<void>((resolve) => {
+      this.#onIdle = resolve;
+      timer = setTimeout(resolve, timeout);
+    });
     clearTimeout(timer);
+    this.#onIdle = undefined;
   }
 
   #finishWith(err: Error): void {
