@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { FileTap } from './file-tap';
 
 /** Where collected bytes are reserved: a request's MemoryLease, or anything shaped like it. */
 export interface Reservations {
@@ -27,6 +28,8 @@ export function collectChunks(
   maxBytes: number,
   signal?: AbortSignal,
 ): Promise<Collected> {
+  // The core's own stream, not yet read: collect from its source directly (same contract, fewer hops).
+  if (signal === undefined && stream instanceof FileTap && stream.collectable) return stream.collect(lease, maxBytes);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;

@@ -1,5 +1,16 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import type { Collected, Reservations } from './collect-chunks';
+
+/** A `collect()` in progress: chunks go straight from the source into `chunks`. */
+interface Collector {
+  readonly lease: Reservations;
+  readonly maxBytes: number;
+  readonly chunks: Buffer[];
+  size: number;
+  readonly resolve: (collected: Collected) => void;
+  readonly reject: (err: unknown) => void;
+}
 
 /**
  * The stream an engine reads: the parser's file stream, counted (and hashed, when asked) on the way
@@ -17,6 +28,10 @@ export class FileTap extends Readable {
   #bytes = 0;
   readonly #hash: Hash | undefined;
   #digest: string | undefined;
+  #sourceEnded = false;
+  #collector: Collector | undefined;
+  /** Every byte went to a collector: the tap is done without ever having been read. */
+  #collected = false;
 
   constructor(source: Readable, hash: boolean) {
     super({ highWaterMark: 64 * 1024 });
@@ -35,9 +50,39 @@ export class FileTap extends Readable {
     return this.#digest;
   }
 
+  /** Whether every byte was consumed, by a reader or by `collect()`. */
+  get consumed(): boolean {
+    return this.#collected || this.readableEnded;
+  }
+
   /** The digest as a promise (the engine contract's `sha256()`). */
   digest(): Promise<string | undefined> {
     return Promise.resolve(this.#digest);
+  }
+
+  /** Whether `collect()` may take over: nothing has read or buffered any of the tap yet. */
+  get collectable(): boolean {
+    return (
+      this.#collector === undefined &&
+      !this.#sourceEnded &&
+      !this.destroyed &&
+      this.readableFlowing === null &&
+      this.readableLength === 0 &&
+      this.listenerCount('data') === 0 &&
+      this.listenerCount('readable') === 0
+    );
+  }
+
+  /**
+   * `collectChunks()` for the tap itself (the memory and spool engines' path): the source's chunks go
+   * straight into the list, without the Readable hop and its end/close events. Same contract: stops
+   * before passing `maxBytes` or the budget with the source paused (`putBack()` then hands the tap on),
+   * and a destroyed tap (the request failed) rejects and releases what was reserved.
+   */
+  collect(lease: Reservations, maxBytes: number): Promise<Collected> {
+    return new Promise((resolve, reject) => {
+      this.#collector = { lease, maxBytes, chunks: [], size: 0, resolve, reject };
+    });
   }
 
   override _read(): void {
@@ -48,19 +93,41 @@ export class FileTap extends Readable {
     this.#detach();
     // Let the parser go on past this part: the request is failing, or the engine gave up on it.
     this.#source.resume();
+    const collector = this.#collector;
+    if (collector) {
+      this.#collector = undefined;
+      collector.lease.release(collector.size);
+      collector.reject(err ?? new Error('Premature close'));
+    }
     callback(err);
   }
 
   #onData = (chunk: Buffer): void => {
     this.#bytes += chunk.length;
     this.#hash?.update(chunk);
-    if (!this.push(chunk)) this.#source.pause();
+    const collector = this.#collector;
+    if (collector === undefined) {
+      if (!this.push(chunk)) this.#source.pause();
+    } else if (collector.size + chunk.length <= collector.maxBytes && collector.lease.tryReserve(chunk.length)) {
+      collector.chunks.push(chunk);
+      collector.size += chunk.length;
+    } else {
+      // Past the limit or the budget: stop, and leave the rest to whoever reads the tap next.
+      this.#source.pause();
+      this.#collector = undefined;
+      collector.resolve({ chunks: collector.chunks, size: collector.size, overflow: chunk });
+    }
   };
 
   #onEnd = (): void => {
     this.#detach();
+    this.#sourceEnded = true;
     if (this.#hash) this.#digest = this.#hash.digest('hex');
-    this.push(null);
+    const collector = this.#collector;
+    if (collector === undefined) return void this.push(null);
+    this.#collector = undefined;
+    this.#collected = true;
+    collector.resolve({ chunks: collector.chunks, size: collector.size });
   };
 
   #onError = (err: Error): void => {

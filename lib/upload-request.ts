@@ -266,7 +266,7 @@ export class UploadRequest implements Watched {
     } finally {
       this.#taps.delete(tap);
       // An engine that gave up without consuming the stream leaves the tap half-read: release it.
-      if (!tap.readableEnded) tap.destroy();
+      if (!tap.consumed) tap.destroy();
     }
     const file = new UploadedFile(meta, tap.bytes, tap.sha256, stored);
     if (this.#abandoned) {
