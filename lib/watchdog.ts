@@ -17,7 +17,7 @@ class Entry {
 /**
  * One timer for every in-flight request, instead of a timer each: requests register while their body
  * streams and are checked for stalls and deadlines on each tick. The tick follows the finest granularity
- * asked for, and the timer stops (and never holds the process open) when nothing is watched.
+ * asked for; the timer never holds the process open, and stops at the first tick that finds nothing watched.
  *
  * The list is linked through its entries, and an entry's links are cleared when it leaves. A long-lived Set
  * would do the same job, but every rehash leaves its old table behind in old space still pointing at the
@@ -51,7 +51,6 @@ class Watchdog {
     entry.item = undefined;
     this.#size--;
     if (!this.#ticking) this.#unlink(entry);
-    if (this.#size === 0) this.#stop();
   }
 
   #unlink(entry: Entry): void {
@@ -92,6 +91,9 @@ class Watchdog {
         entry = next;
       }
     }
+    // Stopped here, not when the last item leaves: small uploads are mostly handled one at a time, so the
+    // list empties after nearly every request, and each would create and clear an interval.
+    if (this.#size === 0) this.#stop();
   };
 }
 
