@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-// express-spool end-to-end benchmark (issue #13). See bench/README.md.
+// express-spool end-to-end benchmark (issue #13; the resumable workloads r1, r2: issue #14). See bench/README.md.
 //
 //   npm run bench                      # build, full run (≈ 10–18 min), writes bench/results/latest.{md,json}
 //   node bench/run.mjs --quick         # ≈ 3 min smoke test, writes bench/results/partial.{md,json}
 //   node bench/run.mjs --only d --modes close --rounds 3
+//   node bench/run.mjs --only r                       # resumable: express-spool's resumable() vs @tus/server
 //
 // This process is the client: it builds every request body once, forks one server process per target
-// (bench/server.mjs), writes the bodies over raw sockets and reads the servers' CPU time (IPC) and
+// (bench/server.mjs; resumable: bench/lib/servers/resumable-main.mjs), writes the bodies over raw sockets and reads the servers' CPU time (IPC) and
 // RSS (/proc). Rounds interleave the targets; targets.mjs turns the medians into the issue's ratios.
 
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,12 +15,13 @@ import os from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from './lib/args.mjs';
+import { parseArgs, USAGE } from './lib/args.mjs';
 import { digestCpuSeconds } from './lib/digest.mjs';
 import { now } from './lib/http-client.mjs';
 import { distFingerprint, machineInfo } from './lib/machine.mjs';
 import { runOnce } from './lib/measure.mjs';
 import { report } from './lib/report.mjs';
+import { isResumableKey, resumablePhase } from './lib/resumable.mjs';
 import { openS3 } from './lib/s3.mjs';
 import { Server } from './lib/server-process.mjs';
 import { spread, summarize } from './lib/stats.mjs';
@@ -29,7 +31,30 @@ import { makeBody, s3Workloads, workloads } from './lib/workloads.mjs';
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
 
-const opts = parseArgs(process.argv.slice(2));
+// `--only` also takes r (the resumable workloads r1 and r2; or one of them), which lib/args.mjs does not know:
+// taken out of the list here, the rest parsed as before. No `--only`: everything, r included.
+function splitResumable(argv) {
+  const out = [];
+  let only = null;
+  for (let i = 0; i < argv.length; i++) {
+    const [a, v] = argv[i].split(/=(.*)/s);
+    if (a === '--help') {
+      process.stdout.write(`${USAGE}  --only r      the resumable workloads (r1, r2; see bench/README.md "Resumable"); in the default run too\n`);
+      process.exit(0);
+    }
+    if (a !== '--only') {
+      out.push(argv[i]);
+      continue;
+    }
+    const list = (v ?? argv[++i] ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+    only = [...(only ?? []), ...list.filter((x) => /^r\d*$/.test(x)).flatMap((x) => (x === 'r' ? ['r1', 'r2'] : [x]))];
+    for (const x of only) if (!['r1', 'r2'].includes(x)) throw new Error(`unknown workload ${x}`);
+    out.push(`--only=${list.filter((x) => !/^r\d*$/.test(x)).join(',')}`);
+  }
+  return { argv: out, onlyResumable: only ?? ['r1', 'r2'] };
+}
+const split = splitResumable(process.argv.slice(2));
+const opts = { ...parseArgs(split.argv), onlyResumable: split.onlyResumable };
 const started = now();
 const log = (m) => process.stderr.write(`[${((now() - started) / 1e3).toFixed(0).padStart(4)}s] ${m}\n`);
 const rotate = (xs, by) => xs.map((_, i) => xs[(i + by) % xs.length]);
@@ -92,7 +117,7 @@ async function main() {
   const R = {};
   const digest = {};
   let s3 = null;
-  log(`workloads ${[...Object.keys(W), ...S3W.map((w) => w.key)].join(', ')}; modes ${opts.modes.join(', ')}; ${opts.rounds} rounds (c, S3: ${opts.freshRounds})`);
+  log(`workloads ${[...Object.keys(W), ...S3W.map((w) => w.key), ...opts.onlyResumable].join(', ')}; modes ${opts.modes.join(', ')}; ${opts.rounds} rounds (c, S3: ${opts.freshRounds})`);
 
   // ---- a–d ----
   if (Object.keys(W).length) {
@@ -137,40 +162,75 @@ async function main() {
     phases['a–d'] = (now() - t) / 1e3;
   }
 
-  // ---- the S3 pair ----
-  if (S3W.length) {
-    const t = now();
-    // Twice at most: a local radosgw shared with a busy machine has been seen to die mid-run.
-    for (let attempt = 1; attempt <= 2; attempt++) {
-      s3 = await openS3(log);
-      if (s3.skipped) break;
-      try {
-        const res = await s3Phase(s3.env);
-        for (const w of S3W) W[w.key] = w;
-        Object.assign(R, res);
-        break;
-      } catch (err) {
-        s3.skipped = `a run failed${attempt > 1 ? ' twice' : ''}: ${err?.message ?? err}`;
-        log(`S3 pair: ${s3.skipped}`);
-      } finally {
-        for (const s of live) await stopServer(s);
-        await s3.close();
+  // ---- the S3 pair, then the resumable workloads (one S3 server for both) ----
+  let session = null; // the open S3 server (or why there is none), shared by the two phases
+  const closeSession = async () => {
+    for (const s of live) await stopServer(s);
+    const open = session;
+    session = null;
+    if (open && !open.skipped) await open.close();
+  };
+  let resumableS3 = null;
+  try {
+    if (S3W.length) {
+      const t = now();
+      // Twice at most: a local radosgw shared with a busy machine has been seen to die mid-run.
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        s3 = session = await openS3(log);
+        if (s3.skipped) break;
+        try {
+          const res = await s3Phase(s3.env);
+          for (const w of S3W) W[w.key] = w;
+          Object.assign(R, res);
+          break;
+        } catch (err) {
+          s3.skipped = `a run failed${attempt > 1 ? ' twice' : ''}: ${err?.message ?? err}`;
+          log(`S3 pair: ${s3.skipped}`);
+          await closeSession();
+        }
       }
+      if (s3.skipped) log(`S3 pair skipped: ${s3.skipped}`);
+      phases.S3 = (now() - t) / 1e3;
     }
-    if (s3.skipped) log(`S3 pair skipped: ${s3.skipped}`);
-    phases.S3 = (now() - t) / 1e3;
+    if (opts.onlyResumable.length) {
+      const t = now();
+      log(`resumable: ${opts.onlyResumable.join(', ')}; ${opts.freshRounds} rounds`);
+      const res = await resumablePhase({
+        opts,
+        log,
+        base,
+        live,
+        s3: {
+          get: async () => (session ??= await openS3(log)),
+          restart: async () => {
+            await closeSession();
+            return (session = await openS3(log));
+          },
+        },
+      });
+      Object.assign(W, res.W);
+      Object.assign(R, res.R);
+      resumableS3 = res.s3;
+      phases.resumable = (now() - t) / 1e3;
+    }
+  } finally {
+    await closeSession();
   }
 
   const total = (now() - started) / 1e3;
   machine.loadAfter = os.loadavg().map((x) => +x.toFixed(2));
   machine.distChanged = distFingerprint() !== dist;
   if (machine.distChanged) log('⚠ dist/ was rebuilt during the run (see the report)');
-  const targets = evaluateTargets(W, R, digest, opts.modes);
+  // (the S3 and resumable workloads run keep-alive only: their targets get that column whatever --modes says)
+  const keepAliveOnly = Object.keys(R).some((k) => k.startsWith('s3-') || isResumableKey(k));
+  const allModes = keepAliveOnly && !opts.modes.includes('keep-alive') ? [...opts.modes, 'keep-alive'] : opts.modes;
+  const targets = evaluateTargets(W, R, digest, allModes);
+  const targetModes = allModes.filter((m) => targets.some((t) => t.byMode[m])); // (no empty columns)
   const out = opts.out ?? join(HERE, 'results', opts.full ? 'latest.md' : 'partial.md');
-  const md = report({ opts, machine, W, R, digest, targets, s3, total, phases });
+  const md = report({ opts, machine, W, R, digest, targets, targetModes, s3, resumableS3, total, phases });
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, md);
-  const json = { machine, options: opts, workloads: W, results: R, digest, targets, s3: s3 && { about: s3.about, skipped: s3.skipped }, phases, total };
+  const json = { machine, options: opts, workloads: W, results: R, digest, targets, s3: s3 && { about: s3.about, skipped: s3.skipped }, resumableS3, phases, total };
   writeFileSync(out.replace(/\.md$/, '.json'), `${JSON.stringify(json, null, 1)}\n`);
   process.stdout.write(`${md}\n`);
   log(`wrote ${relative(process.cwd(), out)} (total ${(total / 60).toFixed(1)} min)`);

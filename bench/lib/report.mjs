@@ -2,6 +2,7 @@
 
 import { MiB, TARGET_ABOUT } from './workloads.mjs';
 import { median, units } from './stats.mjs';
+import { RESUMABLE_ABOUT, isResumableKey, tusVersions } from './resumable.mjs';
 
 const fin = (x) => Number.isFinite(x);
 const f = (x, d = 0) => (fin(x) ? x.toFixed(d) : '—');
@@ -55,15 +56,57 @@ function workloadTable(w, byMode) {
   return L.join('\n');
 }
 
-export function report({ opts, machine, W, R, digest, targets, s3, total, phases }) {
+/** A resumable workload's table: like workloadTable's, with the local disk writes and express-spool's pair ratios. */
+function resumableTable(w, byMode) {
+  const cols = ['target', 'median s', 'min–max s', 'MB/s', 'min–max MB/s', '× tus', 'CPU s/GB', 'min–max CPU s/GB', 'server cores', 'client / other cores', 'peak RSS MiB (max)', 'idle RSS MiB', 'peak − idle MiB', 'min–max', 'disk writes MiB', 'min–max', 'file.sha256'];
+  const L = [`| ${cols.join(' | ')} |`, `|---|${cols.slice(1).map(() => '--:').join('|')}|`];
+  const other = { 'spool-tus-disk': 'tus-file', 'spool-tus-s3': 'tus-s3' };
+  for (const rows of Object.values(byMode)) {
+    for (const [t, r] of Object.entries(rows)) {
+      const vs = rows[other[t]];
+      L.push(`| ${[
+        `\`${t}\``,
+        f(r.seconds.med, 3),
+        range(r.seconds, 3),
+        f(r.rate.med),
+        range(r.rate),
+        vs ? `${f(r.rate.med / vs.rate.med, 2)}×` : '—',
+        f(r.cpuPerUnit.med, 2),
+        range(r.cpuPerUnit, 2),
+        f(r.cpuCores, 2),
+        `${f(r.clientCores, 2)} / ${f(r.otherCores, 2)}`,
+        mib(r.peak.max),
+        mib(r.idle.med),
+        mib(r.peakOverIdle.med),
+        range(r.peakOverIdle, 0, toMiB),
+        f(r.diskWrites.med / MiB, 1),
+        range(r.diskWrites, 1, toMiB),
+        { true: 'yes', false: 'no' }[r.sha256] ?? '',
+      ].join(' | ')} |`);
+    }
+  }
+  return L.join('\n');
+}
+
+export function report({ opts, machine, W, R, digest, targets, targetModes, s3, resumableS3, total, phases }) {
   const modes = opts.modes;
+  const onlyResumable = Object.keys(R).length > 0 && Object.keys(R).every(isResumableKey);
   const L = ['# express-spool benchmark', ''];
   if (!opts.full) L.push(`> ${opts.quick ? 'Quick' : 'Partial'} run (options changed from the defaults): a smoke test, not a result to quote.`, '');
   L.push(
     `${machine.date} · ${machine.os} · ${machine.cores}× ${machine.cpu} · ${machine.memGiB} GiB RAM · load average before / after ${machine.load[0]} / ${machine.loadAfter?.[0] ?? '?'} · tmpdir ${machine.tmpdir}`,
     '',
-    `Node ${machine.node} · ${Object.entries(machine.versions).map(([k, v]) => `${k} ${v}`).join(' · ')}`,
+    `Node ${machine.node} · ${Object.entries({ ...machine.versions, ...(onlyResumable || Object.keys(W).some(isResumableKey) ? tusVersions() : {}) }).map(([k, v]) => `${k} ${v}`).join(' · ')}`,
     '',
+  );
+  if (onlyResumable) {
+    L.push(
+      `Only the resumable workloads ran (section “Resumable”). Every target is its own server process on 127.0.0.1. ` +
+        `CPU = the server process's \`process.cpuUsage()\` (all threads) over the run. Peak RSS = the larger of VmHWM (reset before the run) and VmRSS sampled every 20 ms. ` +
+        `Run time ${(total / 60).toFixed(1)} min (${Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(', ')}).`,
+      '',
+    );
+  } else L.push(
     `Every target is its own server process on 127.0.0.1; the client (this process) writes pre-built bodies over raw sockets, ` +
       `in two modes: **keep-alive** (connections reused) and **close** (one connection per request, \`Connection: close\`, head and body in one write). ` +
       `Rounds interleave the targets (A B C …, order rotated each round): ${opts.rounds} rounds of a, b and d${W.a ? ` (a: ${W.a.perRound} runs per round)` : ''}, ` +
@@ -75,7 +118,9 @@ export function report({ opts, machine, W, R, digest, targets, s3, total, phases
     '',
   );
   // (not the S3 runs: there the S3 server's own work is "other")
-  const others = Object.entries(R).filter(([k]) => !k.startsWith('s3-')).flatMap(([, byMode]) => Object.values(byMode).flatMap((rows) => Object.values(rows).map((r) => r.otherCores)));
+  const others = Object.entries(R)
+    .filter(([k]) => !k.startsWith('s3-'))
+    .flatMap(([, byMode]) => Object.values(byMode).flatMap((rows) => Object.entries(rows).filter(([t]) => !t.endsWith('-s3')).map(([, r]) => r.otherCores)));
   const noise = median(others);
   if (fin(noise)) {
     L.push(`Other load during the timed runs (CPU of everything but the server and the client, median): **${f(noise, 2)} of ${machine.cores} cores**` +
@@ -89,10 +134,10 @@ export function report({ opts, machine, W, R, digest, targets, s3, total, phases
   if (machine.distChanged || spoolHash.size > 1) {
     L.push('> ⚠ `dist/` was rebuilt while the bench ran: later server processes loaded another build than earlier ones. Run again.', '');
   }
-  L.push('## Targets', '', '`spool` = express-spool with its default options. Ratios compare medians from the same rounds.', '', targetsTable(targets, modes), '');
+  L.push('## Targets', '', '`spool` = express-spool with its default options. Ratios compare medians from the same rounds.', '', targetsTable(targets, targetModes ?? modes), '');
   const isS3 = (k) => k.startsWith('s3-');
   for (const [k, w] of Object.entries(W)) {
-    if (!R[k] || isS3(k)) continue;
+    if (!R[k] || isS3(k) || isResumableKey(k)) continue;
     L.push(`## ${k}) ${w.title}`, '', workloadTable(w, R[k]), '');
     if (w.fresh) L.push('Idle RSS: after start-up and one 16 KiB request (libraries loaded), just before the run. Peak − idle: median (min–max) over runs.', '');
   }
@@ -117,6 +162,27 @@ export function report({ opts, machine, W, R, digest, targets, s3, total, phases
         `\`spool-s3\` ${rss('spool-s3')}; \`multer-s3\` ${rss('multer-s3')}. (Here “other cores” is mostly the S3 server's own work.)`, '');
     }
   }
-  L.push('## Servers', '', ...Object.entries(TARGET_ABOUT).map(([t, a]) => `- \`${t}\`: ${a}`), '');
+  const rKeys = Object.keys(W).filter((k) => R[k] && isResumableKey(k));
+  if (rKeys.length) {
+    const v = tusVersions();
+    L.push('## Resumable (tus 1.0)', '');
+    L.push(
+      `express-spool's \`resumable()\` against @tus/server ${v['@tus/server']} (@tus/file-store ${v['@tus/file-store']}, @tus/s3-store ${v['@tus/s3-store']}). ` +
+        `A tus 1.0 client on node:http: per upload one keep-alive connection, \`POST\` with \`Upload-Length\` (no body), then ${W[rKeys[0]].chunk / MiB} MiB ` +
+        `\`PATCH\`es (\`Content-Type: application/offset+octet-stream\`) one after another, each answer's \`Upload-Offset\` checked; file bytes are slices of one random buffer made once. ` +
+        `Every run against a fresh server process (idle RSS after one 16 KiB upload); ${opts.freshRounds} round${opts.freshRounds > 1 ? 's' : ''}, servers interleaved, order rotated. ` +
+        `${opts.verify ? 'Before the rounds one verified run per server: the server re-reads every completed upload (disk file, S3 object) and its sha256 must match. ' : ''}` +
+        `Every run checks that each upload completed (express-spool's \`onComplete\`, @tus/server's \`onUploadFinish\`) with the right size, and express-spool's \`file.sha256\`. ` +
+        `MB = 10^6 bytes of file. Disk writes = the server process's \`write_bytes\` in /proc/PID/io over the run (page-cache writes count when dirtied, ` +
+        `also for files deleted before they reach the disk).`,
+      '',
+    );
+    if (resumableS3?.skipped) L.push(`**S3 pair skipped**: ${resumableS3.skipped}`, '');
+    else if (resumableS3?.about) L.push(`S3 pair on ${resumableS3.about}, one bucket.`, '');
+    for (const k of rKeys) L.push(`### ${k}) ${W[k].title}`, '', resumableTable(W[k], R[k]), '');
+  }
+  L.push('## Servers', '', ...Object.entries(TARGET_ABOUT).map(([t, a]) => `- \`${t}\`: ${a}`));
+  if (rKeys.length) L.push(...Object.entries(RESUMABLE_ABOUT).map(([t, a]) => `- \`${t}\`: ${a}`));
+  L.push('');
   return L.join('\n');
 }

@@ -5,6 +5,9 @@ import { MiB } from './workloads.mjs';
 
 const BUDGET = 64 * MiB; // the default memoryBudget
 const RSS_SLACK = 32 * MiB;
+// README "The memory bound": what the process holds beyond the budget
+const V8_HEADROOM = 64 * MiB;
+const PER_UPLOAD = 640 * 1024;
 
 /** Target definitions: `ratio(res, mode)` returns { x, detail } or null when something is missing. */
 function definitions(W) {
@@ -73,6 +76,42 @@ function definitions(W) {
   add('d', 'streaming sha256: (CPU hash-on − hash-off) ÷ digest CPU', shaCost('d'));
   for (const k of Object.keys(W).filter((k) => k.startsWith('s3-'))) {
     add(k, '`spool-s3` throughput vs `multer-s3`', rate(k, 'spool-s3', 'multer-s3', 1), 'S');
+  }
+
+  // Resumable (issue #14): tus 1.0 uploads in 8 MiB PATCHes, fresh server per run, keep-alive.
+  // Memory: README "The memory bound": peak − idle ≤ memoryBudget + 64 MiB (V8) + 640 KiB × admitted uploads.
+  const resumableRss = (k, t) => {
+    const bound = BUDGET + V8_HEADROOM + PER_UPLOAD * W[k].concurrency;
+    const f = (b) => (b / MiB).toFixed(0);
+    return {
+      limit: `≤ ${(bound / MiB).toFixed(0)} MiB`,
+      ok: (x) => x <= 1,
+      ratio: (R, m) => {
+        const s = R[k]?.[m]?.[t];
+        if (!s) return null;
+        const p = s.peakOverIdle;
+        return { x: p.med / bound, detail: `+${f(p.med)} MiB (${f(p.min)}–${f(p.max)}) over idle ${f(s.idle.med)} MiB`, shown: `+${f(p.med)} MiB` };
+      },
+    };
+  };
+  const noDiskWrites = (k, t, other) => ({
+    limit: '= 0 B',
+    ok: (x) => x === 0,
+    ratio: (R, m) => {
+      const s = R[k]?.[m]?.[t];
+      if (!s?.diskWrites) return null;
+      const o = R[k]?.[m]?.[other]?.diskWrites;
+      const b = (x) => (x === 0 ? '0 B' : x < MiB ? `${(x / 1024).toFixed(0)} KiB` : `${(x / MiB).toFixed(1)} MiB`);
+      // every run must write nothing: the largest run counts
+      return { x: s.diskWrites.max, detail: `max ${b(s.diskWrites.max)} over ${s.n} runs${o ? ` (\`${other}\`: median ${b(o.med)}, ${(o.med / (W[k].count * W[k].fileSize)).toFixed(2)}× the bytes uploaded)` : ''}`, shown: b(s.diskWrites.max) };
+    },
+  });
+  for (const k of Object.keys(W).filter((k) => /^r\d+$/.test(k))) {
+    add(k, 'throughput `spool-tus-disk` vs `tus-file`', rate(k, 'spool-tus-disk', 'tus-file', 1.2), 'R');
+    add(k, 'throughput `spool-tus-s3` vs `tus-s3`', rate(k, 'spool-tus-s3', 'tus-s3', 1.2), 'R');
+    add(k, `\`spool-tus-disk\` peak RSS − idle RSS (64 MiB budget + 64 MiB + 640 KiB × ${W[k].concurrency})`, resumableRss(k, 'spool-tus-disk'), 'R');
+    add(k, `\`spool-tus-s3\` peak RSS − idle RSS (64 MiB budget + 64 MiB + 640 KiB × ${W[k].concurrency})`, resumableRss(k, 'spool-tus-s3'), 'R');
+    add(k, '`spool-tus-s3` bytes written to local disk (/proc/PID/io write_bytes)', noDiskWrites(k, 'spool-tus-s3', 'tus-s3'), 'R');
   }
   return T;
 }
