@@ -101,6 +101,12 @@ class DiskStore implements ResumableStore {
     let position = start;
     let recorded = start;
     let interrupted = false;
+    const progress = context.atomic ? undefined : context.progress;
+    const record = async () => {
+      await this.#record(upload.id, position);
+      recorded = position;
+      progress?.persisted(position);
+    };
     try {
       await handle.truncate(start); // drop whatever lies past the recorded offset
       // Pull one chunk, write it, pull the next: every chunk the stream handed over is on disk when it
@@ -117,16 +123,15 @@ class DiskStore implements ResumableStore {
         if (next.done) break;
         await writeAll(handle, next.value, position);
         position += next.value.length;
-        if (!context.atomic && position - recorded >= CHECKPOINT) {
-          await this.#record(upload.id, position);
-          recorded = position;
-        }
+        // A checkpoint every CHECKPOINT bytes, and whenever the handler wants a progress point (IETF 104):
+        // the state names only bytes already written, so what it reports is what a restart resumes from.
+        if (!context.atomic && (position - recorded >= CHECKPOINT || progress?.wanted(position))) await record();
       }
       if (interrupted && context.atomic) {
         await handle.truncate(start);
         return start;
       }
-      if (position !== recorded) await this.#record(upload.id, position);
+      if (position !== recorded) await record();
       return position;
     } catch (err) {
       stream.destroy();

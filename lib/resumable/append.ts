@@ -6,6 +6,7 @@ import type { MemoryLease } from '../memory-budget';
 import { watchdog } from '../watchdog';
 import { AppendTap } from './append-tap';
 import { ChecksumVerifier } from './checksum';
+import type { InterimProgress } from './interim-progress';
 import type { ResumableConfig } from './options';
 import type { AppendIntent } from './protocol';
 import type { UploadHashes } from './upload-hashes';
@@ -28,7 +29,14 @@ export async function appendBody(
   res: ServerResponse,
   upload: ResumableUpload,
   intent: AppendIntent,
-  context: { config: ResumableConfig; hashes: UploadHashes; lease: MemoryLease; supersede: (end: (reason: SpoolError) => void) => void },
+  context: {
+    config: ResumableConfig;
+    hashes: UploadHashes;
+    lease: MemoryLease;
+    supersede: (end: (reason: SpoolError) => void) => void;
+    /** Progress 104s (IETF draft), offered to the store unless the append is atomic. */
+    progress?: InterimProgress;
+  },
 ): Promise<AppendOutcome> {
   const { config, hashes, lease } = context;
   const declared = upload.length ?? intent.length;
@@ -58,14 +66,22 @@ export async function appendBody(
   };
   res.once('close', onClose);
   const stopWatching = config.idleTimeout > 0 ? watchIdle(tap, config.idleTimeout, end) : undefined;
+  // Progress only while the body is still coming: once it ended (or failed) the final response is next.
+  const streaming = () => !tap.readableEnded && !tap.destroyed;
+  const interim = atomic ? undefined : context.progress;
+  const progress = interim && {
+    wanted: (at: number) => streaming() && interim.wanted(at),
+    persisted: (at: number) => (streaming() ? interim.persisted(at) : undefined),
+  };
   let offset: number;
   try {
-    offset = await config.store.append(upload, tap, { signal: controller.signal, memory: lease, atomic, request: req });
+    offset = await config.store.append(upload, tap, { signal: controller.signal, memory: lease, atomic, request: req, progress });
   } catch (err) {
     tap.fail(err instanceof Error ? err : new Error(String(err)));
     if (running) hashes.forget(upload.id);
     throw toStorageError(err);
   } finally {
+    interim?.close();
     res.off('close', onClose);
     stopWatching?.();
   }

@@ -8,7 +8,8 @@ import { UploadedFile } from '../uploaded-file';
 import { appendBody } from './append';
 import { parseDigestField } from './checksum';
 import { ietfDraft, isIetfRequest } from './ietf-draft';
-import { sendUploadResumptionSupported } from './interim';
+import { canSendInterim, sendUploadResumptionSupported } from './interim';
+import { InterimProgress } from './interim-progress';
 import { resolveResumableOptions, type ResumableConfig, type ResumableOptions } from './options';
 import type { AppendIntent, CreateIntent, Protocol } from './protocol';
 import { tus } from './tus';
@@ -193,6 +194,7 @@ class Handler {
         hashes: this.#hashes,
         lease,
         supersede: (end) => (supersede = end),
+        progress: this.#progress(req, res, protocol, upload.offset, created),
       });
       upload = current = outcome.upload;
       failure = outcome.failure;
@@ -222,6 +224,13 @@ class Handler {
       lease.close();
       release();
     }
+  }
+
+  /** Progress 104s for an append starting at `start` (IETF draft, a client that can take interims), or none. */
+  #progress(req: IncomingMessage, res: ServerResponse, protocol: Protocol, start: number, location: string | undefined): InterimProgress | undefined {
+    const rate = this.#config.interimProgress;
+    if (!rate || !this.#config.interimResponses || !protocol.progress || !canSendInterim(req, res)) return undefined;
+    return new InterimProgress(req, res, start, rate, (offset) => protocol.progress!(req, offset, location));
   }
 
   #checkAppend(upload: ResumableUpload, intent: AppendIntent): void {

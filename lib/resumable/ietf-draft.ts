@@ -91,6 +91,14 @@ export const ietfDraft: Protocol = {
     return { Location: location, ...versionHeader(req), ...limitHeader(req, config, undefined) };
   },
 
+  // "While the request content is being processed, the server SHOULD send interim responses with a 104
+  // status code and the Upload-Offset header field set to the current offset" — on an append without
+  // Location ("MUST NOT include the Location header field"), on a creation with the same Location as
+  // every other response to it.
+  progress(req, offset, location) {
+    return { ...versionHeader(req), 'Upload-Offset': String(offset), ...(location === undefined ? {} : { Location: location }) };
+  },
+
   created(req, res, upload, location, config) {
     res.statusCode = 201;
     state(req, res, upload, config);

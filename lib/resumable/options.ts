@@ -49,8 +49,22 @@ export interface ResumableOptions {
   memoryBudget?: Size | MemoryBudget;
   /** Protocols answered on this URL space. @default ['tus', 'ietf'] */
   protocols?: readonly ResumableProtocol[];
-  /** Send `104 Upload Resumption Supported` with the upload's Location when an IETF creation starts. @default true */
+  /**
+   * Send `104 Upload Resumption Supported` interim responses to IETF draft requests (HTTP/1.1 and HTTP/2):
+   * one with the upload's Location when a creation starts, and progress ones (see `interimProgress`).
+   * `false`: none at all. @default true
+   */
   interimResponses?: boolean;
+  /**
+   * Progress 104s while an IETF draft append (or creation with a body) streams: each carries the
+   * `Upload-Offset` the store has durably recorded — what a HEAD, even after a restart, reports at least —
+   * and is sent once at least `bytes` more were recorded AND at least `interval` ms passed since the last
+   * one (or since the request began). The disk store records a state file at those points; a store that
+   * never reports durable progress (the S3 store, for now) sends none. Never for tus requests, never after
+   * the final response started, never for requests with a Content-Digest (all or nothing). `false`: off.
+   * @default { bytes: '1MiB', interval: 1000 }
+   */
+  interimProgress?: false | { bytes?: Size; interval?: number };
   /** An append that receives nothing for this many ms is ended (what it stored is kept); 0: off. @default 30000 */
   idleTimeout?: number;
   /** How long (ms) a request waits for a superseded request on the same upload to let go; then 423. @default 5000 */
@@ -77,6 +91,8 @@ export interface ResumableConfig {
   budget: MemoryBudget;
   protocols: ReadonlySet<ResumableProtocol>;
   interimResponses: boolean;
+  /** Progress 104s: at most one per `bytes` recorded and per `interval` ms; undefined when off. */
+  interimProgress: { readonly bytes: number; readonly interval: number } | undefined;
   idleTimeout: number;
   lockTimeout: number;
   locker: UploadLocker;
@@ -85,7 +101,7 @@ export interface ResumableConfig {
 
 const KNOWN = new Set([
   'store', 'limits', 'fileFilter', 'onComplete', 'sha256', 'expiration', 'sweepInterval', 'memoryBudget',
-  'protocols', 'interimResponses', 'idleTimeout', 'lockTimeout', 'admissionTimeout', 'locker',
+  'protocols', 'interimResponses', 'interimProgress', 'idleTimeout', 'lockTimeout', 'admissionTimeout', 'locker',
 ]);
 
 export function resolveResumableOptions(options: ResumableOptions = {}): ResumableConfig {
@@ -117,6 +133,7 @@ export function resolveResumableOptions(options: ResumableOptions = {}): Resumab
     budget: options.memoryBudget instanceof MemoryBudget ? options.memoryBudget : new MemoryBudget(options.memoryBudget ?? '64MiB'),
     protocols: new Set(protocols),
     interimResponses: booleanOption('interimResponses', options.interimResponses, true),
+    interimProgress: progressOption(options.interimProgress),
     idleTimeout: countOption('idleTimeout', options.idleTimeout, 30_000),
     lockTimeout: countOption('lockTimeout', options.lockTimeout, 5_000),
     locker: lockerOption(options.locker),
@@ -128,6 +145,19 @@ function booleanOption(name: string, value: unknown, fallback: boolean): boolean
   if (value === undefined) return fallback;
   if (typeof value !== 'boolean') throw new TypeError(`Expected \`${name}\` to be a boolean, got ${describe(value)}`);
   return value;
+}
+
+function progressOption(value: unknown): ResumableConfig['interimProgress'] {
+  if (value === false) return undefined;
+  if (value === undefined) return { bytes: 1024 * 1024, interval: 1000 };
+  if (typeof value !== 'object' || value === null) {
+    throw new TypeError(`Expected \`interimProgress\` to be false or { bytes, interval }, got ${describe(value)}`);
+  }
+  for (const key of Object.keys(value)) {
+    if (key !== 'bytes' && key !== 'interval') throw new TypeError(`Unknown option \`interimProgress.${key}\``);
+  }
+  const { bytes, interval } = value as { bytes?: Size; interval?: number };
+  return { bytes: sizeOption('interimProgress.bytes', bytes, 1024 * 1024), interval: countOption('interimProgress.interval', interval, 1000) };
 }
 
 function lockerOption(value: unknown): UploadLocker {

@@ -38,6 +38,12 @@ export interface Protocol {
   append(req: IncomingMessage): AppendIntent;
   /** 104 headers announcing a new upload (IETF); undefined when the protocol has none. */
   interim?(req: IncomingMessage, location: string, config: ResumableConfig): Record<string, string> | undefined;
+  /**
+   * 104 headers reporting progress (`offset` durably stored) while a request's body streams (IETF);
+   * `location` is the creation's, repeated as the draft asks of every interim response of a creation.
+   * Undefined when the protocol has none (tus).
+   */
+  progress?(req: IncomingMessage, offset: number, location: string | undefined): Record<string, string>;
   created(req: IncomingMessage, res: ServerResponse, upload: ResumableUpload, location: string, config: ResumableConfig): void;
   status(req: IncomingMessage, res: ServerResponse, upload: ResumableUpload, config: ResumableConfig, locationOf: (id: string) => string): void;
   appended(req: IncomingMessage, res: ServerResponse, upload: ResumableUpload, config: ResumableConfig): void;

@@ -66,6 +66,34 @@ export interface AppendContext extends ResumableContext {
    * the bytes visible to a later append or read.
    */
   readonly atomic: boolean;
+  /**
+   * Optional progress reporting during the append (IETF draft 104 interim responses with `Upload-Offset`).
+   * Absent when nobody listens, and never given with `atomic`. A store that never calls it is still a
+   * correct store: its clients just get no progress before the final response.
+   */
+  readonly progress?: AppendProgress;
+}
+
+/**
+ * How a store tells the handler, while an append runs, which bytes it has made durable. The offsets a
+ * store reports here are sent to the client as acknowledged (the IETF draft: "a guarantee that no
+ * retransmission of it will be necessary"), so only report what `get` — after a restart too — will report
+ * at least, and what the next append starts from.
+ */
+export interface AppendProgress {
+  /**
+   * Whether the handler would like a durable record at `offset` now (its rate: bytes and time since the
+   * last one it sent). A store that can record its offset cheaply at any byte (the disk store: one small
+   * state file) asks after each write it makes and records when the answer is true; a store that can only
+   * record at its own points (S3 parts) need not ask.
+   */
+  wanted(offset: number): boolean;
+  /**
+   * `offset` is recorded durably (state written after the bytes it counts). Call it after each such
+   * record during `append` — at the handler's request or at the store's own checkpoints — with increasing
+   * offsets; calls after `append` settled are ignored.
+   */
+  persisted(offset: number): void;
 }
 
 /**
@@ -92,7 +120,9 @@ export interface AppendContext extends ResumableContext {
  *   restart, starts by prepending it. `offset` = bytes in completed parts + bytes in the persisted tail;
  *   bytes still in memory when the store fails to persist them are not counted. With `atomic`, send
  *   nothing as a part until the stream has ended cleanly (or upload parts and drop them on failure: a
- *   part number can be overwritten) and restore the previous tail.
+ *   part number can be overwritten) and restore the previous tail. With `context.progress`, call
+ *   `progress.persisted(offset)` after each state PUT that records a part (the offset it records): that is
+ *   what lets the handler send IETF 104 progress (without it, the client learns the offset at the end).
  * - `update` with `complete: true`: UploadPart the tail as the last part, CompleteMultipartUpload, delete
  *   the tail object. A 0-byte upload is a plain empty PutObject (AbortMultipartUpload first).
  * - `concatenate`: UploadPartCopy from each complete partial (or a copy + tail when a partial is < 5 MiB).
