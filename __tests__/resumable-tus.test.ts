@@ -59,7 +59,7 @@ describe('resumable: tus 1.0 with tus-js-client', () => {
     expect(res.status).toBe(204);
     expect(res.headers['tus-version']).toBe('1.0.0');
     expect(String(res.headers['tus-extension']).split(',')).toEqual(
-      expect.arrayContaining(['creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'expiration', 'checksum', 'concatenation']),
+      expect.arrayContaining(['creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'expiration', 'checksum', 'concatenation', 'concatenation-unfinished']),
     );
     expect(res.headers['tus-max-size']).toBe(String(1024 ** 3));
     expect(String(res.headers['tus-checksum-algorithm']).split(',')).toEqual(expect.arrayContaining(['sha1', 'sha256']));
@@ -157,12 +157,13 @@ describe('resumable: tus 1.0 statuses (raw HTTP)', () => {
     expect(head.headers['upload-expires']).toBeDefined();
   });
 
-  test('concatenation edge cases: unfinished or unknown partials refused; PATCH to a final upload is 403', async () => {
+  test('concatenation edge cases: unknown partials or non-partials refused; PATCH to a final upload is 403', async () => {
     const p1 = await create(3, { 'Upload-Concat': 'partial' });
     const p2 = await create(2, { 'Upload-Concat': 'partial' });
+    const plain = await create(2);
     await request(p1, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, Buffer.from('abc'));
-    const early = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${p1} ${p2}` });
-    expect(early.status).toBe(400);
+    const notPartial = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${p1} ${plain}` });
+    expect(notPartial.status).toBe(400);
     await request(p2, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, Buffer.from('de'));
     expect(srv.completed).toHaveLength(0);
     const unknown = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${p1} /files/nope` });

@@ -10,6 +10,7 @@ import { parseDigestField } from './checksum';
 import { ietfDraft, isIetfRequest } from './ietf-draft';
 import { canSendInterim, sendUploadResumptionSupported } from './interim';
 import { InterimProgress } from './interim-progress';
+import { isPendingFinal, lengthOfParts, linkedFinals, PendingFinals, withLink, type FinalUpload } from './pending-finals';
 import { resolveResumableOptions, type ResumableConfig, type ResumableOptions } from './options';
 import type { AppendIntent, CreateIntent, Protocol } from './protocol';
 import { tus } from './tus';
@@ -63,6 +64,7 @@ class Handler {
   readonly #store: ResumableStore;
   readonly #locks: UploadLocker;
   readonly #hashes = new UploadHashes();
+  readonly #finals = new PendingFinals();
 
   constructor(config: ResumableConfig) {
     this.#config = config;
@@ -109,19 +111,23 @@ class Handler {
     const { fileSize } = this.#config;
     let length = intent.length;
     let parts: ResumableUpload[] = [];
+    // tus concatenation-unfinished: a final upload may name partial uploads still being uploaded.
+    let unfinished = false;
     if (intent.concat?.kind === 'final') {
       parts = await this.#partials(intent.concat.parts);
-      length = parts.reduce((sum, part) => sum + part.offset, 0);
+      unfinished = parts.some((part) => !part.complete);
+      length = lengthOfParts(parts);
     }
     if (length !== undefined && length > fileSize) throw new SpoolError('LIMIT_FILE_SIZE');
     await this.#filter(req, intent);
     const now = Date.now();
     let upload = await this.#store.create(
       {
-        length,
+        length: unfinished ? undefined : length,
         metadata: intent.metadata,
         createdAt: now,
-        expiresAt: this.#config.expiration > 0 ? now + this.#config.expiration : undefined,
+        // A pending final has no lifetime of its own: it goes when one of its partials goes (sweep, DELETE).
+        expiresAt: this.#config.expiration > 0 && !unfinished ? now + this.#config.expiration : undefined,
         concat: intent.concat,
         extra: intent.extra,
       },
@@ -130,7 +136,9 @@ class Handler {
     const location = this.#location(req, upload.id);
     const interim = this.#config.interimResponses ? protocol.interim?.(req, location, this.#config) : undefined;
     if (interim) sendUploadResumptionSupported(req, res, interim);
-    if (intent.concat?.kind === 'final') {
+    if (unfinished) {
+      upload = await this.#declareFinal(req, upload as FinalUpload);
+    } else if (intent.concat?.kind === 'final') {
       upload = await this.#exclusive(upload.id, async (lease) => {
         const offset = await this.#store.concatenate(upload, parts, { signal: AbortSignal.timeout(600_000), memory: lease, request: req as AppRequest });
         return this.#complete(req, { ...upload, offset });
@@ -146,12 +154,15 @@ class Handler {
 
   async #head(req: IncomingMessage, res: ServerResponse, protocol: Protocol, id: string): Promise<void> {
     // A HEAD ends an append still running on this upload (the client gave up on it): its answer is then current.
-    const upload = await this.#exclusive(id, async () => {
+    let upload = await this.#exclusive(id, async () => {
       const found = await this.#live(id);
       // Every byte stored but not completed (the completing request died after its last byte, or the
       // server between recording the offset and completing): the client will not send more; complete it.
-      return protocol.completesAtLength(req) && reachedLength(found) ? this.#complete(req, found) : found;
+      return protocol.completesAtLength(req) && reachedLength(found) && found.concat?.kind !== 'final' ? this.#complete(req, found) : found;
     });
+    // A pending final upload: assembled now if its partials are all complete (a restart, or another
+    // instance, may have missed the moment), removed if one of them is gone; else its state so far.
+    if (isPendingFinal(upload)) upload = (await this.#settleFinal(req, upload.id, false)) ?? gone();
     protocol.status(req, res, upload, this.#config, (part) => this.#location(req, part));
   }
 
@@ -160,11 +171,15 @@ class Handler {
   }
 
   async #delete(req: IncomingMessage, res: ServerResponse, protocol: Protocol, id: string): Promise<void> {
-    await this.#exclusive(id, async () => {
-      await this.#live(id);
+    const waiting = await this.#exclusive(id, async () => {
+      const found = await this.#live(id);
       await this.#store.remove(id);
       this.#hashes.forget(id);
+      this.#finals.forget(id);
+      return found.concat?.kind === 'partial' ? new Set([...this.#finals.of(id), ...linkedFinals(found)]) : new Set<string>();
     });
+    // A terminated partial fails the final uploads still waiting on it: they are removed.
+    for (const finalId of waiting) await this.#dropFinal(finalId);
     protocol.removed(req, res);
   }
 
@@ -241,9 +256,20 @@ class Handler {
     if (intent.length !== undefined && intent.length < upload.offset) throw new SpoolError('INCONSISTENT_LENGTH');
   }
 
-  /** Marks an upload complete: its sha256, the Repr-Digest check, then the app's onComplete (not for partials). */
+  /**
+   * Marks an upload complete: its sha256, the Repr-Digest check, then the app's onComplete — or, for a
+   * partial upload, the pending final uploads it was the last unfinished partial of are assembled.
+   */
   async #complete(req: IncomingMessage, upload: ResumableUpload): Promise<ResumableUpload> {
-    const { sha256: wanted, onComplete } = this.#config;
+    const done = await this.#finish(upload);
+    if (done.concat?.kind === 'partial') await this.#partialDone(req, done);
+    else await this.#notify(req, done);
+    return done;
+  }
+
+  /** The store part of completing: sha256, Repr-Digest, `complete` (and the length, if it was deferred). */
+  async #finish(upload: ResumableUpload): Promise<ResumableUpload> {
+    const { sha256: wanted } = this.#config;
     const repr = upload.extra.reprDigest === undefined ? undefined : parseDigestField(upload.extra.reprDigest);
     const sha256 = wanted || repr ? await this.#hashes.digest(upload.id, upload.offset, () => this.#store.read(upload)) : undefined;
     if (repr && sha256) {
@@ -254,17 +280,125 @@ class Handler {
       }
     }
     const partial = upload.concat?.kind === 'partial';
-    const done = await this.#store.update(upload.id, { complete: true, sha256, expiresAt: partial ? undefined : null });
-    if (!partial && onComplete) {
+    const length = upload.length === undefined ? upload.offset : undefined;
+    return this.#store.update(upload.id, { complete: true, sha256, length, expiresAt: partial ? undefined : null });
+  }
+
+  /** The app's onComplete for a completed upload (never for partial uploads). */
+  async #notify(req: IncomingMessage, done: ResumableUpload): Promise<void> {
+    const { onComplete } = this.#config;
+    if (done.concat?.kind !== 'partial' && onComplete) {
       const meta: IncomingFile = {
         fieldname: done.metadata.fieldname ?? 'file',
         originalname: done.metadata.filename ?? '',
         encoding: 'binary',
         mimetype: done.metadata.filetype ?? 'application/octet-stream',
       };
-      await onComplete(new UploadedFile(meta, done.offset, sha256, this.#store.file(done)), req as AppRequest);
+      await onComplete(new UploadedFile(meta, done.offset, done.sha256, this.#store.file(done)), req as AppRequest);
     }
-    return done;
+  }
+
+  /**
+   * A final upload created while some of its partials were unfinished: links it to each partial (so the
+   * partial's completion, here or after a restart, finds it), then settles it — a partial may have
+   * completed meanwhile. Resolves with the final as it stands (pending, or assembled).
+   */
+  async #declareFinal(req: IncomingMessage, final: FinalUpload): Promise<ResumableUpload> {
+    this.#finals.add(final.id, final.concat.parts);
+    for (const partId of new Set(final.concat.parts)) await this.#link(partId, final.id);
+    return (await this.#settleFinal(req, final.id, false)) ?? gone();
+  }
+
+  /**
+   * Records in the partial's state that `finalId` waits on it. The partial's lock is taken only when no
+   * request of this process holds it (taking it would end an append in progress): otherwise the write
+   * waits, in the background, until the partial is free — meanwhile the in-memory index links them.
+   */
+  async #link(partId: string, finalId: string): Promise<void> {
+    if (this.#locks.has(partId)) {
+      // Assembled or removed meanwhile: nothing to link. Else try again once the partial is free.
+      if (this.#finals.has(finalId)) void delay(LINK_RETRY).then(() => this.#link(partId, finalId));
+      return;
+    }
+    try {
+      await this.#exclusive(partId, async () => {
+        const part = await this.#store.get(partId);
+        if (!part || part.concat?.kind !== 'partial' || linkedFinals(part).includes(finalId)) return;
+        await this.#store.update(partId, { extra: withLink(part.extra, finalId) });
+      });
+    } catch {
+      // Not persisted: this process still links them, and a HEAD on the final settles it after a restart.
+    }
+  }
+
+  /** After a partial completed: settles every pending final that waits on it (assembles the ready ones). */
+  async #partialDone(req: IncomingMessage, partial: ResumableUpload): Promise<void> {
+    for (const finalId of new Set([...this.#finals.of(partial.id), ...linkedFinals(partial)])) {
+      await this.#settleFinal(req, finalId, true);
+    }
+  }
+
+  /**
+   * Under the final's lock: a pending final whose partials are all complete is concatenated and completed
+   * (onComplete once, with `req`); one whose partial is gone (terminated, expired) is removed
+   * (UPLOAD_NOT_FOUND); otherwise it stays pending and is returned with the length its partials give so
+   * far. `quiet` (a partial's completion settling it on the side): failures before onComplete — a store
+   * error, the final busy with another request — leave it pending for its next HEAD, and resolve undefined.
+   */
+  async #settleFinal(req: IncomingMessage, id: string, quiet: boolean): Promise<ResumableUpload | undefined> {
+    let notifying = false;
+    try {
+      return await this.#exclusive(id, async (lease) => {
+        const final = await this.#store.get(id);
+        if (!final || !isPendingFinal(final)) {
+          this.#finals.forget(id);
+          return final;
+        }
+        const parts: ResumableUpload[] = [];
+        for (const partId of final.concat.parts) {
+          const part = await this.#store.get(partId);
+          if (!part || part.concat?.kind !== 'partial' || expired(part)) {
+            await this.#removeFinal(id);
+            throw new SpoolError('UPLOAD_NOT_FOUND', 'A partial upload of this final upload was terminated or expired; the final upload was removed');
+          }
+          parts.push(part);
+        }
+        const length = lengthOfParts(parts);
+        if (parts.some((part) => !part.complete)) return { ...final, length };
+        if (length! > this.#config.fileSize) {
+          await this.#removeFinal(id);
+          throw new SpoolError('LIMIT_FILE_SIZE', 'The partial uploads together exceed the size limit; the final upload was removed');
+        }
+        const offset = await this.#store.concatenate(final, parts, { signal: AbortSignal.timeout(600_000), memory: lease, request: req as AppRequest });
+        const done = await this.#finish({ ...final, offset, length: undefined }); // recorded as the offset
+        this.#finals.forget(id);
+        notifying = true;
+        await this.#notify(req, done);
+        return done;
+      });
+    } catch (err) {
+      if (quiet && !notifying) return undefined;
+      throw err;
+    }
+  }
+
+  /** Removes a final upload that is still pending (a partial of it was terminated); errors are left for its next HEAD. */
+  async #dropFinal(id: string): Promise<void> {
+    try {
+      await this.#exclusive(id, async () => {
+        const final = await this.#store.get(id);
+        if (final && isPendingFinal(final)) await this.#removeFinal(id);
+        else this.#finals.forget(id);
+      });
+    } catch {
+      // The next HEAD on it finds the partial gone and removes it; so does sweep().
+    }
+  }
+
+  async #removeFinal(id: string): Promise<void> {
+    await this.#store.remove(id);
+    this.#hashes.forget(id);
+    this.#finals.forget(id);
   }
 
   async #filter(req: IncomingMessage, intent: CreateIntent): Promise<void> {
@@ -279,12 +413,13 @@ class Handler {
     if (!(await runFileFilter(filter, req, file, AbortSignal.timeout(this.#config.admissionTimeout)))) throw new SpoolError('FILE_REJECTED');
   }
 
+  /** The partial uploads a final names: existing, unexpired partial uploads of this server (complete or not). */
   async #partials(ids: readonly string[]): Promise<ResumableUpload[]> {
     const parts: ResumableUpload[] = [];
     for (const id of ids) {
       const part = await this.#store.get(id);
-      if (!part || part.concat?.kind !== 'partial' || !part.complete) {
-        throw new SpoolError('INVALID_UPLOAD_REQUEST', 'Upload-Concat: final needs complete partial uploads of this server');
+      if (!part || part.concat?.kind !== 'partial' || expired(part)) {
+        throw new SpoolError('INVALID_UPLOAD_REQUEST', 'Upload-Concat: final needs partial uploads of this server');
       }
       parts.push(part);
     }
@@ -295,7 +430,7 @@ class Handler {
   async #live(id: string): Promise<ResumableUpload> {
     const upload = await this.#store.get(id);
     if (!upload) throw new SpoolError('UPLOAD_NOT_FOUND');
-    if (upload.expiresAt !== undefined && upload.expiresAt <= Date.now()) throw new SpoolError('UPLOAD_EXPIRED');
+    if (expired(upload)) throw new SpoolError('UPLOAD_EXPIRED');
     return upload;
   }
 
@@ -323,11 +458,28 @@ class Handler {
   async sweep(): Promise<number> {
     let removed = 0;
     const now = Date.now();
+    const finals: FinalUpload[] = [];
     for await (const upload of this.#store.list()) {
-      if (upload.expiresAt === undefined || upload.expiresAt > now || this.#locks.has(upload.id)) continue;
+      const pending = isPendingFinal(upload);
+      if (pending) this.#finals.add(upload.id, upload.concat.parts); // also learns finals declared on other instances
+      if (upload.expiresAt === undefined || upload.expiresAt > now || this.#locks.has(upload.id)) {
+        if (pending) finals.push(upload);
+        continue;
+      }
       await this.#store.remove(upload.id);
       this.#hashes.forget(upload.id);
       removed++;
+    }
+    // A pending final goes with its partials: one terminated, expired or swept fails it.
+    for (const final of finals) {
+      if (this.#locks.has(final.id)) continue;
+      for (const partId of final.concat.parts) {
+        const part = await this.#store.get(partId);
+        if (part && part.concat?.kind === 'partial' && !expired(part, now)) continue;
+        await this.#removeFinal(final.id);
+        removed++;
+        break;
+      }
     }
     return removed;
   }
@@ -352,6 +504,21 @@ class Handler {
       res.destroy(); // an answer that cannot be written must not leave the client waiting
     }
   }
+}
+
+/** How long a final upload's link waits for its partial's lock to be free before trying again. */
+const LINK_RETRY = 250;
+
+function expired(upload: ResumableUpload, now = Date.now()): boolean {
+  return upload.expiresAt !== undefined && upload.expiresAt <= now;
+}
+
+function gone(): never {
+  throw new SpoolError('UPLOAD_NOT_FOUND');
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 function reachedLength(upload: ResumableUpload): boolean {

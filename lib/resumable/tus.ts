@@ -7,12 +7,16 @@ import { hasBody, httpDate, integerHeader, stringHeader, type AppendIntent, type
 import type { ResumableUpload } from './upload-store';
 
 const VERSION = '1.0.0';
-const EXTENSIONS = 'creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation';
+const EXTENSIONS = 'creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation,concatenation-unfinished';
 const OFFSET_STREAM = /^application\/offset\+octet-stream\s*(?:;|$)/i;
 
 const invalid = (what: string) => () => new SpoolError('INVALID_UPLOAD_REQUEST', `Invalid ${what}`);
 
-/** tus 1.0.0: core, creation (+with-upload, +defer-length), termination, expiration, checksum, concatenation. */
+/**
+ * tus 1.0.0: core, creation (+with-upload, +defer-length), termination, expiration, checksum,
+ * concatenation (+unfinished: a final upload may name partial uploads still in progress; it is assembled
+ * when the last of them completes, and has no Upload-Offset until then).
+ */
 export const tus: Protocol = {
   name: 'tus',
 
@@ -72,7 +76,9 @@ export const tus: Protocol = {
     res.statusCode = 200;
     common(res);
     res.setHeader('Cache-Control', 'no-store');
-    res.setHeader('Upload-Offset', String(upload.offset));
+    // "The response to a HEAD request for a final upload SHOULD NOT contain the Upload-Offset header unless
+    // the concatenation has been successfully finished."
+    if (!pendingFinal(upload)) res.setHeader('Upload-Offset', String(upload.offset));
     if (upload.length !== undefined) res.setHeader('Upload-Length', String(upload.length));
     else if (upload.concat?.kind !== 'final') res.setHeader('Upload-Defer-Length', '1');
     if (Object.keys(upload.metadata).length > 0) res.setHeader('Upload-Metadata', formatMetadata(upload.metadata));
@@ -127,8 +133,12 @@ function common(res: ServerResponse): void {
   res.setHeader('Tus-Resumable', VERSION);
 }
 
+function pendingFinal(upload: ResumableUpload): boolean {
+  return upload.concat?.kind === 'final' && !upload.complete;
+}
+
 function progress(res: ServerResponse, upload: ResumableUpload): void {
-  res.setHeader('Upload-Offset', String(upload.offset));
+  if (!pendingFinal(upload)) res.setHeader('Upload-Offset', String(upload.offset));
   if (upload.expiresAt !== undefined) res.setHeader('Upload-Expires', httpDate(upload.expiresAt));
 }
 
