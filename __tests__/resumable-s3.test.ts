@@ -102,6 +102,17 @@ async function keysUnder(prefix: string): Promise<string[]> {
   return keys.sort();
 }
 
+/** Keys with state numbers and tail names folded: `<id>.state.0000000003` → `<id>.state`, `<id>.tail.<hex>` → `<id>.tail`; unique, sorted. */
+function shapes(keys: string[]): string[] {
+  return [...new Set(keys.map((key) => key.replace(/\.state\.\d{10}$/, '.state').replace(/\.tail\.[0-9a-f]+$/, '.tail')))].sort();
+}
+
+/** A completed upload's keys: the object and exactly one state. */
+function expectCompletedKeys(keys: string[], id: string): void {
+  expect(keys).toHaveLength(2);
+  expect(shapes(keys)).toEqual([id, `${id}.state`]);
+}
+
 async function openUploads(prefix: string): Promise<string[]> {
   return (await listOpenMultipartUploads(client, bucket)).map((u) => u.Key!).filter((key) => key.startsWith(prefix));
 }
@@ -109,7 +120,7 @@ async function openUploads(prefix: string): Promise<string[]> {
 /** After completion: the object and its state, nothing else (no tail), no open multipart upload; after remove: nothing. */
 async function expectCompletedThenRemoved(srv: S3Server, done: Completed, size: number): Promise<void> {
   const id = (done.file as unknown as { key: string }).key.slice(srv.prefix.length);
-  expect(await keysUnder(srv.prefix)).toEqual([id, `${id}.info`]);
+  expectCompletedKeys(await keysUnder(srv.prefix), id);
   expect(await openUploads(srv.prefix)).toEqual([]);
   const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: srv.prefix + id }));
   expect(head.ContentLength).toBe(size);
@@ -171,7 +182,7 @@ describe('s3ResumableStore: tus-js-client round trips', () => {
     const patch = await request(url, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, randomBytes(7 * MiB));
     expect(patch.headers['upload-offset']).toBe(String(7 * MiB));
     const id = created.headers.location!.split('/').pop()!;
-    expect((await keysUnder(srv.prefix)).map((key) => key.replace(/\.tail\..*/, '.tail'))).toEqual([`${id}.info`, `${id}.tail`]);
+    expect(shapes(await keysUnder(srv.prefix))).toEqual([`${id}.state`, `${id}.tail`]);
     expect(await openUploads(srv.prefix)).toHaveLength(1);
     expect((await request(url, 'DELETE', TUS)).status).toBe(204);
     expect(await keysUnder(srv.prefix)).toEqual([]);
@@ -200,7 +211,7 @@ describe('s3ResumableStore: expiry', () => {
       expect((await request(small, 'HEAD', TUS)).status).toBe(404);
       expect((await request(finished, 'HEAD', TUS)).status).toBe(200);
       const id = finished.split('/').pop()!;
-      expect(await keysUnder(srv.prefix)).toEqual([id, `${id}.info`]);
+      expectCompletedKeys(await keysUnder(srv.prefix), id);
       expect(await openUploads(srv.prefix)).toEqual([]);
     } finally {
       await srv.close();
@@ -397,7 +408,7 @@ describe('s3ResumableStore: local disk', () => {
       expect(readdirSync(childCwd)).toEqual([]);
       const keys = await keysUnder(prefix);
       expect(keys).toHaveLength(2);
-      const id = keys.find((key) => !key.endsWith('.info'))!;
+      const id = keys.find((key) => !key.includes('.state.'))!;
       const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: prefix + id }));
       expect(await sha256Of(object.Body as Readable)).toBe(patternSha256(source));
       // The meter works: a 1 MiB write (fsynced) by the same process shows.

@@ -32,6 +32,8 @@ interface Held {
   readonly end: (reason: SpoolError) => void;
   readonly timer: NodeJS.Timeout;
   lost: boolean;
+  /** A request elsewhere asked for the upload: announce the release, so that it need not wait for its next retry. */
+  asked: boolean;
 }
 
 const KNOWN = new Set(['client', 'url', 'prefix', 'lease', 'retryInterval']);
@@ -91,6 +93,8 @@ class Locker implements RedisLocker {
   readonly #held = new Map<string, Held>();
   /** Releases still on their way to Redis: the next request here for the upload waits for them. */
   readonly #releasing = new Map<string, Promise<unknown>>();
+  /** Requests here waiting for another instance to let go, woken by its `released` message. */
+  readonly #waiting = new Map<string, Set<() => void>>();
 
   constructor(redis: Redis, owned: boolean, prefix: string, lease: number, retry: number) {
     this.#redis = redis;
@@ -99,10 +103,17 @@ class Locker implements RedisLocker {
     this.#lease = lease;
     this.#retry = retry;
     this.#subscriber = redis.duplicate();
-    this.#subscriber.on('message', (_channel: string, id: string) => {
-      this.#held.get(id)?.end(new SpoolError('UPLOAD_LOCKED', 'A newer request for this upload (on another instance) ended this one'));
+    this.#subscriber.on('message', (channel: string, id: string) => {
+      if (channel === `${prefix}released`) {
+        for (const wake of this.#waiting.get(id) ?? []) wake();
+        return;
+      }
+      const held = this.#held.get(id);
+      if (!held) return;
+      held.asked = true;
+      held.end(new SpoolError('UPLOAD_LOCKED', 'A newer request for this upload (on another instance) ended this one'));
     });
-    this.#ready = this.#subscriber.subscribe(`${prefix}release`);
+    this.#ready = this.#subscriber.subscribe(`${prefix}release`, `${prefix}released`);
     this.#ready.catch(() => undefined); // reported by the first acquire
   }
 
@@ -124,12 +135,40 @@ class Locker implements RedisLocker {
         if (!asked) await this.#redis.publish(`${this.#prefix}release`, id);
         asked = true;
         if (Date.now() + this.#retry > deadline) throw new SpoolError('UPLOAD_LOCKED');
-        await new Promise((resolve) => setTimeout(resolve, this.#retry));
+        await this.#released(id, this.#retry);
       }
       return this.#hold(id, String(token), end, releaseLocal);
     } catch (err) {
       releaseLocal();
       throw err instanceof SpoolError ? err : new SpoolError('UPLOAD_LOCKED', 'The upload lock could not be taken', { cause: err });
+    }
+  }
+
+  async exclusive<T>(id: string, work: () => Promise<T>, wait = 0): Promise<{ value: T } | undefined> {
+    if (this.#local.has(id)) {
+      // A request here holds it: the caller is that request (DELETE), or it is busy (then leave it alone).
+      const held = this.#held.get(id);
+      return held && !held.lost ? { value: await work() } : undefined;
+    }
+    const releaseLocal = await this.#local.acquire(id, () => undefined, 0);
+    let release: (() => void) | undefined;
+    try {
+      await this.#ready;
+      await this.#releasing.get(id);
+      const deadline = Date.now() + wait;
+      for (;;) {
+        const token = Number(await this.#redis.eval(ACQUIRE, 2, this.#lockKey(id), `${this.#prefix}fence:${id}`, this.#lease));
+        if (token > 0) {
+          release = this.#hold(id, String(token), () => undefined, releaseLocal);
+          break;
+        }
+        if (Date.now() + this.#retry > deadline) return undefined; // another instance is working on it
+        await this.#released(id, this.#retry);
+      }
+      return { value: await work() };
+    } finally {
+      if (release) release();
+      else releaseLocal();
     }
   }
 
@@ -150,7 +189,7 @@ class Locker implements RedisLocker {
   #hold(id: string, token: string, end: (reason: SpoolError) => void, releaseLocal: () => void): () => void {
     const timer = setInterval(() => void this.#renew(id, held), Math.max(1, Math.floor(this.#lease / 3)));
     timer.unref();
-    const held: Held = { token, end, timer, lost: false };
+    const held: Held = { token, end, timer, lost: false, asked: false };
     this.#held.set(id, held);
     let released = false;
     return () => {
@@ -160,6 +199,7 @@ class Locker implements RedisLocker {
       if (this.#held.get(id) === held) this.#held.delete(id);
       const deleting = this.#redis
         .eval(RELEASE, 1, this.#lockKey(id), token)
+        .then((deleted) => (Number(deleted) === 1 && held.asked ? this.#redis.publish(`${this.#prefix}released`, id) : undefined))
         .catch(() => undefined) // the lease lapses by itself; nothing is lost
         .finally(() => {
           if (this.#releasing.get(id) === deleting) this.#releasing.delete(id);
@@ -167,6 +207,22 @@ class Locker implements RedisLocker {
       this.#releasing.set(id, deleting);
       releaseLocal();
     };
+  }
+
+  /** Resolves after `timeout` ms, or sooner when an instance announces it let `id` go. */
+  #released(id: string, timeout: number): Promise<void> {
+    return new Promise((resolve) => {
+      const waiting = this.#waiting.get(id) ?? new Set<() => void>();
+      this.#waiting.set(id, waiting);
+      const wake = () => {
+        clearTimeout(timer);
+        waiting.delete(wake);
+        if (waiting.size === 0 && this.#waiting.get(id) === waiting) this.#waiting.delete(id);
+        resolve();
+      };
+      const timer = setTimeout(wake, timeout);
+      waiting.add(wake);
+    });
   }
 
   /** Renews the lease; false (and the request ended) once the key no longer holds our token. */

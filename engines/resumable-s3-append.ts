@@ -1,13 +1,20 @@
 import type { Readable } from 'node:stream';
 import type { AppendContext } from '../lib/resumable/upload-store';
 import { toS3Error } from './s3-errors';
-import { MAX_PARTS, MIN_PART_SIZE, type StoredPart, type UploadObjects, type UploadState } from './resumable-s3-objects';
+import { claimedOf, MAX_PARTS, MIN_PART_SIZE, type Committed, type StoredPart, type UploadObjects, type UploadState } from './resumable-s3-objects';
 
 export interface AppendSettings {
   readonly objects: UploadObjects;
   readonly partSize: number;
   /** UploadParts in flight per append while the next part fills. */
   readonly queueSize: number;
+  /** Commits `next` as the state after `from`, create-only; rejects with UPLOAD_LOCKED when another writer got there first. */
+  readonly commit: (from: Committed, next: UploadState) => Promise<Committed>;
+}
+
+/** What a handler that reports progress offers (the IETF draft's 104s); absent from older handlers. */
+interface Progress {
+  persisted(offset: number): void;
 }
 
 /**
@@ -16,29 +23,40 @@ export interface AppendSettings {
  * uploads wait, first come first served, instead of each holding half a part), which starts with the
  * persisted tail. A full buffer is an UploadPart, and its memory goes back as soon as S3 has it. What is
  * left when the body ends — cleanly or not — is either one more part (≥ 5 MiB) or the new tail object;
- * then one state PUT commits it. Non-atomic appends also commit after every part, so a crash loses at
+ * then one state commit records it. Non-atomic appends also commit after every part, so a crash loses at
  * most the part being filled.
  *
- * Atomic: nothing is committed until the body ended cleanly (the verifier fails the stream otherwise);
- * parts sent before that carry numbers the next append overwrites, and the old tail object stays as it was.
+ * Fencing: every commit is the next state number, written create-only, so a writer that lost the upload
+ * fails its next commit and nothing it does afterwards counts. Part numbers are never shared: a part is
+ * uploaded only under a number that a state this append committed has claimed (the first claim is made
+ * while the first part fills, and every commit claims the next `queueSize + 1` numbers, so in a steady
+ * stream no commit is added), and the append starts after every number claimed before it. A writer that
+ * was taken over can therefore only ever land a late UploadPart on a number nobody else uses and no
+ * committed state names. A clean end gives back the numbers this append claimed but did not use.
  *
- * Resolves with the committed state; rejects (the last committed state stands) when S3 fails.
+ * Atomic: nothing but claims is committed until the body ended cleanly (the verifier fails the stream
+ * otherwise); parts sent before that are left unnamed (their numbers are skipped), the old tail stays.
+ *
+ * Resolves with the last committed state; rejects (that state stands) when S3 fails or the upload was
+ * taken over.
  */
-export async function appendToS3(start: UploadState, stream: Readable, context: AppendContext, settings: AppendSettings): Promise<UploadState> {
+export async function appendToS3(start: Committed, stream: Readable, context: AppendContext, settings: AppendSettings): Promise<Committed> {
   const { objects, partSize, queueSize } = settings;
   const { memory, signal, atomic } = context;
-  const id = start.upload.id;
+  const progress = (context as { progress?: Progress }).progress;
+  const first = start.state;
+  const id = first.upload.id;
   const key = objects.key(id);
-  const base = start.parts.reduce((sum, part) => sum + part.size, 0);
+  const base = first.parts.reduce((sum, part) => sum + part.size, 0);
   // Bytes this append may hold from the parts' end: the old tail plus what the declared length leaves.
-  const room = start.upload.length === undefined ? Infinity : start.upload.length - base;
+  const room = first.upload.length === undefined ? Infinity : first.upload.length - base;
+  const firstNumber = claimedOf(first) + 1;
   let committed = start;
-  let uploadId = start.uploadId;
+  let uploadId = first.uploadId;
   const sent = new Map<number, StoredPart>();
-  let nextNumber = start.parts.length + 1;
+  let nextNumber = firstNumber;
   // Ours: aborted when S3 fails, which cancels the other part requests. A client going away does not: parts
-  // already on their way are counted, and even an atomic append's parts are let finish, so that a late one
-  // can never land over the part a later append sends under the same number.
+  // already on their way are counted, and even an atomic append's parts are let finish.
   const stop = new AbortController();
   const running = new Set<Promise<void>>();
   let failure: unknown;
@@ -46,12 +64,37 @@ export async function appendToS3(start: UploadState, stream: Readable, context: 
   let size = 0;
   let placed = 0; // bytes put into buffers by this append, the old tail included
   let interrupted = false;
+  /** Commits run one after another, each on the state the previous one committed. */
+  let chain: Promise<void> = Promise.resolve();
+  /** The claim (and CreateMultipartUpload) made ahead, while the first part fills. */
+  let preparing: Promise<void> | undefined;
 
   const releaseBuffer = () => {
     if (buffer) memory.release(buffer.length);
     buffer = undefined;
     size = 0;
   };
+
+  /** Queues a commit of `make(current state)` (nothing when it returns undefined). */
+  const commitWith = (make: (state: UploadState) => UploadState | undefined): Promise<void> => {
+    const run = chain.then(async () => {
+      const next = make(committed.state);
+      if (next) committed = await settings.commit(committed, next);
+    });
+    chain = run.catch(() => undefined);
+    return run;
+  };
+
+  /** Creates the multipart upload if there is none, and claims the numbers up to `number + queueSize`. */
+  const claim = (number: number): Promise<void> =>
+    (async () => {
+      if (number > MAX_PARTS) throw toS3Error(new Error(`The upload needs more than ${MAX_PARTS} parts: raise partSize`));
+      uploadId ??= await objects.createMultipart(key);
+      const upTo = Math.min(MAX_PARTS, number + queueSize);
+      await commitWith((state) =>
+        claimedOf(state) >= number && state.uploadId === uploadId ? undefined : { ...state, uploadId, claimed: Math.max(claimedOf(state), upTo) },
+      );
+    })();
 
   /** Reserves and allocates the next buffer (the first one starts with the tail); false when the request ended meanwhile. */
   const allocate = async (): Promise<boolean> => {
@@ -63,9 +106,9 @@ export async function appendToS3(start: UploadState, stream: Readable, context: 
       throw err;
     }
     buffer = Buffer.allocUnsafe(want);
-    if (placed === 0 && start.tail) {
-      await objects.readInto(start.tail.key, buffer, 0, 0, start.tail.size);
-      size = placed = start.tail.size;
+    if (placed === 0 && first.tail) {
+      await objects.readInto(first.tail.key, buffer, 0, 0, first.tail.size);
+      size = placed = first.tail.size;
     }
     return true;
   };
@@ -85,42 +128,51 @@ export async function appendToS3(start: UploadState, stream: Readable, context: 
     running.add(request);
   };
 
-  /** Hands the full buffer to an UploadPart (its memory goes back when it settles). */
+  /** Hands the full buffer to an UploadPart under a claimed number (its memory goes back when it settles). */
   const flush = async () => {
     const body = buffer!.subarray(0, size);
     const reserved = buffer!.length;
     buffer = undefined;
     size = 0;
+    const number = nextNumber;
     try {
-      if (nextNumber > MAX_PARTS) throw toS3Error(new Error(`The upload needs more than ${MAX_PARTS} parts: raise partSize`));
-      uploadId ??= await objects.createMultipart(key);
+      await preparing;
+      preparing = undefined;
+      if (claimedOf(committed.state) < number || committed.state.uploadId !== uploadId || uploadId === undefined) await claim(number);
     } catch (err) {
       memory.release(reserved);
       throw err;
     }
-    send(body, reserved, nextNumber++);
+    nextNumber++;
+    send(body, reserved, number);
   };
 
-  /** Parts 1…n that S3 has, in order: the committed ones and the contiguous run sent since. */
+  /** The parts that count: the committed ones and the contiguous run this append has sent since. */
   const partsSoFar = (): StoredPart[] => {
-    const parts = [...start.parts];
-    for (let n = start.parts.length + 1; sent.has(n); n++) parts.push(sent.get(n)!);
+    const parts = [...first.parts];
+    for (let n = firstNumber; sent.has(n); n++) parts.push(sent.get(n)!);
     return parts;
   };
 
-  /** One state PUT; the parts it names replace the old tail (the first new part began with it). */
-  const commit = async (tail: UploadState['tail'] | 'keep') => {
-    const parts = partsSoFar();
-    const next: UploadState = {
-      ...committed,
-      uploadId,
-      parts,
-      tail: tail === 'keep' ? (parts.length === start.parts.length ? start.tail : undefined) : tail,
-    };
-    if (next.parts.length === committed.parts.length && next.tail === committed.tail && next.uploadId === committed.uploadId) return;
-    await objects.save(next);
-    committed = next;
-  };
+  /** One state commit; the parts it names replace the old tail (the first new part began with it). */
+  const commit = (tail: UploadState['tail'] | 'keep', release = false) =>
+    commitWith((state) => {
+      const parts = partsSoFar();
+      const next: UploadState = {
+        ...state,
+        uploadId,
+        parts,
+        tail: tail === 'keep' ? (parts.length === first.parts.length ? first.tail : undefined) : tail,
+        // A clean end gives back what it did not use; otherwise the numbers up to the next flush stay claimed.
+        claimed: release ? Math.max(claimedOf(first), nextNumber - 1) : Math.max(claimedOf(state), Math.min(MAX_PARTS, nextNumber + queueSize)),
+      };
+      // Claims alone are not worth a commit: the next flush claims if it must, and at the end at most
+      // queueSize + 1 numbers stay claimed unused (skipped by the next writer).
+      const same = next.parts.length === state.parts.length && next.tail === state.tail && next.uploadId === state.uploadId;
+      return same ? undefined : next;
+    }).then(() => {
+      if (committed.state.parts.length > first.parts.length) progress?.persisted(offsetAt(committed.state));
+    });
 
   const chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   let carry: Buffer | undefined;
@@ -148,6 +200,11 @@ export async function appendToS3(start: UploadState, stream: Readable, context: 
       size += n;
       placed += n;
       if (n < chunk.length) carry = chunk.subarray(n);
+      // Half a minimum part in: claim the next number (and create the multipart upload) while the rest comes.
+      if (!preparing && size >= MIN_PART_SIZE / 2 && buffer!.length >= MIN_PART_SIZE && claimedOf(committed.state) < nextNumber) {
+        preparing = claim(nextNumber);
+        preparing.catch(() => undefined); // awaited by the flush
+      }
       if (size < buffer!.length) continue;
       // The buffer is smaller than a part only when the declared length ends within it: no byte may follow.
       if (size < MIN_PART_SIZE) {
@@ -160,11 +217,13 @@ export async function appendToS3(start: UploadState, stream: Readable, context: 
       if (!atomic && failure === undefined) await commit('keep');
     }
     await Promise.all(running);
+    await preparing;
     if (failure !== undefined) throw failure;
     if (interrupted && atomic) {
       releaseBuffer();
-      if (uploadId !== start.uploadId) await objects.abort(key, uploadId!);
-      return start;
+      // The parts sent stay unnamed under numbers no one will use again; the multipart upload stays if a state names it.
+      if (uploadId !== undefined && uploadId !== committed.state.uploadId) await objects.abort(key, uploadId);
+      return committed;
     }
     // What is left: one more part when it may be one, else the new tail (kept as it was when nothing came).
     let tail: UploadState['tail'];
@@ -173,29 +232,41 @@ export async function appendToS3(start: UploadState, stream: Readable, context: 
       await Promise.all(running);
       if (failure !== undefined) throw failure;
     } else if (buffer && size > 0) {
-      const unchanged = start.tail !== undefined && size === start.tail.size && nextNumber === start.parts.length + 1;
-      tail = unchanged ? start.tail : { key: objects.newTailKey(id), size };
+      const unchanged = first.tail !== undefined && size === first.tail.size && nextNumber === firstNumber;
+      tail = unchanged ? first.tail : { key: objects.newTailKey(id), size };
       if (!unchanged) await objects.put(tail!.key, buffer.subarray(0, size));
-    } else if (!buffer && nextNumber === start.parts.length + 1) {
-      tail = start.tail; // not a byte arrived
+    } else if (!buffer && nextNumber === firstNumber) {
+      tail = first.tail; // not a byte arrived
     }
     releaseBuffer();
-    await commit(tail);
-    if (start.tail && committed.tail !== start.tail) await objects.delete(start.tail.key);
+    await commit(tail, true);
+    // The old tail is no longer named by the current state: removed off the answer's path (completion and
+    // removal delete every object of the upload anyway, should this fail).
+    if (first.tail && committed.state.tail !== first.tail) void objects.delete(first.tail.key).catch(() => undefined);
     return committed;
   } catch (err) {
     stop.abort(err);
     stream.destroy();
     releaseBuffer();
-    await Promise.allSettled([...running]);
+    await Promise.allSettled([...running, chain, preparing]);
     // Parts that S3 has are still worth a commit (not atomic); a failure here adds nothing to the first.
-    if (!atomic) {
+    if (!atomic && !isLockLost(err)) {
       await commit('keep').then(
-        () => (start.tail && committed.tail !== start.tail ? objects.delete(start.tail.key) : undefined),
+        () => (first.tail && committed.state.tail !== first.tail ? objects.delete(first.tail.key) : undefined),
         () => undefined,
       ).catch(() => undefined);
     }
-    if (uploadId !== committed.uploadId) await objects.abort(key, uploadId!).catch(() => undefined);
+    if (uploadId !== undefined && uploadId !== committed.state.uploadId) await objects.abort(key, uploadId).catch(() => undefined);
     throw err;
   }
+}
+
+function offsetAt(state: UploadState): number {
+  let size = state.tail?.size ?? 0;
+  for (const part of state.parts) size += part.size;
+  return size;
+}
+
+function isLockLost(err: unknown): boolean {
+  return (err as { code?: string } | null)?.code === 'UPLOAD_LOCKED';
 }

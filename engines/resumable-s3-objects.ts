@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { PassThrough, pipeline, type Readable } from 'node:stream';
 import type { ChecksumAlgorithm, CompletedPart, S3Client } from '@aws-sdk/client-s3';
 import type { UploadFence } from '../lib/resumable/upload-locker';
+import { SpoolError } from '../lib/errors';
 import type { ResumableUpload } from '../lib/resumable/upload-store';
 import { toS3Error } from './s3-errors';
 
@@ -10,6 +11,9 @@ type Sdk = typeof import('@aws-sdk/client-s3');
 /** S3's smallest part but the last, and its most parts per upload. */
 export const MIN_PART_SIZE = 5 * 1024 * 1024;
 export const MAX_PARTS = 10_000;
+/** Digits of a state number in its key (`<key>.state.0000000001`). */
+const STATE_DIGITS = 10;
+const STATE_KEY = /^([A-Za-z0-9_-]{1,200})\.state\.(\d{10})$/;
 const PART_CHECKSUMS = ['ChecksumCRC32', 'ChecksumCRC32C', 'ChecksumCRC64NVME', 'ChecksumSHA1', 'ChecksumSHA256'] as const;
 /** How a completed upload is stored: never served as the client's claimed type (s3Engine's 'safe'). */
 const OBJECT_SETTINGS = { ContentType: 'application/octet-stream', ContentDisposition: 'attachment' } as const;
@@ -18,19 +22,50 @@ const OBJECT_SETTINGS = { ContentType: 'application/octet-stream', ContentDispos
 export type StoredPart = CompletedPart & { readonly PartNumber: number; readonly size: number };
 
 /**
- * Everything the store keeps about one upload, in `<key>.info` (one PUT, so a crash leaves the old or the
- * new state). The offset is derived, never stored: bytes in `parts` + bytes in `tail`, or the object's size.
+ * Everything the store keeps about one upload, in immutable state objects `<key>.state.<n>`: each commit
+ * writes the next number create-only (`If-None-Match: *`), so of two writers that based their work on the
+ * same state exactly one commits and the other is fenced; the current state is the highest number. The
+ * offset is derived, never stored: bytes in `parts` + bytes in `tail`, or the object's size.
  */
 export interface UploadState {
   readonly upload: Omit<ResumableUpload, 'offset'>;
   /** The multipart upload the parts belong to (created with the first part). */
   readonly uploadId?: string;
-  /** Parts 1…n, in order, each ≥ 5 MiB. */
+  /**
+   * The parts that count, in ascending PartNumber, each ≥ 5 MiB. Numbers need not be contiguous: the
+   * numbers a writer claimed but did not use (it crashed, was fenced, or its atomic append failed) are
+   * skipped for good.
+   */
   readonly parts: readonly StoredPart[];
+  /**
+   * The highest part number any writer has claimed. A writer uploads a part only under a number that a
+   * state it committed claimed, so numbers are never shared: the next writer starts after this one.
+   */
+  readonly claimed?: number;
   /** The bytes after the parts (< 5 MiB), as their own object. */
   readonly tail?: { readonly key: string; readonly size: number };
+  /**
+   * Completion in progress: committed before the bytes become one object, it fixes what the object is made
+   * of (`parts`, then the tail copied as part `tailPart`). `assembled`: every part the multipart upload
+   * held when a server that requires every uploaded part in CompleteMultipartUpload (Ceph radosgw) was
+   * completed with them all, before the parts that count are copied out of that object.
+   */
+  readonly sealing?: { readonly tailPart?: number; readonly assembled?: readonly StoredPart[] };
   /** Set once the bytes are one object at the upload's key (completed, concatenated or read back). */
   readonly object?: { readonly size: number; readonly etag?: string; readonly versionId?: string };
+  /** Committed by `remove()` before it deletes anything: every writer still working on an older state is fenced. */
+  readonly removed?: true;
+}
+
+/** A state together with its number. */
+export interface Committed {
+  readonly n: number;
+  readonly state: UploadState;
+}
+
+/** The highest part number in use or claimed. */
+export function claimedOf(state: UploadState): number {
+  return Math.max(state.claimed ?? 0, state.parts.at(-1)?.PartNumber ?? 0);
 }
 
 export function offsetOf(state: UploadState): number {
@@ -46,7 +81,7 @@ export function s3ErrorName(err: unknown): string | undefined {
   return e?.cause?.name ?? e?.name;
 }
 
-/** One upload's objects in the bucket: `<key>` (the completed bytes), `<key>.info`, `<key>.tail.<random>`. */
+/** One upload's objects in the bucket: `<key>` (the completed bytes), `<key>.state.<n>`, `<key>.tail.<random>`. */
 export class UploadObjects {
   readonly client: S3Client;
   readonly bucket: string;
@@ -76,8 +111,13 @@ export class UploadObjects {
     return this.#prefix + id;
   }
 
-  stateKey(id: string): string {
-    return `${this.key(id)}.info`;
+  /** `<key>.state.<n>`, zero-padded so that keys sort as numbers. */
+  stateKey(id: string, n: number): string {
+    return `${this.statePrefix(id)}${String(n).padStart(STATE_DIGITS, '0')}`;
+  }
+
+  statePrefix(id: string): string {
+    return `${this.key(id)}.state.`;
   }
 
   /** A fresh name per tail: the state names the one that counts, so writing a new tail never tears the old. */
@@ -85,17 +125,36 @@ export class UploadObjects {
     return `${this.key(id)}.tail.${randomBytes(6).toString('hex')}`;
   }
 
-  /** The id of a state object's key, or undefined for any other key under the prefix. */
-  idOfStateKey(key: string, valid: RegExp): string | undefined {
-    if (!key.startsWith(this.#prefix) || !key.endsWith('.info')) return undefined;
-    const id = key.slice(this.#prefix.length, -'.info'.length);
+  /** The id and state number of a state object's key; undefined for any other key under the prefix. */
+  parseStateKey(key: string, valid: RegExp): { id: string; n: number } | undefined {
+    const match = STATE_KEY.exec(key.slice(this.#prefix.length));
+    if (!key.startsWith(this.#prefix) || !match || !valid.test(match[1])) return undefined;
+    return { id: match[1], n: Number(match[2]) };
+  }
+
+  /** The upload id of any key of an upload (`<id>`, `<id>.state.<n>`, `<id>.tail.<random>`, …). */
+  idOfKey(key: string, valid: RegExp): string | undefined {
+    if (!key.startsWith(this.#prefix)) return undefined;
+    const id = key.slice(this.#prefix.length).split('.', 1)[0];
     return valid.test(id) ? id : undefined;
   }
 
-  async load(id: string): Promise<UploadState | undefined> {
+  /** The numbers of the upload's state objects from `from` on, ascending (one LIST; more only past 1,000). */
+  async stateNumbers(id: string, from = 1): Promise<number[]> {
+    const numbers: number[] = [];
+    const prefix = this.statePrefix(id);
+    const StartAfter = from > 1 ? this.stateKey(id, from - 1) : undefined;
+    for await (const { key } of this.objects(prefix, StartAfter)) {
+      const n = Number(key.slice(prefix.length));
+      if (Number.isSafeInteger(n) && n >= from) numbers.push(n);
+    }
+    return numbers;
+  }
+
+  async loadState(id: string, n: number): Promise<UploadState | undefined> {
     let text: string;
     try {
-      const res = await this.client.send(new this.#sdk.GetObjectCommand({ Bucket: this.bucket, Key: this.stateKey(id) }));
+      const res = await this.client.send(new this.#sdk.GetObjectCommand({ Bucket: this.bucket, Key: this.stateKey(id, n) }));
       text = await res.Body!.transformToString('utf8');
     } catch (err) {
       if (s3ErrorName(err) === 'NoSuchKey') return undefined;
@@ -104,10 +163,28 @@ export class UploadObjects {
     return JSON.parse(text) as UploadState;
   }
 
-  async save(state: UploadState): Promise<void> {
-    await this.#fence?.check(state.upload.id);
+  /**
+   * Writes state `n` create-only: the commit point of every change. Rejects with UPLOAD_LOCKED when state
+   * `n` exists — another writer committed on the same base state first — so a writer that lost the upload
+   * can never make a change count, however late its request arrives. With a fence (Redis), a writer known
+   * to have lost its lock is refused before it even tries.
+   */
+  async commit(id: string, n: number, state: UploadState): Promise<Committed> {
+    await this.#fence?.check(id);
     const Body = JSON.stringify(state);
-    await this.#send(new this.#sdk.PutObjectCommand({ Bucket: this.bucket, Key: this.stateKey(state.upload.id), Body, ContentType: 'application/json' }));
+    try {
+      await this.client.send(
+        new this.#sdk.PutObjectCommand({ Bucket: this.bucket, Key: this.stateKey(id, n), Body, ContentType: 'application/json', IfNoneMatch: '*' }),
+      );
+    } catch (err) {
+      const name = s3ErrorName(err);
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (name === 'PreconditionFailed' || name === 'ConditionalRequestConflict' || status === 412) {
+        throw new SpoolError('UPLOAD_LOCKED', 'Another request committed a change to this upload first: this one was superseded', { cause: err });
+      }
+      throw toS3Error(err);
+    }
+    return { n, state };
   }
 
   async put(Key: string, Body: Buffer): Promise<{ etag?: string; versionId?: string }> {
@@ -128,6 +205,16 @@ export class UploadObjects {
       await this.client.send(new this.#sdk.DeleteObjectCommand({ Bucket: this.bucket, Key, VersionId }));
     } catch (err) {
       if (s3ErrorName(err) !== 'NoSuchKey') throw toS3Error(err);
+    }
+  }
+
+  /** Deletes objects, 1,000 per DeleteObjects; ones already gone are fine. */
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const Objects = keys.slice(i, i + 1000).map((Key) => ({ Key }));
+      const res = await this.#send(new this.#sdk.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects, Quiet: true } }));
+      const failed = (res.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+      if (failed.length > 0) throw toS3Error(new Error(`DeleteObjects: ${failed.length} not deleted, first ${failed[0].Key}: ${failed[0].Code}`));
     }
   }
 
@@ -183,7 +270,7 @@ export class UploadObjects {
   }
 
   async uploadPart(Key: string, UploadId: string, PartNumber: number, Body: Buffer, signal?: AbortSignal): Promise<StoredPart> {
-    await this.#fence?.check(Key.slice(this.#prefix.length));
+    await this.#fence?.check(Key.slice(this.#prefix.length)); // an early refusal only: numbers are never shared
     const res = await this.#send(
       new this.#sdk.UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, Body, ContentLength: Body.length }),
       { abortSignal: signal },
@@ -204,7 +291,6 @@ export class UploadObjects {
   }
 
   async complete(Key: string, UploadId: string, parts: readonly StoredPart[]): Promise<void> {
-    await this.#fence?.check(Key.slice(this.#prefix.length));
     const Parts = parts.map(({ size: _size, ...part }) => part);
     await this.#send(new this.#sdk.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts } }));
   }
@@ -235,12 +321,29 @@ export class UploadObjects {
     }
   }
 
-  /** Every key under `prefix` (ListObjectsV2, page by page). */
-  async *keys(prefix = this.#prefix): AsyncIterable<string> {
+  /** Every part S3 holds for an open multipart upload (ListParts, page by page), in ascending PartNumber. */
+  async listParts(Key: string, UploadId: string): Promise<StoredPart[]> {
+    const parts: StoredPart[] = [];
+    let PartNumberMarker: string | undefined;
+    for (;;) {
+      const page = await this.#send(new this.#sdk.ListPartsCommand({ Bucket: this.bucket, Key, UploadId, PartNumberMarker }));
+      for (const part of page.Parts ?? []) {
+        if (part.PartNumber && part.ETag) parts.push(withChecksums({ PartNumber: part.PartNumber, ETag: part.ETag, size: part.Size ?? 0 }, part));
+      }
+      if (!page.IsTruncated || page.NextPartNumberMarker === undefined) break;
+      PartNumberMarker = String(page.NextPartNumberMarker);
+    }
+    return parts.sort((a, b) => a.PartNumber - b.PartNumber);
+  }
+
+  /** Every object under `prefix` (ListObjectsV2, page by page), after `startAfter` when given. */
+  async *objects(prefix = this.#prefix, StartAfter?: string): AsyncIterable<{ key: string; modified: number }> {
     let ContinuationToken: string | undefined;
     do {
-      const page = await this.#send(new this.#sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken }));
-      for (const object of page.Contents ?? []) if (object.Key) yield object.Key;
+      const page = await this.#send(
+        new this.#sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken, StartAfter: ContinuationToken ? undefined : StartAfter }),
+      );
+      for (const object of page.Contents ?? []) if (object.Key) yield { key: object.Key, modified: object.LastModified?.getTime() ?? 0 };
       ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (ContinuationToken);
   }

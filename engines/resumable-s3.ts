@@ -8,7 +8,7 @@ import type { UploadFence } from '../lib/resumable/upload-locker';
 import type { AppendContext, NewUpload, ResumableContext, ResumableStore, ResumableUpload, UploadChanges } from '../lib/resumable/upload-store';
 import { appendToS3 } from './resumable-s3-append';
 import { concatenateObjects } from './resumable-s3-concat';
-import { MIN_PART_SIZE, offsetOf, s3ErrorName, UploadObjects, type UploadState } from './resumable-s3-objects';
+import { claimedOf, MAX_PARTS, MIN_PART_SIZE, offsetOf, s3ErrorName, UploadObjects, type Committed, type StoredPart, type UploadState } from './resumable-s3-objects';
 import { locationOf, type S3Details } from './s3-object';
 import { toS3Error } from './s3-errors';
 
@@ -17,10 +17,11 @@ export interface ResumableS3Options {
   client: S3Client;
   bucket: string;
   /**
-   * Prepended to every key. Per upload the store keeps `<prefix><id>.info` (its state, a small JSON), while
-   * unfinished at most one `<prefix><id>.tail.<random>` (the last < 5 MiB) and an open multipart upload on
-   * `<prefix><id>`, which becomes the one object at completion. A new store over the same bucket and
-   * prefix (after a restart) resumes every upload where it stopped.
+   * Prepended to every key. Per upload the store keeps its state as immutable `<prefix><id>.state.<n>`
+   * objects (small JSON, each written create-only; the highest is current), while unfinished a
+   * `<prefix><id>.tail.<random>` (the last < 5 MiB) and an open multipart upload on `<prefix><id>`, which
+   * becomes the one object at completion, when every other object but the last state goes. A new store
+   * over the same bucket and prefix (after a restart) resumes every upload where it stopped.
    * @default ''
    */
   prefix?: string;
@@ -35,8 +36,10 @@ export interface ResumableS3Options {
   /** UploadParts in flight per append while the next part fills (0: fill, send, wait, fill…). @default 1 */
   queueSize?: number;
   /**
-   * Checked before every state write, UploadPart and completion; with `redisLocker()` a writer that lost its
-   * lock is refused there (README "Running many instances").
+   * Many instances (README "Running many instances"): `redisLocker()`. Correctness does not depend on it —
+   * every change is a create-only state commit, so a writer that was taken over can never make one count —
+   * but with it a writer known to have lost its lock is refused before its next state commit or UploadPart,
+   * and `sweep()` leaves alone the uploads another instance is working on.
    */
   fence?: UploadFence;
 }
@@ -45,13 +48,20 @@ const ID = /^[A-Za-z0-9_-]{1,200}$/;
 const KNOWN = new Set(['client', 'bucket', 'prefix', 'partSize', 'queueSize', 'fence']);
 /** Completed objects' ETag and version for `file()` (which is synchronous), bounded. */
 const MAX_DETAILS = 10_000;
+/** Uploads whose last read or committed state a store remembers (what its next change is based on), bounded. */
+const MAX_SEEN = 10_000;
+/** Leftovers of a crash or of a writer that was taken over (objects of no upload) older than this are swept. */
+const LEFTOVER_AGE = 60_000;
+/** CompleteMultipartUpload attempts while new unnamed parts keep appearing (radosgw: see `#assemble`). */
+const ASSEMBLE_ATTEMPTS = 5;
 type Sdk = typeof import('@aws-sdk/client-s3');
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 /**
  * A resumable store on S3 that never touches local disk: appends are cut into parts in memory reserved
- * from the memory budget, the short tail between requests is an object of its own, the state is one
- * small object per upload, and a completed upload is one ordinary object at `<prefix><id>`.
+ * from the memory budget, the short tail between requests is an object of its own, the state is a
+ * sequence of small create-only objects per upload (S3 itself decides which of two writers commits), and
+ * a completed upload is one ordinary object at `<prefix><id>`.
  */
 export function s3ResumableStore(options: ResumableS3Options): ResumableStore {
   if (typeof options !== 'object' || options === null) {
@@ -68,7 +78,7 @@ export function s3ResumableStore(options: ResumableS3Options): ResumableStore {
   if (options.fence !== undefined && typeof options.fence?.check !== 'function') throw new TypeError(`Expected \`fence\` to be an upload fence, got ${describe(options.fence)}`);
   // Loaded here, not at import, so apps that never use S3 need not install the SDK.
   const sdk = require('@aws-sdk/client-s3') as Sdk;
-  return new S3Store(new UploadObjects(client, sdk, bucket, prefix, options.fence), partSize, queueSize);
+  return new S3Store(new UploadObjects(client, sdk, bucket, prefix, options.fence), partSize, queueSize, options.fence);
 }
 
 class S3Store implements ResumableStore {
@@ -76,31 +86,41 @@ class S3Store implements ResumableStore {
   readonly #objects: UploadObjects;
   readonly #partSize: number;
   readonly #queueSize: number;
+  readonly #fence: UploadFence | undefined;
   /** `<endpoint>/<bucket>/` or its host-style equivalent, known after the first async call. */
   #base: string | undefined;
   readonly #details = new Map<string, { etag?: string; versionId?: string }>();
+  /**
+   * The state this store last read (`get`, which the handler calls first in every request) or committed,
+   * per upload: the base of its next change. A change commits the next number create-only, so it fails
+   * when anyone committed on that base first; `update` also refuses when a higher state exists.
+   */
+  readonly #seen = new Map<string, Committed>();
 
-  constructor(objects: UploadObjects, partSize: number, queueSize: number) {
+  constructor(objects: UploadObjects, partSize: number, queueSize: number, fence: UploadFence | undefined) {
     this.#objects = objects;
     this.#partSize = partSize;
     this.#queueSize = queueSize;
+    this.#fence = fence;
   }
 
   async create(upload: NewUpload): Promise<ResumableUpload> {
     // The multipart upload is created with the first part: an upload that stays small never has one.
     const state: UploadState = { upload: { ...upload, id: randomBytes(16).toString('base64url'), complete: false }, parts: [] };
-    await this.#objects.save(state);
+    this.#base ??= await locationOf(this.#objects.client, this.#objects.bucket, '');
+    await this.#commit(undefined, state);
     return this.#view(state);
   }
 
   async get(id: string): Promise<ResumableUpload | undefined> {
-    const state = await this.#load(id);
-    return state && this.#view(state);
+    const current = await this.#current(id);
+    return current && !current.state.removed ? this.#view(current.state) : undefined;
   }
 
   async update(id: string, changes: UploadChanges): Promise<ResumableUpload> {
-    const state = await this.#load(id);
-    if (!state) throw new SpoolError('UPLOAD_NOT_FOUND');
+    const current = await this.#based(id);
+    if (!current || current.state.removed) throw new SpoolError('UPLOAD_NOT_FOUND');
+    const { state } = current;
     const upload: Mutable<UploadState['upload']> = { ...state.upload };
     if (changes.length !== undefined) upload.length = changes.length;
     if (changes.complete !== undefined) upload.complete = changes.complete;
@@ -108,42 +128,49 @@ class S3Store implements ResumableStore {
     if (changes.extra !== undefined) upload.extra = changes.extra;
     if (changes.expiresAt === null) delete upload.expiresAt;
     else if (changes.expiresAt !== undefined) upload.expiresAt = changes.expiresAt;
-    // Completing makes the bytes one object; sealing and the new fields are one state PUT.
-    if (upload.complete && !state.object) return this.#view(await this.#seal({ ...state, upload }));
-    const next: UploadState = { ...state, upload };
-    await this.#objects.save(next);
-    return this.#view(next);
+    // Completing makes the bytes one object; the new fields come with the state that names it.
+    if (upload.complete && !state.object) return this.#view((await this.#seal(current, upload)).state);
+    const next = await this.#commit(current, { ...state, upload });
+    return this.#view(next.state);
   }
 
   async append(upload: ResumableUpload, stream: Readable, context: AppendContext): Promise<number> {
-    let state: UploadState | undefined;
+    let current: Committed | undefined;
     try {
-      state = await this.#load(upload.id);
-      if (!state) throw new SpoolError('UPLOAD_NOT_FOUND', 'The upload was removed');
-      if (state.object) throw new SpoolError('UPLOAD_COMPLETED', 'The upload was read back as one object: no byte can follow');
-      if (offsetOf(state) !== upload.offset) throw new SpoolError('OFFSET_MISMATCH', `The stored offset is ${offsetOf(state)}, not ${upload.offset}`);
+      // The state the handler's `get` just read (that is what `upload` shows); the first commit fails if it moved on.
+      current = this.#seen.get(upload.id);
+      if (!current || offsetOf(current.state) !== upload.offset) current = await this.#current(upload.id);
+      if (!current || current.state.removed) throw new SpoolError('UPLOAD_NOT_FOUND', 'The upload was removed');
+      if (current.state.object || current.state.sealing) throw new SpoolError('UPLOAD_COMPLETED', 'The upload was read back as one object: no byte can follow');
+      const offset = offsetOf(current.state);
+      if (offset !== upload.offset) throw new SpoolError('OFFSET_MISMATCH', `The stored offset is ${offset}, not ${upload.offset}`);
     } catch (err) {
       stream.destroy();
       throw err;
     }
-    const committed = await appendToS3(state, stream, context, { objects: this.#objects, partSize: this.#partSize, queueSize: this.#queueSize });
-    return offsetOf(committed);
+    const committed = await appendToS3(current, stream, context, {
+      objects: this.#objects,
+      partSize: this.#partSize,
+      queueSize: this.#queueSize,
+      commit: (from, next) => this.#commit(from, next),
+    });
+    return offsetOf(committed.state);
   }
 
   async concatenate(target: ResumableUpload, parts: readonly ResumableUpload[], context: ResumableContext): Promise<number> {
-    const state = await this.#load(target.id);
-    if (!state) throw new SpoolError('UPLOAD_NOT_FOUND');
+    const current = await this.#based(target.id);
+    if (!current || current.state.removed) throw new SpoolError('UPLOAD_NOT_FOUND');
     const sources = [];
     for (const part of parts) {
-      const source = await this.#load(part.id);
-      if (!source?.object) throw new SpoolError('INVALID_UPLOAD_REQUEST', 'Upload-Concat: final needs complete partial uploads');
-      sources.push({ key: this.#objects.key(part.id), size: source.object.size });
+      const source = await this.#current(part.id);
+      if (!source?.state.object || source.state.removed) throw new SpoolError('INVALID_UPLOAD_REQUEST', 'Upload-Concat: final needs complete partial uploads');
+      sources.push({ key: this.#objects.key(part.id), size: source.state.object.size });
     }
     const key = this.#objects.key(target.id);
     await concatenateObjects(this.#objects, key, sources, this.#partSize, context);
     const size = sources.reduce((sum, source) => sum + source.size, 0);
     const object = await this.#verify(key, size);
-    await this.#objects.save({ ...state, object });
+    await this.#commit(current, { ...current.state, object });
     return size;
   }
 
@@ -168,61 +195,290 @@ class S3Store implements ResumableStore {
       etag: known?.etag,
       versionId: known?.versionId,
     };
-    return { storage: 's3', details, stream: () => this.read(upload), remove: () => this.remove(upload.id) };
+    const remove = async () => {
+      // The app's own removal waits (bounded) for a request another instance is answering about it.
+      const done = this.#fence?.exclusive ? await this.#fence.exclusive(upload.id, () => this.#remove(upload.id), 10_000) : { value: await this.#remove(upload.id) };
+      if (!done) throw new SpoolError('UPLOAD_LOCKED', 'Another request is working on this upload');
+    };
+    return { storage: 's3', details, stream: () => this.read(upload), remove };
   }
 
+  /**
+   * Removes the upload. Under the handler's lock (DELETE) directly; from `sweep()` — which holds no lock —
+   * only when no instance is working on the upload (with a fence that can tell: `redisLocker()`).
+   */
   async remove(id: string): Promise<void> {
     if (!ID.test(id)) return;
-    const key = this.#objects.key(id);
-    const state = await this.#objects.load(id);
-    // Bytes first, state last: a remove that fails half-way is still an upload, which the next remove or sweep finishes.
-    await this.#objects.abortAll(key);
-    await this.#objects.delete(key, state?.object?.versionId);
-    const stateKey = this.#objects.stateKey(id);
-    for await (const name of this.#objects.keys(`${key}.`)) if (name !== stateKey) await this.#objects.delete(name);
-    await this.#objects.delete(stateKey);
-    this.#details.delete(id);
+    if (this.#fence?.exclusive) await this.#fence.exclusive(id, () => this.#remove(id));
+    else await this.#remove(id);
   }
 
   async *list(): AsyncIterable<ResumableUpload> {
-    for await (const key of this.#objects.keys()) {
-      const id = this.#objects.idOfStateKey(key, ID);
-      const upload = id && (await this.get(id));
-      if (upload) yield upload;
+    // One listing of the prefix, grouped by upload (an upload's keys are not contiguous: '-' sorts before '.').
+    const found = new Map<string, { top: number; others: { key: string; modified: number }[] }>();
+    for await (const object of this.#objects.objects()) {
+      const id = this.#objects.idOfKey(object.key, ID);
+      if (!id) continue;
+      const entry = found.get(id) ?? { top: 0, others: [] };
+      found.set(id, entry);
+      const state = this.#objects.parseStateKey(object.key, ID);
+      if (state && state.id === id) entry.top = Math.max(entry.top, state.n);
+      else entry.others.push(object);
+    }
+    const now = Date.now();
+    for (const [id, { top, others }] of found) {
+      if (top === 0) {
+        // Bytes of no upload: a crash between creating and recording them, or a writer taken over after a removal.
+        const old = others.filter((object) => now - object.modified > LEFTOVER_AGE).map((object) => object.key);
+        if (old.length > 0) await this.#objects.deleteMany(old);
+        continue;
+      }
+      const state = await this.#objects.loadState(id, top);
+      if (!state) continue; // removed meanwhile
+      if (state.removed) {
+        await this.#remove(id); // a removal that stopped half-way
+        continue;
+      }
+      if (state.object) {
+        // Completed: the object and its last state; anything else is a leftover (of a writer taken over).
+        const extra = [];
+        for await (const object of this.#objects.objects(`${this.#objects.key(id)}.`)) if (object.key !== this.#objects.stateKey(id, top)) extra.push(object.key);
+        if (extra.length > 0) await this.#objects.deleteMany(extra);
+      }
+      yield { ...state.upload, offset: offsetOf(state) };
+    }
+  }
+
+  /** The latest state (one LIST; a GET only when it is not the one this store already knows). */
+  async #current(id: string): Promise<Committed | undefined> {
+    if (!ID.test(id)) return undefined;
+    this.#base ??= await locationOf(this.#objects.client, this.#objects.bucket, '');
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const seen = this.#seen.get(id);
+      let numbers = await this.#objects.stateNumbers(id, seen?.n);
+      if (seen && numbers.length === 0) numbers = await this.#objects.stateNumbers(id);
+      const top = numbers.at(-1);
+      if (top === undefined) {
+        this.#seen.delete(id);
+        return undefined;
+      }
+      if (seen?.n === top) return seen;
+      const state = await this.#objects.loadState(id, top);
+      if (state) return this.#remember(id, { n: top, state });
+      // Removed (or completed and cleaned up) between the LIST and the GET: look again.
+    }
+    return undefined;
+  }
+
+  /**
+   * The state this store's last read or commit left, if it is still the latest (else UPLOAD_LOCKED: another
+   * request moved the upload on since); the latest when this store knows none.
+   */
+  async #based(id: string): Promise<Committed | undefined> {
+    const seen = this.#seen.get(id);
+    if (!seen) return this.#current(id);
+    const numbers = await this.#objects.stateNumbers(id, seen.n);
+    if (numbers.length === 1 && numbers[0] === seen.n) return seen;
+    this.#seen.delete(id);
+    throw new SpoolError('UPLOAD_LOCKED', 'Another request changed this upload since this one read it');
+  }
+
+  /** Commits `next` as the state after `from` (the first state when undefined), create-only. */
+  async #commit(from: Committed | undefined, next: UploadState): Promise<Committed> {
+    const id = next.upload.id;
+    try {
+      const committed = this.#remember(id, await this.#objects.commit(id, (from?.n ?? 0) + 1, next));
+      // A completed upload keeps one state: the one before goes (no writer can base bytes on it any more).
+      if (from?.state.object) await this.#objects.delete(this.#objects.stateKey(id, from.n));
+      return committed;
+    } catch (err) {
+      if ((err as SpoolError).code === 'UPLOAD_LOCKED') this.#seen.delete(id);
+      throw err;
+    }
+  }
+
+  #remember(id: string, committed: Committed): Committed {
+    this.#seen.delete(id);
+    this.#seen.set(id, committed);
+    if (this.#seen.size > MAX_SEEN) this.#seen.delete(this.#seen.keys().next().value!);
+    return committed;
+  }
+
+  /**
+   * Removes every object of the upload. First a create-only `removed` state: every writer still working on an
+   * older state is fenced from then on; then the bytes, every other object, and that state last. A removal
+   * that stops half-way leaves that state, so `get` answers nothing and `sweep()` finishes it.
+   */
+  async #remove(id: string): Promise<void> {
+    const objects = this.#objects;
+    const key = objects.key(id);
+    let current: Committed | undefined;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      current = await this.#current(id);
+      if (!current || current.state.removed) break;
+      try {
+        current = await this.#commit(current, { ...current.state, removed: true });
+        break;
+      } catch (err) {
+        if ((err as SpoolError).code !== 'UPLOAD_LOCKED' || attempt === 4) throw err; // a writer committed meanwhile: this removal is newer
+      }
+    }
+    await objects.abortAll(key);
+    await objects.delete(key, current?.state.object?.versionId);
+    const last = current ? objects.stateKey(id, current.n) : undefined;
+    const rest = [];
+    for await (const object of objects.objects(`${key}.`)) if (object.key !== last) rest.push(object.key);
+    await objects.deleteMany(rest);
+    if (last) await objects.delete(last);
+    // Anything a writer that was taken over wrote meanwhile.
+    const late = [];
+    for await (const object of objects.objects(`${key}.`)) late.push(object.key);
+    await objects.deleteMany(late);
+    this.#seen.delete(id);
+    this.#details.delete(id);
+  }
+
+  /**
+   * Makes the bytes one object at the upload's key. A create-only `sealing` state first fixes what it is
+   * made of (the parts that count, then the tail copied server-side as part `tailPart`, a number claimed by
+   * that state); whoever takes over from that state completes the same object. Then CompleteMultipartUpload
+   * (or a copy of the tail / an empty PutObject when there never was a part), the check of its size, and
+   * one state naming the object, with `upload` (the handler's new fields). Every other object of the upload
+   * goes once that state is committed.
+   */
+  async #seal(start: Committed, upload: UploadState['upload'] = start.state.upload): Promise<Committed> {
+    const objects = this.#objects;
+    const key = objects.key(upload.id);
+    const size = offsetOf(start.state);
+    let current = start;
+    const multipart = current.state.uploadId !== undefined && current.state.parts.length > 0;
+    if (!current.state.sealing) {
+      const tailPart = multipart && current.state.tail ? claimedOf(current.state) + 1 : undefined;
+      if (tailPart !== undefined && tailPart > MAX_PARTS) throw toS3Error(new Error(`The upload needs more than ${MAX_PARTS} parts: raise partSize`));
+      current = await this.#commit(current, { ...current.state, claimed: tailPart ?? current.state.claimed, sealing: { tailPart } });
+    }
+    const { tail } = current.state;
+    if (multipart) current = await this.#assemble(current, size);
+    else if (tail) await objects.copy(key, tail.key);
+    else await objects.put(key, Buffer.alloc(0));
+    const object = await this.#verify(key, size);
+    const done = await this.#commit(current, { upload, parts: [], object });
+    await objects.abortAll(key); // an upload a crash left open, a copy-out that was overtaken
+    const last = objects.stateKey(upload.id, done.n);
+    const rest = [];
+    for await (const entry of objects.objects(`${key}.`)) if (entry.key !== last) rest.push(entry.key);
+    await objects.deleteMany(rest);
+    return done;
+  }
+
+  /**
+   * CompleteMultipartUpload with the sealing state's parts (and the tail as part `tailPart`). S3 completes
+   * with any subset of the uploaded parts; radosgw insists on every one (InvalidPart otherwise), so when
+   * a crashed or taken-over writer left parts under numbers it claimed but never committed, the upload is
+   * completed with all of them — their list committed first — and the parts that count are then copied out
+   * of that object server-side (#copyOut).
+   */
+  async #assemble(start: Committed, size: number): Promise<Committed> {
+    const objects = this.#objects;
+    let current = start;
+    const { uploadId, parts, tail, sealing } = current.state;
+    const key = objects.key(current.state.upload.id);
+    const wanted: StoredPart[] = [...parts];
+    try {
+      if (tail) wanted.push(await objects.copyPart(key, uploadId!, sealing!.tailPart!, tail.key, 0, tail.size));
+      await objects.complete(key, uploadId!, wanted);
+      return current;
+    } catch (err) {
+      if (s3ErrorName(err) === 'NoSuchUpload' || s3ErrorName(err) === 'NoSuchKey') return this.#completedElsewhere(current, size);
+      if (s3ErrorName(err) !== 'InvalidPart') throw err;
+    }
+    for (let attempt = 1; ; attempt++) {
+      let all: StoredPart[];
+      try {
+        all = await objects.listParts(key, uploadId!);
+      } catch (err) {
+        if (s3ErrorName(err) === 'NoSuchUpload') return this.#completedElsewhere(current, size);
+        throw err;
+      }
+      const byNumber = new Map(all.map((part) => [part.PartNumber, part]));
+      for (const part of wanted) {
+        if (!sameETag(byNumber.get(part.PartNumber)?.ETag, part.ETag)) throw toS3Error(new Error(`Part ${part.PartNumber} of ${key} is not the part the upload recorded`));
+      }
+      current = await this.#commit(current, { ...current.state, sealing: { ...sealing, assembled: all } });
+      try {
+        await objects.complete(key, uploadId!, all);
+      } catch (err) {
+        if (s3ErrorName(err) === 'NoSuchUpload') return this.#completedElsewhere(current, size);
+        if (s3ErrorName(err) === 'InvalidPart' && attempt < ASSEMBLE_ATTEMPTS) continue; // one more late part: list again
+        throw err;
+      }
+      await this.#copyOut(current.state, all, size);
+      return current;
     }
   }
 
   /**
-   * Makes the bytes one object at the upload's key: CompleteMultipartUpload with the tail as the last part
-   * (UploadPartCopy), or a copy of the tail / an empty PutObject when there never was a part. Returns the
-   * sealed state, saved (one PUT, with whatever else `state` changed); the tail object goes once that
-   * state no longer names it.
+   * The multipart upload is gone: someone completed it (this store before a crash, or a request that took
+   * over from the same sealing state). Its object is either the upload's bytes already, or all of the
+   * uploaded parts (radosgw), whose list a sealing state holds: the parts that count are copied out of it.
    */
-  async #seal(state: UploadState): Promise<UploadState> {
+  async #completedElsewhere(current: Committed, size: number): Promise<Committed> {
+    const key = this.#objects.key(current.state.upload.id);
+    const head = await this.#objects.head(key);
+    if (head === undefined) throw new SpoolError('UPLOAD_NOT_FOUND', 'The upload was removed while it was being completed');
+    if (head.size === size) return current;
+    const id = current.state.upload.id;
+    const numbers = await this.#objects.stateNumbers(id);
+    for (const n of numbers.reverse()) {
+      const state = n === current.n ? current.state : await this.#objects.loadState(id, n);
+      if (!state?.sealing) break;
+      const assembled = state.sealing.assembled;
+      if (assembled && assembled.reduce((sum, part) => sum + part.size, 0) === head.size) {
+        await this.#copyOut(current.state, assembled, size);
+        return current;
+      }
+    }
+    throw toS3Error(new Error(`${key} holds ${head.size} bytes, which no recorded list of parts explains`));
+  }
+
+  /**
+   * Rewrites the object at the upload's key as only the parts that count, copied server-side out of the
+   * object that `assembled` (every uploaded part, in order) made. Each copied range must come back with the
+   * ETag its part had: if the object is no longer that assembly (another request copied out first), nothing
+   * is completed, and the object is accepted when it already has the upload's size.
+   */
+  async #copyOut(state: UploadState, assembled: readonly StoredPart[], size: number): Promise<void> {
     const objects = this.#objects;
     const key = objects.key(state.upload.id);
-    const size = offsetOf(state);
-    if (state.uploadId && state.parts.length > 0) {
-      const parts = [...state.parts];
-      if (state.tail) parts.push(await objects.copyPart(key, state.uploadId, parts.length + 1, state.tail.key, 0, state.tail.size));
-      try {
-        await objects.complete(key, state.uploadId, parts);
-      } catch (err) {
-        // A completion whose answer was lost, or a crash before its state was saved: the object is there.
-        const head = s3ErrorName(err) === 'NoSuchUpload' ? await objects.head(key) : undefined;
-        if (head?.size !== size) throw err;
-      }
-    } else if (state.tail) {
-      await objects.copy(key, state.tail.key);
-    } else {
-      await objects.put(key, Buffer.alloc(0));
+    const keep = new Set(state.parts.map((part) => part.PartNumber));
+    if (state.sealing?.tailPart !== undefined) keep.add(state.sealing.tailPart);
+    const pieces: { start: number; part: StoredPart }[] = [];
+    let offset = 0;
+    for (const part of assembled) {
+      if (keep.has(part.PartNumber)) pieces.push({ start: offset, part });
+      offset += part.size;
     }
-    const object = await this.#verify(key, size);
-    const next: UploadState = { ...state, uploadId: undefined, parts: [], tail: undefined, object };
-    await objects.save(next);
-    if (state.tail) await objects.delete(state.tail.key);
-    await objects.abortAll(key); // an upload a crash left open (or one without parts) must not outlive the object
-    return next;
+    const head = await objects.head(key);
+    if (head?.size === size) return;
+    if (head?.size !== offset) throw toS3Error(new Error(`${key} holds ${head?.size ?? 'no'} bytes, not the ${offset} its parts add up to`));
+    const uploadId = await objects.createMultipart(key);
+    let overtaken = false;
+    try {
+      const copied: StoredPart[] = [];
+      for (const [i, { start, part }] of pieces.entries()) {
+        const copy = await objects.copyPart(key, uploadId, i + 1, key, start, part.size);
+        if (!sameETag(copy.ETag, part.ETag)) {
+          overtaken = true;
+          throw toS3Error(new Error(`${key} changed while its parts were being copied out`));
+        }
+        copied.push(copy);
+      }
+      await objects.complete(key, uploadId, copied);
+    } catch (err) {
+      await objects.abort(key, uploadId).catch(() => undefined);
+      if (overtaken && (await objects.head(key))?.size === size) return;
+      throw err;
+    }
   }
 
   /** HeadObject of the result: its size must be the bytes the state counted. */
@@ -233,18 +489,13 @@ class S3Store implements ResumableStore {
   }
 
   async #readable(upload: ResumableUpload): Promise<Readable> {
-    let state = await this.#load(upload.id);
-    if (!state) throw new SpoolError('UPLOAD_NOT_FOUND');
+    let current = await this.#current(upload.id);
+    if (!current || current.state.removed) throw new SpoolError('UPLOAD_NOT_FOUND');
+    const { state } = current;
     const key = this.#objects.key(upload.id);
-    if (!state.object && state.parts.length === 0 && state.tail) return this.#objects.stream(state.tail.key, Math.min(upload.offset, state.tail.size));
-    if (!state.object) state = await this.#seal(state);
-    return this.#objects.stream(key, Math.min(upload.offset, state.object!.size));
-  }
-
-  async #load(id: string): Promise<UploadState | undefined> {
-    if (!ID.test(id)) return undefined;
-    this.#base ??= await locationOf(this.#objects.client, this.#objects.bucket, '');
-    return this.#objects.load(id);
+    if (!state.object && !state.sealing && state.parts.length === 0 && state.tail) return this.#objects.stream(state.tail.key, Math.min(upload.offset, state.tail.size));
+    if (!state.object) current = await this.#seal(current);
+    return this.#objects.stream(key, Math.min(upload.offset, current.state.object!.size));
   }
 
   #view(state: UploadState): ResumableUpload {
@@ -255,4 +506,9 @@ class S3Store implements ResumableStore {
     }
     return { ...state.upload, offset: offsetOf(state) };
   }
+}
+
+/** ETags compared without their quotes (servers differ in quoting). */
+function sameETag(a: string | undefined, b: string | undefined): boolean {
+  return a !== undefined && b !== undefined && a.replace(/"/g, '') === b.replace(/"/g, '');
 }

@@ -25,4 +25,12 @@ export interface UploadLocker {
  */
 export interface UploadFence {
   check(id: string): Promise<void>;
+  /**
+   * Optional: runs `work` holding the upload's lock, for a change made outside any request (the sweep, the
+   * removal of a completed upload's file) — directly when a request of this process holds the lock (the
+   * caller is that request), else by taking it without ending anyone, retrying for up to `wait` ms
+   * (default 0), and letting go after. Resolves `{ value }`, or undefined without running `work` when
+   * another request (here or on another instance) holds the upload.
+   */
+  exclusive?<T>(id: string, work: () => Promise<T>, wait?: number): Promise<{ value: T } | undefined>;
 }
