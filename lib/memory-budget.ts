@@ -42,6 +42,14 @@ export class MemoryBudget {
   }
 
   /**
+   * Takes `bytes` for something optional (a speed-up, never a necessity) only while the budget stays at
+   * most half used, so it never crowds out the reservations requests need.
+   */
+  tryReserveSpare(bytes: number): boolean {
+    return this.#used + bytes <= this.limit / 2 && this.tryReserve(bytes);
+  }
+
+  /**
    * Takes `bytes`, waiting (in arrival order) until they fit. Rejects with MEMORY_BUDGET_EXCEEDED when
    * `bytes` can never fit, or with the signal's reason when `signal` aborts first. Callers bound the wait
    * with a signal (the request's, which its deadline always ends, or `AbortSignal.timeout()`).
@@ -110,6 +118,13 @@ export class MemoryLease {
   /** Takes `bytes` if they fit now; false (nothing taken) otherwise or once the lease is closed. */
   tryReserve(bytes: number): boolean {
     if (this.#closed || !this.#budget.tryReserve(bytes)) return false;
+    this.#held += bytes;
+    return true;
+  }
+
+  /** {@link MemoryBudget.tryReserveSpare} for this request. */
+  tryReserveSpare(bytes: number): boolean {
+    if (this.#closed || !this.#budget.tryReserveSpare(bytes)) return false;
     this.#held += bytes;
     return true;
   }

@@ -1,0 +1,175 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import express from 'express';
+import request from 'supertest';
+import { diskEngine, MemoryBudget, spool, type IncomingFile, type StoreContext } from '../lib';
+import { BatchedFileWriter } from '../engines/batched-file-writer';
+import { tempDir } from './helpers/app';
+import { randomData, sha256 } from './helpers/multipart';
+
+// The module object itself (not an ES namespace) so that its `writev` can be spied on.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const fs = require('node:fs') as typeof import('node:fs');
+
+const dir = tempDir('spool-batched-');
+afterAll(() => dir.remove());
+afterEach(() => jest.restoreAllMocks());
+
+const KiB = 1024;
+
+/** `data` cut into chunks of random sizes between 1 byte and `max`, like a parser hands them out. */
+function chunked(data: Buffer, max: number): Readable {
+  const chunks: Buffer[] = [];
+  for (let at = 0; at < data.length; ) {
+    const size = Math.min(data.length - at, 1 + Math.floor(Math.random() * max));
+    chunks.push(data.subarray(at, at + size));
+    at += size;
+  }
+  return Readable.from(chunks, { objectMode: false });
+}
+
+/** Sizes of the writev calls made while `run` runs. */
+async function writevSizes(run: () => Promise<void>, onCall?: () => void): Promise<number[]> {
+  const sizes: number[] = [];
+  const real = fs.writev;
+  jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], cb: never) => {
+    sizes.push(buffers.reduce((n, b) => n + b.length, 0));
+    onCall?.();
+    return (real as (...a: unknown[]) => void)(fd, buffers, cb);
+  }) as never);
+  await run();
+  return sizes;
+}
+
+const openFds = () => readdirSync('/proc/self/fd').length;
+
+test('writes byte-exact in batches of at least batchBytes (the last one may be shorter)', async () => {
+  const data = randomData(5 * 1024 * KiB + 12_345);
+  const path = join(dir.path, 'exact');
+  const sizes = await writevSizes(async () => {
+    const handle = await open(path, 'wx');
+    await pipeline(chunked(data, 100 * KiB), new BatchedFileWriter(handle, 512 * KiB));
+  });
+  expect(sha256(readFileSync(path))).toBe(sha256(data));
+  expect(sizes.reduce((a, b) => a + b, 0)).toBe(data.length);
+  for (const size of sizes.slice(0, -1)) expect(size).toBeGreaterThanOrEqual(512 * KiB);
+  expect(sizes.length).toBeLessThanOrEqual(Math.ceil(data.length / (512 * KiB)));
+});
+
+test('empty and one-byte files', async () => {
+  for (const data of [Buffer.alloc(0), Buffer.from('x')]) {
+    const path = join(dir.path, `small-${data.length}`);
+    const handle = await open(path, 'wx');
+    await pipeline(Readable.from([data]), new BatchedFileWriter(handle, 512 * KiB));
+    expect(readFileSync(path)).toEqual(data);
+  }
+});
+
+test('short writes are continued where they stopped', async () => {
+  const data = randomData(3 * 1024 * KiB);
+  const path = join(dir.path, 'short');
+  const real = fs.writev;
+  // The kernel may write less than asked: hand it at most 100,000 bytes per call.
+  jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], cb: (e: Error | null, n: number) => void) => {
+    const limited: Buffer[] = [];
+    let room = 100_000;
+    for (const b of buffers) {
+      if (room === 0) break;
+      limited.push(b.subarray(0, room));
+      room -= Math.min(room, b.length);
+    }
+    return (real as (...a: unknown[]) => void)(fd, limited, cb);
+  }) as never);
+  const handle = await open(path, 'wx');
+  await pipeline(chunked(data, 64 * KiB), new BatchedFileWriter(handle, 512 * KiB));
+  expect(sha256(readFileSync(path))).toBe(sha256(data));
+});
+
+test('a failing write ends the pipeline with its error and closes the file', async () => {
+  const fds = openFds();
+  jest.spyOn(fs, 'writev').mockImplementation(((_fd: number, _b: Buffer[], cb: (e: Error) => void) => {
+    setImmediate(() => cb(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })));
+  }) as never);
+  const handle = await open(join(dir.path, 'enospc'), 'wx');
+  await expect(pipeline(chunked(randomData(2 * 1024 * KiB), 64 * KiB), new BatchedFileWriter(handle, 512 * KiB))).rejects.toMatchObject({ code: 'ENOSPC' });
+  await new Promise((r) => setImmediate(r));
+  expect(openFds()).toBe(fds);
+});
+
+test('a source destroyed mid-file ends the pipeline and closes the file', async () => {
+  const fds = openFds();
+  const handle = await open(join(dir.path, 'cut'), 'wx');
+  const source = new Readable({ read() {} });
+  const done = pipeline(source, new BatchedFileWriter(handle, 512 * KiB));
+  source.push(randomData(700 * KiB));
+  setImmediate(() => source.destroy(new Error('client went away')));
+  await expect(done).rejects.toThrow('client went away');
+  await new Promise((r) => setImmediate(r));
+  expect(openFds()).toBe(fds);
+});
+
+test('backpressure: at most two batches and the stream buffer are held', async () => {
+  const handle = await open(join(dir.path, 'held'), 'wx');
+  const writer = new BatchedFileWriter(handle, 256 * KiB);
+  // Writes that never finish: the writer must stop accepting once both batches are full.
+  jest.spyOn(fs, 'writev').mockImplementation((() => undefined) as never);
+  let accepted = 0;
+  const chunk = Buffer.alloc(16 * KiB);
+  while (writer.write(chunk)) accepted += chunk.length;
+  await new Promise((r) => setImmediate(r));
+  expect(accepted).toBeLessThanOrEqual(2 * 256 * KiB + 64 * KiB);
+  writer.destroy();
+});
+
+describe('diskEngine: the large batch comes from the memory budget, only while it is at most half used', () => {
+  const file: IncomingFile = { fieldname: 'f', originalname: 'a.bin', encoding: '7bit', mimetype: 'application/octet-stream' } as IncomingFile;
+
+  async function store(budget: MemoryBudget, preload: number, data: Buffer) {
+    const lease = budget.lease();
+    const other = budget.lease();
+    expect(other.tryReserve(preload)).toBe(true);
+    let heldWhileWriting = 0;
+    const source = chunked(data, 64 * KiB);
+    const context = { signal: new AbortController().signal, memory: lease, sha256: async () => undefined, request: {} } as unknown as StoreContext;
+    let stored!: Awaited<ReturnType<ReturnType<typeof diskEngine>['store']>>;
+    const sizes = await writevSizes(async () => {
+      stored = await diskEngine({ directory: join(dir.path, 'engine') }).store(source, file, context);
+    }, () => (heldWhileWriting = Math.max(heldWhileWriting, lease.held)));
+    const details = stored.details as { path: string };
+    expect(sha256(readFileSync(details.path))).toBe(sha256(data));
+    const leaseAfter = lease.held;
+    other.close();
+    return { sizes, heldWhileWriting, leaseAfter, budgetAfter: budget.used };
+  }
+
+  test('room in the budget: 1 MiB reserved while writing, 512 KiB writes, all given back', async () => {
+    const r = await store(new MemoryBudget('64MiB'), 0, randomData(4 * 1024 * KiB));
+    expect(r.heldWhileWriting).toBe(1024 * KiB);
+    for (const size of r.sizes.slice(0, -1)) expect(size).toBeGreaterThanOrEqual(512 * KiB);
+    expect(r.leaseAfter).toBe(0);
+    expect(r.budgetAfter).toBe(0);
+  });
+
+  test('budget more than half used: nothing reserved, small writes', async () => {
+    const r = await store(new MemoryBudget('8MiB'), 3.5 * 1024 * KiB, randomData(2 * 1024 * KiB));
+    expect(r.heldWhileWriting).toBe(0);
+    expect(Math.max(...r.sizes)).toBeLessThan(2 * 64 * KiB);
+    expect(r.budgetAfter).toBe(0);
+  });
+});
+
+test('through the middleware: a 3 MiB upload is byte-exact and the budget is back to 0 after the response', async () => {
+  const budget = new MemoryBudget('64MiB');
+  const app = express();
+  app.post('/u', spool({ storage: diskEngine({ directory: join(dir.path, 'mw') }), memoryBudget: budget }).single('f'), (req, res) => {
+    res.json({ path: (req.file as unknown as { path: string }).path, used: budget.used });
+  });
+  const data = randomData(3 * 1024 * KiB);
+  const res = await request(app).post('/u').attach('f', data, 'big.bin');
+  expect(res.status).toBe(200);
+  expect(sha256(readFileSync(res.body.path))).toBe(sha256(data));
+  expect(budget.used).toBe(0);
+});
