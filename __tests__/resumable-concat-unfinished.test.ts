@@ -1,9 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { SpoolError } from '../lib/errors';
-import { eventually } from './helpers/app';
+import { redisLocker, s3ResumableStore } from '../lib/index';
+import { close, eventually, tempDir } from './helpers/app';
 import { OCTETS, request, startResumable, TUS, type ResumableServer } from './helpers/resumable';
+import { useTestBucket } from './setup/s3-env';
 
 // tus concatenation-unfinished: `Upload-Concat: final;…` may name partial uploads that are not complete
 // yet; the final upload is assembled when the last of them completes. Raw HTTP throughout.
@@ -211,6 +214,47 @@ describe('resumable: tus concatenation-unfinished', () => {
     expect(srv.completed[0].readBack).toBe(sha(Buffer.concat([a, b])));
   });
 
+  test('two instances with redisLocker: a final declared on B while A appends to one of its partials does not end that append', async () => {
+    const prefix = `concat-${randomBytes(3).toString('hex')}:`;
+    const lockA = redisLocker({ url: process.env.REDIS_URL, prefix });
+    const lockB = redisLocker({ url: process.env.REDIS_URL, prefix });
+    await srv.close();
+    const dir = tempDir('spool-concat-two-');
+    srv = await startResumable({ locker: lockA }, dir);
+    const other = await startResumable({ locker: lockB }, dir);
+    try {
+      const a = randomBytes(MiB);
+      const b = randomBytes(3000);
+      const [pa, pb] = [await partial(a.length), await partial(b.length)];
+      let release!: () => void;
+      const stalled = new Promise<void>((resolve) => (release = resolve));
+      async function* body() {
+        yield a.subarray(0, 64 * KiB);
+        await stalled;
+        yield a.subarray(64 * KiB);
+      }
+      const appending = request(pa, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0, 'Content-Length': a.length }, body());
+      await eventually(() => expect(statSync(join(dir.path, idOf(pa))).size).toBe(64 * KiB));
+      const final = await request(other.endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${new URL(pa).pathname} ${new URL(pb).pathname}` });
+      expect(final.status).toBe(201);
+      await new Promise((r) => setTimeout(r, 300)); // B tries to link pa at least once meanwhile
+      release();
+      const done = await appending;
+      expect(done.status).toBe(204);
+      expect(done.headers['upload-offset']).toBe(String(a.length));
+      const finalId = idOf(final.headers.location!);
+      await eventually(() => expect(JSON.parse(readFileSync(join(dir.path, `${idOf(pa)}.json`), 'utf8')).extra.finals).toBe(finalId), 10_000);
+      // The last partial completes on A, which learns of the final from the partial's state.
+      await patch(pb, 0, b);
+      expect(srv.completed).toHaveLength(1);
+      expect(srv.completed[0].readBack).toBe(sha(Buffer.concat([a, b])));
+    } finally {
+      other.middleware.close();
+      await close(other.server);
+      await Promise.all([lockA.close(), lockB.close()]);
+    }
+  }, 30_000);
+
   test('an onComplete rejection for the final answers the request that completed its last partial; the final stays complete', async () => {
     await srv.close();
     srv = await startResumable({
@@ -239,5 +283,61 @@ describe('resumable: tus concatenation-unfinished', () => {
     await eventually(async () => expect((await request(url, 'HEAD', TUS)).headers['upload-offset']).toBe(String(1600 * KiB + 10)));
     expect(srv.completed).toHaveLength(1);
     expect(srv.completed[0].readBack).toBe(sha(Buffer.concat(pieces)));
+  });
+});
+
+describe('resumable: tus concatenation-unfinished on s3ResumableStore (through the store contract)', () => {
+  let client: S3Client;
+  let bucket: string;
+  useTestBucket((c, b) => {
+    client = c;
+    bucket = b;
+  });
+  let srv: ResumableServer;
+  let prefix: string;
+  beforeEach(async () => {
+    prefix = `concat-${randomBytes(3).toString('hex')}/`;
+    srv = await startResumable({ store: s3ResumableStore({ client, bucket, prefix, partSize: '5MiB' }) });
+  });
+  afterEach(() => srv.close());
+
+  const keys = async () => ((await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }))).Contents ?? []).map((o) => o.Key!.slice(prefix.length));
+
+  async function partial(length: number): Promise<string> {
+    const res = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Concat': 'partial', 'Upload-Length': length });
+    expect(res.status).toBe(201);
+    return srv.url + res.headers.location!;
+  }
+
+  test('partials (one ≥ 5 MiB) finished after the final is declared, a restart between: byte-exact, once', async () => {
+    const pieces = [randomBytes(6 * MiB + 3), randomBytes(100 * KiB), randomBytes(2 * MiB)];
+    const urls = await Promise.all(pieces.map((piece) => partial(piece.length)));
+    const final = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${urls.map((u) => new URL(u).pathname).join(' ')}` });
+    expect(final.status).toBe(201);
+    const url = srv.url + final.headers.location!;
+    for (const [n, i] of [2, 0, 1].entries()) {
+      if (n === 1) {
+        await srv.restart();
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const res = await request(urls[i], 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, pieces[i]);
+      expect(res.status).toBe(204);
+      expect(srv.completed).toHaveLength(n === 2 ? 1 : 0);
+    }
+    const head = await request(url, 'HEAD', TUS);
+    expect(head.headers['upload-offset']).toBe(String(pieces.reduce((sum, p) => sum + p.length, 0)));
+    expect(srv.completed[0].file.storage).toBe('s3');
+    expect(srv.completed[0].readBack).toBe(sha(Buffer.concat(pieces)));
+    expect(srv.completed[0].sha256).toBe(sha(Buffer.concat(pieces)));
+  }, 60_000);
+
+  test('a partial terminated: the pending final and its objects are removed', async () => {
+    const [pa, pb] = [await partial(10), await partial(20)];
+    const final = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${new URL(pa).pathname} ${new URL(pb).pathname}` });
+    const finalId = idOf(final.headers.location!);
+    expect((await keys()).some((key) => key.startsWith(finalId))).toBe(true);
+    expect((await request(pb, 'DELETE', TUS)).status).toBe(204);
+    expect((await request(srv.url + final.headers.location!, 'HEAD', TUS)).status).toBe(404);
+    expect((await keys()).filter((key) => key.startsWith(finalId) || key.startsWith(idOf(pb)))).toEqual([]);
   });
 });

@@ -15,7 +15,7 @@ import { resolveResumableOptions, type ResumableConfig, type ResumableOptions } 
 import type { AppendIntent, CreateIntent, Protocol } from './protocol';
 import { tus } from './tus';
 import { UploadHashes } from './upload-hashes';
-import type { UploadLocker } from './upload-locker';
+import type { UploadFence, UploadLocker } from './upload-locker';
 import type { ResumableStore, ResumableUpload, UploadChanges } from './upload-store';
 
 type Next = (err?: unknown) => void;
@@ -310,22 +310,26 @@ class Handler {
   }
 
   /**
-   * Records in the partial's state that `finalId` waits on it. The partial's lock is taken only when no
-   * request of this process holds it (taking it would end an append in progress): otherwise the write
-   * waits, in the background, until the partial is free — meanwhile the in-memory index links them.
+   * Records in the partial's state that `finalId` waits on it, holding the partial's lock — but never by
+   * ending a request that holds it (an append in progress): while one does (here, or on another instance
+   * when the locker can tell, `redisLocker()`), the write is retried in the background until the partial
+   * is free; meanwhile the in-memory index links them in this process.
    */
-  async #link(partId: string, finalId: string): Promise<void> {
-    if (this.#locks.has(partId)) {
-      // Assembled or removed meanwhile: nothing to link. Else try again once the partial is free.
-      if (this.#finals.has(finalId)) void delay(LINK_RETRY).then(() => this.#link(partId, finalId));
-      return;
-    }
+  async #link(partId: string, finalId: string, retry = LINK_RETRY): Promise<void> {
+    const later = () => {
+      // Assembled or removed meanwhile: nothing to link any more.
+      if (this.#finals.has(finalId)) void delay(retry).then(() => this.#link(partId, finalId, Math.min(retry * 2, LINK_RETRY_MAX)));
+    };
+    if (this.#locks.has(partId)) return later();
+    const work = async () => {
+      const part = await this.#store.get(partId);
+      if (!part || part.concat?.kind !== 'partial' || linkedFinals(part).includes(finalId)) return;
+      await this.#store.update(partId, { extra: withLink(part.extra, finalId) });
+    };
     try {
-      await this.#exclusive(partId, async () => {
-        const part = await this.#store.get(partId);
-        if (!part || part.concat?.kind !== 'partial' || linkedFinals(part).includes(finalId)) return;
-        await this.#store.update(partId, { extra: withLink(part.extra, finalId) });
-      });
+      const polite = (this.#locks as Partial<UploadFence>).exclusive;
+      if (typeof polite !== 'function') await this.#exclusive(partId, work); // in-process lock: free, as has() said
+      else if (!(await polite.call(this.#locks, partId, work, 0))) later(); // held on another instance
     } catch {
       // Not persisted: this process still links them, and a HEAD on the final settles it after a restart.
     }
@@ -506,8 +510,9 @@ class Handler {
   }
 }
 
-/** How long a final upload's link waits for its partial's lock to be free before trying again. */
+/** How long a final upload's link waits for its partial's lock to be free before trying again (doubling up to the max). */
 const LINK_RETRY = 250;
+const LINK_RETRY_MAX = 5000;
 
 function expired(upload: ResumableUpload, now = Date.now()): boolean {
   return upload.expiresAt !== undefined && upload.expiresAt <= now;
