@@ -3,8 +3,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { s3ResumableStore } from '../lib/index';
 import { tempDir } from './helpers/app';
 import { OCTETS, request, startResumable, TUS, type ResumableServer } from './helpers/resumable';
+import { useTestBucket } from './setup/s3-env';
 
 // IETF draft progress: while an append (or a creation with a body) streams, `104 Upload Resumption
 // Supported` interim responses carry the Upload-Offset the store has durably recorded. Read here from raw
@@ -333,4 +336,28 @@ describe('resumable: IETF draft progress survives a SIGKILL', () => {
       else dir.remove();
     }
   }, 30_000);
+});
+
+describe('resumable: IETF draft progress on a store that does not report durable progress (s3ResumableStore)', () => {
+  let client: S3Client;
+  let bucket: string;
+  useTestBucket((c, b) => {
+    client = c;
+    bucket = b;
+  });
+
+  test('no progress 104 (only the creation announcement), the append itself unchanged and byte-exact', async () => {
+    const prefix = `progress-${randomBytes(3).toString('hex')}/`;
+    const srv = await startResumable({ store: s3ResumableStore({ client, bucket, prefix, partSize: '5MiB' }), interimProgress: { bytes: 0, interval: 0 } });
+    try {
+      const data = randomBytes(6 * MiB + 1);
+      const exchange = rawRequest(portOf(srv), 'POST', '/files', { ...V8, 'Upload-Complete': '?1', 'Content-Type': 'application/octet-stream' }, data, { pace: 1 });
+      const final = await exchange.done;
+      expect(final?.status).toBe(201);
+      expect(exchange.interims.map((m) => m.headers['upload-offset'])).toEqual([undefined]);
+      expect(srv.completed[0].readBack).toBe(sha(data));
+    } finally {
+      await srv.close();
+    }
+  }, 60_000);
 });
