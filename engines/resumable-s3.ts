@@ -118,7 +118,10 @@ class S3Store implements ResumableStore {
   }
 
   async update(id: string, changes: UploadChanges): Promise<ResumableUpload> {
-    const current = await this.#based(id);
+    const seen = this.#seen.get(id);
+    const completing = changes.complete === true && !seen?.state.object;
+    // Completing checks first (it writes more than a state); a plain change checks while it commits.
+    const current = seen && !completing ? seen : await this.#based(id);
     if (!current || current.state.removed) throw new SpoolError('UPLOAD_NOT_FOUND');
     const { state } = current;
     const upload: Mutable<UploadState['upload']> = { ...state.upload };
@@ -130,7 +133,14 @@ class S3Store implements ResumableStore {
     else if (changes.expiresAt !== undefined) upload.expiresAt = changes.expiresAt;
     // Completing makes the bytes one object; the new fields come with the state that names it.
     if (upload.complete && !state.object) return this.#view((await this.#seal(current, upload)).state);
-    const next = await this.#commit(current, { ...state, upload });
+    if (current !== seen) return this.#view((await this.#commit(current, { ...state, upload })).state);
+    // The commit and the check that no state above it exists run at once: a commit the check then refuses
+    // is below the latest state (or of a removed upload), where it never counts.
+    const [moved, next] = await Promise.all([this.#moved(current), this.#commit(current, { ...state, upload })]);
+    if (moved) {
+      this.#seen.delete(id);
+      throw new SpoolError('UPLOAD_LOCKED', 'Another request changed this upload since this one read it');
+    }
     return this.#view(next.state);
   }
 
@@ -277,10 +287,18 @@ class S3Store implements ResumableStore {
   async #based(id: string): Promise<Committed | undefined> {
     const seen = this.#seen.get(id);
     if (!seen) return this.#current(id);
-    const numbers = await this.#objects.stateNumbers(id, seen.n);
-    if (numbers.length === 1 && numbers[0] === seen.n) return seen;
+    if (!(await this.#moved(seen))) return seen;
     this.#seen.delete(id);
     throw new SpoolError('UPLOAD_LOCKED', 'Another request changed this upload since this one read it');
+  }
+
+  /**
+   * Whether `seen` is no longer the latest state: a higher one exists (other than the one right after it,
+   * which a concurrent commit of ours may have written), or it is gone (the upload completed or removed).
+   */
+  async #moved(seen: Committed): Promise<boolean> {
+    const numbers = await this.#objects.stateNumbers(seen.state.upload.id, seen.n);
+    return numbers[0] !== seen.n || numbers.some((n) => n > seen.n + 1);
   }
 
   /** Commits `next` as the state after `from` (the first state when undefined), create-only. */
