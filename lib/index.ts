@@ -25,7 +25,7 @@ export type { ToMulterStorageOptions } from './to-multer-storage';
 export { fromMulterStorage } from './from-multer-storage';
 export type { FromMulterStorageOptions } from './from-multer-storage';
 export type { MulterFile, MulterStorageEngine } from './multer-types';
-export type { ResumableStore, ResumableUpload, NewUpload, UploadChanges, ResumableContext, AppendContext } from './resumable/upload-store';
+export type { ResumableStore, ResumableUpload, NewUpload, UploadChanges, ResumableContext, AppendContext, AppendProgress } from './resumable/upload-store';
 export { resumable } from './resumable/handler';
 export type { Resumable } from './resumable/handler';
 export type { ResumableOptions, ResumableLimits, ResumableProtocol } from './resumable/options';
