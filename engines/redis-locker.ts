@@ -13,7 +13,9 @@ export interface RedisLockerOptions {
   prefix?: string;
   /**
    * Lease (ms) of a lock: renewed every third of it while its request runs, so only a dead or frozen
-   * instance lets it lapse, and then another instance takes the upload over after at most this long.
+   * instance lets it lapse, and then another instance takes the upload over after at most this long. Not
+   * a safety margin with `s3ResumableStore` (a writer that outlives its lease cannot make a write count),
+   * only how long a crashed instance's uploads wait: shorter takes over sooner, at the price of renewals.
    * @default 10000
    */
   lease?: number;
@@ -56,10 +58,12 @@ return 0`;
  * per-upload counter, so every acquisition has a new one) with a lease renewed while its request runs.
  * A request that finds the upload held publishes a release message; the holder, on whatever instance,
  * ends its request (what it stored is recorded first, as with a newer request in one process) and
- * deletes the key, and the waiting request takes the lock within a retry interval. A holder that died
- * lets its lease lapse. `check(id)` is the fencing point for stores: it passes only while the key still
- * holds this holder's token (renewing the lease), so a frozen writer that lost its lease is refused at
- * its next write.
+ * deletes the key and announces it (`released`), and the waiting request takes the lock at once (or at
+ * its next retry). A holder that died lets its lease lapse. `check(id)` is an early refusal for stores:
+ * it passes only while the key still holds this holder's token (renewing the lease), so a writer known to
+ * have lost its lease stops at its next write. What makes a late write harmless is the store's own
+ * create-only commits (`s3ResumableStore`), not this check: a writer can pass it and stall before its
+ * write for any time. `exclusive()` lets `sweep()` and removals leave alone uploads another instance holds.
  * @example
  * const locker = redisLocker({ url: process.env.REDIS_URL });
  * app.use('/files', resumable({ locker, store: s3ResumableStore({ client, bucket, fence: locker }) }));

@@ -176,6 +176,7 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
 
   const chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   let carry: Buffer | undefined;
+  let tailWrite: Promise<unknown> | undefined;
   try {
     for (;;) {
       let chunk = carry;
@@ -216,28 +217,35 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
       while (running.size > queueSize && failure === undefined) await Promise.race(running);
       if (!atomic && failure === undefined) await commit('keep');
     }
-    await Promise.all(running);
-    await preparing;
-    if (failure !== undefined) throw failure;
     if (interrupted && atomic) {
+      await Promise.all(running);
+      await preparing;
+      if (failure !== undefined) throw failure;
       releaseBuffer();
       // The parts sent stay unnamed under numbers no one will use again; the multipart upload stays if a state names it.
       if (uploadId !== undefined && uploadId !== committed.state.uploadId) await objects.abort(key, uploadId);
       return committed;
     }
-    // What is left: one more part when it may be one, else the new tail (kept as it was when nothing came).
+    // What is left — one more part when it may be one, else the new tail (kept as it was when nothing came) —
+    // goes to S3 while the parts still in flight finish: a request that ends (or is superseded) waits for one
+    // round trip there, not two.
     let tail: UploadState['tail'];
-    if (buffer && size >= MIN_PART_SIZE) {
+    if (failure === undefined && buffer && size >= MIN_PART_SIZE) {
       await flush();
-      await Promise.all(running);
-      if (failure !== undefined) throw failure;
-    } else if (buffer && size > 0) {
+    } else if (failure === undefined && buffer && size > 0) {
       const unchanged = first.tail !== undefined && size === first.tail.size && nextNumber === firstNumber;
       tail = unchanged ? first.tail : { key: objects.newTailKey(id), size };
-      if (!unchanged) await objects.put(tail!.key, buffer.subarray(0, size));
+      if (!unchanged) {
+        tailWrite = objects.put(tail!.key, buffer.subarray(0, size));
+        tailWrite.catch(() => undefined); // awaited below, once the parts in flight are in
+      }
     } else if (!buffer && nextNumber === firstNumber) {
       tail = first.tail; // not a byte arrived
     }
+    await Promise.all(running);
+    await preparing;
+    await tailWrite;
+    if (failure !== undefined) throw failure;
     releaseBuffer();
     await commit(tail, true);
     // The old tail is no longer named by the current state: removed off the answer's path (completion and
@@ -247,8 +255,8 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
   } catch (err) {
     stop.abort(err);
     stream.destroy();
+    await Promise.allSettled([...running, chain, preparing, tailWrite]);
     releaseBuffer();
-    await Promise.allSettled([...running, chain, preparing]);
     // Parts that S3 has are still worth a commit (not atomic); a failure here adds nothing to the first.
     if (!atomic && !isLockLost(err)) {
       await commit('keep').then(

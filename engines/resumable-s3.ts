@@ -180,7 +180,8 @@ class S3Store implements ResumableStore {
     await concatenateObjects(this.#objects, key, sources, this.#partSize, context);
     const size = sources.reduce((sum, source) => sum + source.size, 0);
     const object = await this.#verify(key, size);
-    await this.#commit(current, { ...current.state, object });
+    const done = await this.#commit(current, { ...current.state, object });
+    await this.#cleanUp(target.id, done.n);
     return size;
   }
 
@@ -381,12 +382,19 @@ class S3Store implements ResumableStore {
     else await objects.put(key, Buffer.alloc(0));
     const object = await this.#verify(key, size);
     const done = await this.#commit(current, { upload, parts: [], object });
+    await this.#cleanUp(upload.id, done.n);
+    return done;
+  }
+
+  /** Once the bytes are one object: every other object of the upload goes but state `n`, and every multipart upload. */
+  async #cleanUp(id: string, n: number): Promise<void> {
+    const objects = this.#objects;
+    const key = objects.key(id);
     await objects.abortAll(key); // an upload a crash left open, a copy-out that was overtaken
-    const last = objects.stateKey(upload.id, done.n);
+    const last = objects.stateKey(id, n);
     const rest = [];
     for await (const entry of objects.objects(`${key}.`)) if (entry.key !== last) rest.push(entry.key);
     await objects.deleteMany(rest);
-    return done;
   }
 
   /**

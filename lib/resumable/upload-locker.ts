@@ -18,10 +18,11 @@ export interface UploadLocker {
 }
 
 /**
- * A store's fencing point: called right before every write that would make bytes count (a state write,
- * an S3 part), it rejects with UPLOAD_LOCKED when this process no longer holds the upload's lock (the
- * lease expired, another instance took over). Writes for an upload this process holds no lock for at all
- * (creation) pass.
+ * A store's early refusal: called before writes that would make bytes count (a state commit, an S3 part),
+ * it rejects with UPLOAD_LOCKED when this process is known to no longer hold the upload's lock (the lease
+ * expired, another instance took over). Writes for an upload this process holds no lock for at all
+ * (creation) pass. A check cannot stop a writer that passes it and then stalls: a store shared by many
+ * instances must also make its commits conditional (`s3ResumableStore` writes each state create-only).
  */
 export interface UploadFence {
   check(id: string): Promise<void>;
