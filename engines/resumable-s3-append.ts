@@ -12,11 +12,6 @@ export interface AppendSettings {
   readonly commit: (from: Committed, next: UploadState) => Promise<Committed>;
 }
 
-/** What a handler that reports progress offers (the IETF draft's 104s); absent from older handlers. */
-interface Progress {
-  persisted(offset: number): void;
-}
-
 /**
  * Streams one request body after the upload's committed bytes, without touching local disk: the bytes
  * fill a part-sized buffer held on `context.memory` (reserved whole, before it is filled: concurrent
@@ -43,7 +38,6 @@ interface Progress {
 export async function appendToS3(start: Committed, stream: Readable, context: AppendContext, settings: AppendSettings): Promise<Committed> {
   const { objects, partSize, queueSize } = settings;
   const { memory, signal, atomic } = context;
-  const progress = (context as { progress?: Progress }).progress;
   const first = start.state;
   const id = first.upload.id;
   const key = objects.key(id);
@@ -170,8 +164,6 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
       // queueSize + 1 numbers stay claimed unused (skipped by the next writer).
       const same = next.parts.length === state.parts.length && next.tail === state.tail && next.uploadId === state.uploadId;
       return same ? undefined : next;
-    }).then(() => {
-      if (committed.state.parts.length > first.parts.length) progress?.persisted(offsetAt(committed.state));
     });
 
   const chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
@@ -267,12 +259,6 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
     if (uploadId !== undefined && uploadId !== committed.state.uploadId) await objects.abort(key, uploadId).catch(() => undefined);
     throw err;
   }
-}
-
-function offsetAt(state: UploadState): number {
-  let size = state.tail?.size ?? 0;
-  for (const part of state.parts) size += part.size;
-  return size;
 }
 
 function isLockLost(err: unknown): boolean {
