@@ -134,26 +134,30 @@ describe('resumable uploads on many instances (S3 + Redis)', () => {
     const instances = await Promise.all([0, 1, 2].map(() => startInstance(0, prefix)));
     const ports = instances.map((i) => i.port);
     const balancer = await startBalancer(ports, { minBytes: 256 * 1024, maxBytes: 4 * MiB, maxCuts: 30 });
-    const resumes: number[] = [];
+    // Each: ms from the failure to the first HEAD answered 200, and how many attempts failed in between.
+    const resumes: { ms: number; failures: number }[] = [];
     let killed = 0;
     try {
       const sources = Array.from({ length: 20 }, () => randomBytes(5 * MiB + Math.floor(Math.random() * 2 * MiB)));
       const started = Date.now();
       const uploads = sources.map((data) => {
         let failedAt: number | undefined;
+        let failures = 0;
         return tusUpload(data, {
           endpoint: `${balancer.url}/files`,
           chunkSize: 3 * MiB,
           retryDelays: [0, 100, 250, 500, 1000, 1000, 1000, 2000, 2000, 2000, 2000, 2000, 2000, 2000, 2000],
           onShouldRetry: (_err, attempt, opts) => {
             failedAt ??= Date.now();
+            failures++;
             return attempt < (opts.retryDelays?.length ?? 0);
           },
           onAfterResponse: (req, res) => {
             // Reconnect → accepted resume: from the failure to the first HEAD that answers with the offset.
             if (failedAt !== undefined && req.getMethod() === 'HEAD' && res.getStatus() === 200) {
-              resumes.push(Date.now() - failedAt);
+              resumes.push({ ms: Date.now() - failedAt, failures });
               failedAt = undefined;
+              failures = 0;
             }
           },
         });
@@ -177,6 +181,10 @@ describe('resumable uploads on many instances (S3 + Redis)', () => {
         expect(await sha256Of(object.Body as Readable)).toBe(createHash('sha256').update(sources[i]).digest('hex'));
       }
       expect(await listOpenMultipartUploads(client, bucket)).toEqual([]);
+      // Nothing beside each completed object but its last state: no tail, no earlier state, whatever was cut or killed.
+      const left = (await keysUnder(prefix)).map((key) => key.slice(prefix.length).replace(/\.state\.\d{10}$/, '.state')).sort();
+      const ids = results.map((result) => new URL(result.url).pathname.split('/').pop()!);
+      expect(left).toEqual(ids.flatMap((id) => [id, `${id}.state`]).sort());
       // Removal leaves nothing: no object, no state, no tail.
       for (const result of results) {
         const res = await request(result.url.replace(/^http:\/\/[^/]+/, `http://127.0.0.1:${instances[0].port}`), 'DELETE', { ...TUS });
@@ -184,12 +192,14 @@ describe('resumable uploads on many instances (S3 + Redis)', () => {
       }
       expect(await keysUnder(prefix)).toEqual([]);
       expect(await listOpenMultipartUploads(client, bucket)).toEqual([]);
-      resumes.sort((a, b) => a - b);
+      resumes.sort((a, b) => a.ms - b.ms);
+      const times = resumes.map((r) => r.ms);
       const total = sources.reduce((sum, s) => sum + s.length, 0);
       process.stderr.write(
         `[resumable-many] ${sources.length} uploads, ${(total / MiB).toFixed(0)} MiB in ${(elapsed / 1000).toFixed(1)} s, ` +
           `${balancer.cuts} cuts, ${killed} SIGKILL, ${results.reduce((n, r) => n + r.errors, 0)} client retries; ` +
-          `reconnect → accepted resume (n=${resumes.length}): p50 ${percentile(resumes, 50)} ms, p99 ${percentile(resumes, 99)} ms, max ${resumes.at(-1)} ms\n`,
+          `reconnect → accepted resume (n=${resumes.length}): p50 ${percentile(times, 50)} ms, p90 ${percentile(times, 90)} ms, p99 ${percentile(times, 99)} ms, max ${times.at(-1)} ms; ` +
+          `slowest: ${resumes.slice(-3).map((r) => `${r.ms} ms (${r.failures} failed attempts)`).join(', ')}\n`,
       );
       expect(balancer.cuts).toBeGreaterThan(10);
     } finally {

@@ -132,6 +132,15 @@ export class UploadObjects {
     return { id: match[1], n: Number(match[2]) };
   }
 
+  /** What `key` is for upload `id`: its object, a state, a tail, or none of this store's names. */
+  kindOfKey(key: string, id: string): 'object' | 'state' | 'tail' | undefined {
+    const rest = key.slice(this.key(id).length);
+    if (rest === '') return 'object';
+    if (/^\.state\.\d{10}$/.test(rest)) return 'state';
+    if (/^\.tail\.[0-9a-f]{12}$/.test(rest)) return 'tail';
+    return undefined;
+  }
+
   /** The upload id of any key of an upload (`<id>`, `<id>.state.<n>`, `<id>.tail.<random>`, …). */
   idOfKey(key: string, valid: RegExp): string | undefined {
     if (!key.startsWith(this.#prefix)) return undefined;

@@ -226,21 +226,23 @@ class S3Store implements ResumableStore {
 
   async *list(): AsyncIterable<ResumableUpload> {
     // One listing of the prefix, grouped by upload (an upload's keys are not contiguous: '-' sorts before '.').
-    const found = new Map<string, { top: number; others: { key: string; modified: number }[] }>();
+    // Only keys this store names are ever swept (`<id>.state.<n>`, `<id>.tail.<hex>`): the prefix may be shared.
+    const found = new Map<string, { top: number; ours: { key: string; modified: number }[] }>();
     for await (const object of this.#objects.objects()) {
       const id = this.#objects.idOfKey(object.key, ID);
-      if (!id) continue;
-      const entry = found.get(id) ?? { top: 0, others: [] };
+      const kind = id && this.#objects.kindOfKey(object.key, id);
+      if (!id || !kind) continue;
+      const entry = found.get(id) ?? { top: 0, ours: [] };
       found.set(id, entry);
-      const state = this.#objects.parseStateKey(object.key, ID);
-      if (state && state.id === id) entry.top = Math.max(entry.top, state.n);
-      else entry.others.push(object);
+      if (kind === 'object') continue;
+      entry.ours.push(object);
+      if (kind === 'state') entry.top = Math.max(entry.top, this.#objects.parseStateKey(object.key, ID)!.n);
     }
     const now = Date.now();
-    for (const [id, { top, others }] of found) {
+    for (const [id, { top, ours }] of found) {
       if (top === 0) {
-        // Bytes of no upload: a crash between creating and recording them, or a writer taken over after a removal.
-        const old = others.filter((object) => now - object.modified > LEFTOVER_AGE).map((object) => object.key);
+        // Tails of no upload: a crash between writing and recording them, or a writer taken over after a removal.
+        const old = ours.filter((object) => now - object.modified > LEFTOVER_AGE).map((object) => object.key);
         if (old.length > 0) await this.#objects.deleteMany(old);
         continue;
       }
@@ -252,8 +254,8 @@ class S3Store implements ResumableStore {
       }
       if (state.object) {
         // Completed: the object and its last state; anything else is a leftover (of a writer taken over).
-        const extra = [];
-        for await (const object of this.#objects.objects(`${this.#objects.key(id)}.`)) if (object.key !== this.#objects.stateKey(id, top)) extra.push(object.key);
+        const last = this.#objects.stateKey(id, top);
+        const extra = ours.filter((object) => object.key !== last).map((object) => object.key);
         if (extra.length > 0) await this.#objects.deleteMany(extra);
       }
       yield { ...state.upload, offset: offsetOf(state) };
