@@ -78,6 +78,9 @@ interface Instance {
   close(): Promise<void>;
 }
 
+/** Every onComplete call, on any instance. */
+const completions: string[] = [];
+
 async function instance(prefix: string, redis?: { lockPrefix: string }): Promise<Instance> {
   const gates = gatedClient();
   const locker = redis ? redisLocker({ url: process.env.REDIS_URL!, prefix: redis.lockPrefix }) : undefined;
@@ -87,6 +90,7 @@ async function instance(prefix: string, redis?: { lockPrefix: string }): Promise
     sweepInterval: 0,
     sha256: true,
     lockTimeout: 2_000,
+    onComplete: (file) => void completions.push((file as unknown as { key: string }).key),
   });
   const app = express();
   app.use('/files', middleware);
@@ -235,6 +239,34 @@ describe('s3ResumableStore fencing: a writer held between its check and its S3 w
     expect(head.headers['upload-offset']).toBe(String(12 * MiB));
     expect((await keysUnder(prefix)).filter((key) => key.includes('.tail.'))).toHaveLength(1);
     expect(await b.middleware.sweep()).toBe(0);
+    expect((await keysUnder(prefix)).map((key) => key.replace(/\.state\.\d+$/, '.state'))).toEqual([id, `${id}.state`]);
+    expect(await openUploads(prefix)).toEqual([]);
+    expect((await request(`${b.url}${path}`, 'DELETE', TUS)).status).toBe(204);
+    expect(await keysUnder(prefix)).toEqual([]);
+  });
+
+  test("no shared lock at all: A is held at CompleteMultipartUpload after its sealing state; B takes over from that state and completes the same object; A's late completion finds it done and is refused; onComplete ran once", async () => {
+    prefix = `fence5-${randomBytes(3).toString('hex')}/`;
+    [a, b] = await Promise.all([instance(prefix), instance(prefix)]);
+    const all = Buffer.concat([d1, x]);
+    const created = await request(`${a.url}/files`, 'POST', { ...TUS, 'Upload-Length': all.length });
+    const path = created.headers.location!;
+    const id = path.split('/').pop()!;
+    const gate = a.gates.hold(isComplete);
+    const stale = request(`${a.url}${path}`, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, all);
+    await gate.reached; // every byte is in, A committed the state that seals the upload, then stalled
+    const head = await request(`${b.url}${path}`, 'HEAD', TUS); // all bytes in, not complete: B completes it
+    expect(head.status).toBe(200);
+    expect(head.headers['upload-offset']).toBe(String(all.length));
+    gate.open();
+    // A's CompleteMultipartUpload names the same parts: S3 and radosgw answer a repeated one with the same
+    // object again (or NoSuchUpload once they have forgotten it); either way A then checks the object's size
+    // and tries to commit the completed state, whose number B took.
+    const late = (await gate.done) as { name?: string; ETag?: string };
+    expect(late.ETag !== undefined || late.name === 'NoSuchUpload').toBe(true);
+    expect((await stale).status).toBe(423);
+    expect(completions.filter((key) => key === prefix + id)).toHaveLength(1);
+    expect(sha(await objectBytes(prefix + id))).toBe(sha(all));
     expect((await keysUnder(prefix)).map((key) => key.replace(/\.state\.\d+$/, '.state'))).toEqual([id, `${id}.state`]);
     expect(await openUploads(prefix)).toEqual([]);
     expect((await request(`${b.url}${path}`, 'DELETE', TUS)).status).toBe(204);

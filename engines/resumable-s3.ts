@@ -134,14 +134,7 @@ class S3Store implements ResumableStore {
     // Completing makes the bytes one object; the new fields come with the state that names it.
     if (upload.complete && !state.object) return this.#view((await this.#seal(current, upload)).state);
     if (current !== seen) return this.#view((await this.#commit(current, { ...state, upload })).state);
-    // The commit and the check that no state above it exists run at once: a commit the check then refuses
-    // is below the latest state (or of a removed upload), where it never counts.
-    const [moved, next] = await Promise.all([this.#moved(current), this.#commit(current, { ...state, upload })]);
-    if (moved) {
-      this.#seen.delete(id);
-      throw new SpoolError('UPLOAD_LOCKED', 'Another request changed this upload since this one read it');
-    }
-    return this.#view(next.state);
+    return this.#view((await this.#commitChecked(current, { ...state, upload })).state);
   }
 
   async append(upload: ResumableUpload, stream: Readable, context: AppendContext): Promise<number> {
@@ -151,12 +144,25 @@ class S3Store implements ResumableStore {
       current = this.#seen.get(upload.id);
       if (!current || offsetOf(current.state) !== upload.offset) current = await this.#current(upload.id);
       if (!current || current.state.removed) throw new SpoolError('UPLOAD_NOT_FOUND', 'The upload was removed');
-      if (current.state.object || current.state.sealing) throw new SpoolError('UPLOAD_COMPLETED', 'The upload was read back as one object: no byte can follow');
+      if (current.state.object) throw new SpoolError('UPLOAD_COMPLETED', 'The upload was read back as one object: no byte can follow');
       const offset = offsetOf(current.state);
       if (offset !== upload.offset) throw new SpoolError('OFFSET_MISMATCH', `The stored offset is ${offset}, not ${upload.offset}`);
     } catch (err) {
       stream.destroy();
       throw err;
+    }
+    if (current.state.sealing) {
+      // Its completion started (and will be finished by the next `update` or read): an empty append — a
+      // client repeating its completing request — is fine, a byte is not.
+      let bytes = false;
+      try {
+        for await (const chunk of stream) if ((bytes = (chunk as Buffer).length > 0)) break;
+      } catch {
+        // the request ended: nothing was appended either way
+      }
+      stream.destroy();
+      if (bytes) throw new SpoolError('UPLOAD_COMPLETED', 'The upload is being completed: no byte can follow');
+      return offsetOf(current.state);
     }
     const committed = await appendToS3(current, stream, context, {
       objects: this.#objects,
@@ -304,6 +310,21 @@ class S3Store implements ResumableStore {
     return numbers[0] !== seen.n || numbers.some((n) => n > seen.n + 1);
   }
 
+  /**
+   * A commit whose success the handler acts on (answers, `onComplete`): it must also be the latest state.
+   * Create-only alone cannot tell when its number was free because completion had deleted it; so the
+   * check that no state above it exists runs at the same time (one LIST beside the PUT). A commit the check
+   * refuses is below the latest state (or of a removed upload), where it never counts; it is deleted again.
+   */
+  async #commitChecked(from: Committed, next: UploadState): Promise<Committed> {
+    const [moved, committed] = await Promise.all([this.#moved(from), this.#commit(from, next)]);
+    if (!moved) return committed;
+    this.#seen.delete(next.upload.id);
+    // Below the latest state, or the only state of a removed upload: this one's own leftover.
+    await this.#objects.delete(this.#objects.stateKey(next.upload.id, committed.n)).catch(() => undefined);
+    throw new SpoolError('UPLOAD_LOCKED', 'Another request changed this upload since this one read it');
+  }
+
   /** Commits `next` as the state after `from` (the first state when undefined), create-only. */
   async #commit(from: Committed | undefined, next: UploadState): Promise<Committed> {
     const id = next.upload.id;
@@ -383,7 +404,7 @@ class S3Store implements ResumableStore {
     else if (tail) await objects.copy(key, tail.key);
     else await objects.put(key, Buffer.alloc(0));
     const object = await this.#verify(key, size);
-    const done = await this.#commit(current, { upload, parts: [], object });
+    const done = await this.#commitChecked(current, { upload, parts: [], object });
     await this.#cleanUp(upload.id, done.n);
     return done;
   }
