@@ -194,7 +194,7 @@ async function main() {
     }
     if (opts.onlyResumable.length) {
       const t = now();
-      log(`resumable: ${opts.onlyResumable.join(', ')}; ${opts.freshRounds} rounds`);
+      log(`resumable: ${opts.onlyResumable.join(', ')}; ${opts.freshRounds} round${opts.freshRounds > 1 ? 's' : ''}`);
       const res = await resumablePhase({
         opts,
         log,
