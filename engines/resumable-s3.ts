@@ -96,6 +96,8 @@ class S3Store implements ResumableStore {
    * when anyone committed on that base first; `update` also refuses when a higher state exists.
    */
   readonly #seen = new Map<string, Committed>();
+  /** Completed uploads whose leftovers are being removed (`#heal`). */
+  readonly #healing = new Set<string>();
 
   constructor(objects: UploadObjects, partSize: number, queueSize: number, fence: UploadFence | undefined) {
     this.#objects = objects;
@@ -283,6 +285,7 @@ class S3Store implements ResumableStore {
       }
       if (seen?.n === top) return seen;
       const state = await this.#objects.loadState(id, top);
+      if (state?.object && numbers.length > 1) this.#heal(id, top);
       if (state) return this.#remember(id, { n: top, state });
       // Removed (or completed and cleaned up) between the LIST and the GET: look again.
     }
@@ -409,6 +412,18 @@ class S3Store implements ResumableStore {
     return done;
   }
 
+  /**
+   * A completed upload with states beside its last: the request that completed it stopped before cleaning
+   * up (its process was killed). Cleaned up now, in the background (the sweep would, later).
+   */
+  #heal(id: string, n: number): void {
+    if (this.#healing.has(id)) return;
+    this.#healing.add(id);
+    void this.#cleanUp(id, n)
+      .catch(() => undefined)
+      .finally(() => this.#healing.delete(id));
+  }
+
   /** Once the bytes are one object: every other object of the upload goes but state `n`, and every multipart upload. */
   async #cleanUp(id: string, n: number): Promise<void> {
     const objects = this.#objects;
@@ -438,8 +453,13 @@ class S3Store implements ResumableStore {
       await objects.complete(key, uploadId!, wanted);
       return current;
     } catch (err) {
-      if (s3ErrorName(err) === 'NoSuchUpload' || s3ErrorName(err) === 'NoSuchKey') return this.#completedElsewhere(current, size);
-      if (s3ErrorName(err) !== 'InvalidPart') throw err;
+      const name = s3ErrorName(err);
+      if (name === 'NoSuchUpload' || name === 'NoSuchKey') return this.#completedElsewhere(current, size);
+      if (name !== 'InvalidPart') {
+        // Completed before (by a request that then stopped): radosgw answers a repeated completion with an error.
+        if ((await objects.head(key))?.size === size) return current;
+        throw err;
+      }
     }
     for (let attempt = 1; ; attempt++) {
       let all: StoredPart[];
