@@ -81,7 +81,7 @@ interface Instance {
 /** Every onComplete call, on any instance. */
 const completions: string[] = [];
 
-async function instance(prefix: string, redis?: { lockPrefix: string }): Promise<Instance> {
+async function instance(prefix: string, redis?: { lockPrefix: string }, expiration = 0): Promise<Instance> {
   const gates = gatedClient();
   const locker = redis ? redisLocker({ url: process.env.REDIS_URL!, prefix: redis.lockPrefix }) : undefined;
   const middleware = resumable({
@@ -90,6 +90,7 @@ async function instance(prefix: string, redis?: { lockPrefix: string }): Promise
     sweepInterval: 0,
     sha256: true,
     lockTimeout: 2_000,
+    expiration,
     onComplete: (file) => void completions.push((file as unknown as { key: string }).key),
   });
   const app = express();
@@ -301,5 +302,31 @@ describe('s3ResumableStore fencing: a writer held between its check and its S3 w
     expect((await request(`${b.url}${path}`, 'DELETE', TUS)).status).toBe(204);
     expect(await keysUnder(prefix)).toEqual([]);
     expect(await openUploads(prefix)).toEqual([]);
+  });
+
+  test('redisLocker: the sweep of instance B leaves alone an expired upload that instance A is appending to', async () => {
+    prefix = `sweep-${randomBytes(3).toString('hex')}/`;
+    const lockPrefix = `${prefix}:`;
+    const expiration = 1_500;
+    [a, b] = await Promise.all([instance(prefix, { lockPrefix }, expiration), instance(prefix, { lockPrefix }, expiration)]);
+    const created = await request(`${a.url}/files`, 'POST', { ...TUS, 'Upload-Length': 2 * MiB });
+    const path = created.headers.location!;
+    const id = path.split('/').pop()!;
+    // A's append holds the upload (its tail write is held) while the upload's expiry passes.
+    const gate = a.gates.hold((c, i) => c === 'PutObjectCommand' && /\.tail\./.test(String(i.Key)));
+    const appending = request(`${a.url}${path}`, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, x.subarray(0, MiB));
+    await gate.reached;
+    await new Promise((r) => setTimeout(r, expiration + 100)); // only to make the upload expired, not to order anything
+    await b.middleware.sweep(); // B holds no lock for it: it must not take it from A
+    expect((await keysUnder(prefix)).some((key) => key.startsWith(`${id}.state.`))).toBe(true);
+    gate.open();
+    const appended = await appending;
+    expect(appended.status).toBe(204);
+    expect(appended.headers['upload-offset']).toBe(String(MiB));
+    const head = await request(`${b.url}${path}`, 'HEAD', TUS); // its expiry renewed by the append
+    expect(head.status).toBe(200);
+    expect(head.headers['upload-offset']).toBe(String(MiB));
+    expect((await request(`${b.url}${path}`, 'DELETE', TUS)).status).toBe(204);
+    expect(await keysUnder(prefix)).toEqual([]);
   });
 });
