@@ -2,7 +2,7 @@ import express from 'express';
 import fc from 'fast-check';
 import request from 'supertest';
 import { spool } from '../lib';
-import { appendField, createBody, type FieldObject } from '../lib/append-field';
+import { appendField, createBody, type FieldObject } from '../lib/multipart/append-field';
 /* eslint-disable @typescript-eslint/no-require-imports */
 const multer = require('multer');
 // multer's own dependency: the reference we must match.

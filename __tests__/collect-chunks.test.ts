@@ -2,8 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import { ChunkList, collectChunks, putBack } from '../lib/collect-chunks';
-import { MemoryBudget } from '../lib/memory-budget';
+import { ChunkList, collectChunks, putBack } from '../lib/core/collect-chunks';
+import { MemoryBudget } from '../lib/core/memory-budget';
 import { tempDir } from './helpers/app';
 import { sha256 } from './helpers/multipart';
 

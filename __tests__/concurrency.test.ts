@@ -2,7 +2,7 @@ import type { Server } from 'node:http';
 import request from 'supertest';
 import express, { type RequestHandler } from 'express';
 import { diskEngine, MemoryBudget, memoryEngine, spool } from '../lib';
-import { REQUEST_SHARE } from '../lib/upload-request';
+import { REQUEST_SHARE } from '../lib/multipart/upload-request';
 import { close, echoApp, eventually, jsonErrors, listen, tempDir } from './helpers/app';
 import { patternSha256, postMultipart, randomData, sha256 } from './helpers/multipart';
 

@@ -1,9 +1,9 @@
 import express from 'express';
 import request from 'supertest';
 import { memoryEngine, spool, type SpoolOptions } from '../lib';
-import { charsetOption, parseDisposition, paramDecoder } from '../lib/content-disposition';
-import { createMultipartParser } from '../lib/multipart-parser';
-import { DEFAULT_LIMITS } from '../lib/options';
+import { charsetOption, parseDisposition, paramDecoder } from '../lib/multipart/content-disposition';
+import { createMultipartParser } from '../lib/multipart/multipart-parser';
+import { DEFAULT_LIMITS } from '../lib/multipart/options';
 /* eslint-disable @typescript-eslint/no-require-imports */
 const multer = require('multer');
 
@@ -84,7 +84,7 @@ describe('defParamCharset (multer ≥ 2.1): the charset of filename="…" and na
     expect(mine.files).toEqual(multers.files);
   });
 
-  // Fails until UploadRequest passes `defParamCharset` to createMultipartParser (lib/upload-request.ts, not ours):
+  // Fails until UploadRequest passes `defParamCharset` to createMultipartParser (lib/multipart/upload-request.ts):
   // the adapter test below shows the parser side works. Switch back to `test` once it does.
   test("'latin1' gives multer's default reading, byte for byte", async () => {
     const [mine, multers] = await Promise.all([ours(body(), { defParamCharset: 'latin1' }), theirs(body())]);

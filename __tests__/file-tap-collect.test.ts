@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
-import { collectChunks, putBack } from '../lib/collect-chunks';
-import { FileTap } from '../lib/file-tap';
-import { MemoryBudget } from '../lib/memory-budget';
+import { collectChunks, putBack } from '../lib/core/collect-chunks';
+import { FileTap } from '../lib/core/file-tap';
+import { MemoryBudget } from '../lib/core/memory-budget';
 
 // collectChunks() on a FileTap nobody has read yet takes chunks straight from the tap's source (the memory
 // and spool engines' path). It must keep the generic path's contract: exact bytes, counted once, a clean

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { FileTap } from '../lib/file-tap';
+import { FileTap } from '../lib/core/file-tap';
 
 // The tap hashes small files inline and large ones in the background thread, with backpressure.
 const MiB = 1024 * 1024;

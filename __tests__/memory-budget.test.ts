@@ -1,6 +1,6 @@
 import { getEventListeners } from 'node:events';
-import { SpoolError } from '../lib/errors';
-import { MemoryBudget } from '../lib/memory-budget';
+import { SpoolError } from '../lib/core/errors';
+import { MemoryBudget } from '../lib/core/memory-budget';
 
 /** Resolves after pending promise callbacks have run (a grant is delivered through a promise). */
 const flush = () => new Promise((resolve) => setImmediate(resolve));

@@ -6,7 +6,7 @@ import {
   diskEngine, ERROR_CODES, fromMulterStorage, MemoryBudget, memoryEngine, s3Engine, spool, spoolEngine, toMulterStorage, SpoolError,
   type SpoolErrorCode, type StorageEngine,
 } from '../lib';
-import { MULTER_CODES } from '../lib/errors';
+import { MULTER_CODES } from '../lib/core/errors';
 import { describeFiles, eventually, jsonErrors, tempDir } from './helpers/app';
 import { BOUNDARY, multipartBody, randomData, sha256, type Part } from './helpers/multipart';
 import { listOpenMultipartUploads, useTestBucket } from './setup/s3-env';

@@ -1,4 +1,4 @@
-import { REQUEST_SHARE } from '../lib/upload-request';
+import { REQUEST_SHARE } from '../lib/multipart/upload-request';
 import { readdirSync } from 'node:fs';
 import request from 'supertest';
 import { diskEngine, memoryEngine, MemoryBudget, spool } from '../lib';

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { SpoolError } from '../lib/errors';
+import { SpoolError } from '../lib/core/errors';
 import { redisLocker, s3ResumableStore } from '../lib/index';
 import { close, eventually, tempDir } from './helpers/app';
 import { OCTETS, request, startResumable, TUS, type ResumableServer } from './helpers/resumable';

@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { AppRequest, IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/engine';
-import { SpoolError } from '../lib/errors';
+import type { AppRequest, IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/core/engine';
+import { SpoolError } from '../lib/core/errors';
 import { BatchedFileWriter } from './batched-file-writer';
-import { describe } from '../lib/sizes';
+import { describe } from '../lib/core/sizes';
 
 /** How long files written by a disk engine live. */
 export type DiskLifetime = 'persistent' | 'temporary';

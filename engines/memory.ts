@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
-import { ChunkList, collectChunks } from '../lib/collect-chunks';
-import type { IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/engine';
-import { SpoolError } from '../lib/errors';
+import { ChunkList, collectChunks } from '../lib/core/collect-chunks';
+import type { IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/core/engine';
+import { SpoolError } from '../lib/core/errors';
 
 /** Details a memory-stored file carries (multer's `buffer`). */
 export interface MemoryDetails {

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
-import { SpoolError } from '../lib/errors';
-import { countOption, describe } from '../lib/sizes';
+import { SpoolError } from '../lib/core/errors';
+import { countOption, describe } from '../lib/core/sizes';
 import { UploadLocks } from '../lib/resumable/upload-lock';
 import type { UploadFence, UploadLocker } from '../lib/resumable/upload-locker';
 

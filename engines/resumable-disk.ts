@@ -4,9 +4,9 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileH
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import type { StoredFile } from '../lib/engine';
-import { SpoolError } from '../lib/errors';
-import { describe } from '../lib/sizes';
+import type { StoredFile } from '../lib/core/engine';
+import { SpoolError } from '../lib/core/errors';
+import { describe } from '../lib/core/sizes';
 import type { AppendContext, NewUpload, ResumableStore, ResumableUpload, UploadChanges } from '../lib/resumable/upload-store';
 
 export interface ResumableDiskOptions {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { PassThrough, pipeline, type Readable } from 'node:stream';
 import type { ChecksumAlgorithm, CompletedPart, S3Client } from '@aws-sdk/client-s3';
 import type { UploadFence } from '../lib/resumable/upload-locker';
-import { SpoolError } from '../lib/errors';
+import { SpoolError } from '../lib/core/errors';
 import type { ResumableUpload } from '../lib/resumable/upload-store';
 import { toS3Error } from './s3-errors';
 

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { PassThrough, pipeline, Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { StoredFile } from '../lib/engine';
-import { SpoolError } from '../lib/errors';
-import { countOption, describe, sizeOption, type Size } from '../lib/sizes';
+import type { StoredFile } from '../lib/core/engine';
+import { SpoolError } from '../lib/core/errors';
+import { countOption, describe, sizeOption, type Size } from '../lib/core/sizes';
 import type { UploadFence } from '../lib/resumable/upload-locker';
 import type { AppendContext, NewUpload, ResumableContext, ResumableStore, ResumableUpload, UploadChanges } from '../lib/resumable/upload-store';
 import { appendToS3 } from './resumable-s3-append';

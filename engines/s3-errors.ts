@@ -1,4 +1,4 @@
-import { SpoolError } from '../lib/errors';
+import { SpoolError } from '../lib/core/errors';
 
 /** Network-level failures: the store could not be reached, or the connection broke. */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EPIPE', 'EAI_AGAIN']);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ChecksumAlgorithm, CompletedPart, S3Client } from '@aws-sdk/client-s3';
-import { SpoolError } from '../lib/errors';
+import { SpoolError } from '../lib/core/errors';
 import type { Crc } from './s3-checksum';
 import { toS3Error } from './s3-errors';
 import { removeIfLanded, type ReadParams } from './s3-object';

@@ -1,6 +1,6 @@
 import { PassThrough, pipeline, type Readable } from 'node:stream';
 import type { PutObjectCommandInput, S3Client } from '@aws-sdk/client-s3';
-import type { StoredFile } from '../lib/engine';
+import type { StoredFile } from '../lib/core/engine';
 import { toS3Error } from './s3-errors';
 
 type Sdk = typeof import('@aws-sdk/client-s3');

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
-import { whenAborted } from '../lib/abort';
-import type { MemoryLease } from '../lib/memory-budget';
+import { whenAborted } from '../lib/core/abort';
+import type { MemoryLease } from '../lib/core/memory-budget';
 import type { Crc } from './s3-checksum';
 
 /**

@@ -1,8 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { PutObjectCommandInput, S3Client } from '@aws-sdk/client-s3';
-import type { AppRequest, IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/engine';
-import { countOption, describe, sizeOption, type Size } from '../lib/sizes';
+import type { AppRequest, IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/core/engine';
+import { countOption, describe, sizeOption, type Size } from '../lib/core/sizes';
 import { CRC32C, CRC64NVME, type Crc, type S3ChecksumAlgorithm } from './s3-checksum';
 import { toS3Error } from './s3-errors';
 import { uploadMultipart } from './s3-multipart';

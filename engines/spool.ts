@@ -1,8 +1,8 @@
 import type { Readable } from 'node:stream';
-import { collectChunks, putBack } from '../lib/collect-chunks';
-import type { IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/engine';
-import { sizeOption, type Size, describe } from '../lib/sizes';
-import { isStorageEngine } from '../lib/engine';
+import { collectChunks, putBack } from '../lib/core/collect-chunks';
+import type { IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/core/engine';
+import { sizeOption, type Size, describe } from '../lib/core/sizes';
+import { isStorageEngine } from '../lib/core/engine';
 import { diskEngine } from './disk';
 import { storedInMemory } from './memory';
 

@@ -1,4 +1,4 @@
-import type { UploadedFile } from './uploaded-file';
+import type { UploadedFile } from './core/uploaded-file';
 
 // Types `req.file` / `req.files` in Express apps, as @types/multer does (same shape, our file type).
 // An app that still has @types/multer installed gets a duplicate-declaration error unless `skipLibCheck` is on.

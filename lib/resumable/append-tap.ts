@@ -1,7 +1,7 @@
 import type { Hash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
-import { SpoolError } from '../errors';
+import { SpoolError } from '../core/errors';
 import type { ChecksumVerifier } from './checksum';
 
 export interface AppendTapOptions {

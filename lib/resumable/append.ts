@@ -1,9 +1,9 @@
 import type { Hash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { toStorageError } from '../error-mapping';
-import { SpoolError } from '../errors';
-import type { MemoryLease } from '../memory-budget';
-import { watchdog } from '../watchdog';
+import { toStorageError } from '../core/error-mapping';
+import { SpoolError } from '../core/errors';
+import type { MemoryLease } from '../core/memory-budget';
+import { watchdog } from '../core/watchdog';
 import { AppendTap } from './append-tap';
 import { ChecksumVerifier } from './checksum';
 import type { InterimProgress } from './interim-progress';

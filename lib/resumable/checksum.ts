@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { SpoolError } from '../errors';
+import { SpoolError } from '../core/errors';
 
 /** A digest the client sent for a request's bytes (tus Upload-Checksum, RFC 9530 Content-Digest). */
 export interface Checksum {

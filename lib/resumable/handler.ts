@@ -1,10 +1,10 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AppRequest, IncomingFile } from '../engine';
-import { SpoolError } from '../errors';
-import type { MemoryBudget, MemoryLease } from '../memory-budget';
-import { runFileFilter } from '../run-file-filter';
-import { UploadedFile } from '../uploaded-file';
+import type { AppRequest, IncomingFile } from '../core/engine';
+import { SpoolError } from '../core/errors';
+import type { MemoryBudget, MemoryLease } from '../core/memory-budget';
+import { runFileFilter } from '../core/run-file-filter';
+import { UploadedFile } from '../core/uploaded-file';
 import { appendBody } from './append';
 import { parseDigestField } from './checksum';
 import { ietfDraft, isIetfRequest } from './ietf-draft';

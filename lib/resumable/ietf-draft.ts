@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { basename, paramDecoder, parseDisposition } from '../content-disposition';
-import { SpoolError } from '../errors';
+import { basename, paramDecoder, parseDisposition } from '../multipart/content-disposition';
+import { SpoolError } from '../core/errors';
 import { parseDigestField } from './checksum';
 import { parseMetadata } from './metadata';
 import type { ResumableConfig } from './options';

@@ -1,4 +1,4 @@
-import { SpoolError } from '../errors';
+import { SpoolError } from '../core/errors';
 
 const KEY = /^[\x21-\x2b\x2d-\x7e]+$/; // printable ASCII without space and comma (tus 1.0)
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;

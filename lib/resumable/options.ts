@@ -1,9 +1,9 @@
 import { resumableDiskStore } from '../../engines/resumable-disk';
-import type { AppRequest } from '../engine';
-import { MemoryBudget } from '../memory-budget';
-import { DEFAULT_LIMITS, type FileFilter } from '../options';
-import { countOption, describe, sizeOption, type Size } from '../sizes';
-import type { UploadedFile } from '../uploaded-file';
+import type { AppRequest } from '../core/engine';
+import { MemoryBudget } from '../core/memory-budget';
+import { DEFAULT_LIMITS, type FileFilter } from '../multipart/options';
+import { countOption, describe, sizeOption, type Size } from '../core/sizes';
+import type { UploadedFile } from '../core/uploaded-file';
 import { UploadLocks } from './upload-lock';
 import type { UploadLocker } from './upload-locker';
 import { isResumableStore, type ResumableStore } from './upload-store';

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { SpoolError } from '../errors';
+import type { SpoolError } from '../core/errors';
 import type { Checksum } from './checksum';
 import type { ResumableConfig, ResumableProtocol } from './options';
 import type { ResumableUpload } from './upload-store';

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { SpoolError } from '../errors';
+import { SpoolError } from '../core/errors';
 import { parseUploadChecksum, TUS_ALGORITHMS } from './checksum';
 import { formatMetadata, parseMetadata } from './metadata';
 import type { ResumableConfig } from './options';

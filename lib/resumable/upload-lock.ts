@@ -1,4 +1,4 @@
-import { SpoolError } from '../errors';
+import { SpoolError } from '../core/errors';
 
 interface Holder {
   readonly end: (reason: SpoolError) => void;

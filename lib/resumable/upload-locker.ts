@@ -1,4 +1,4 @@
-import type { SpoolError } from '../errors';
+import type { SpoolError } from '../core/errors';
 
 /**
  * One writer per upload. The handler takes the lock around every request that touches an upload (append,

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
-import type { AppRequest, StoredFile } from '../engine';
-import type { MemoryLease } from '../memory-budget';
+import type { AppRequest, StoredFile } from '../core/engine';
+import type { MemoryLease } from '../core/memory-budget';
 
 /**
  * One resumable upload as a store records it. The store owns `offset` (only `append` and `concatenate`

@@ -1,8 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { finished, PassThrough, Readable } from 'node:stream';
-import type { IncomingFile, StorageEngine, StoreContext, StoredFile } from './engine';
+import type { IncomingFile, StorageEngine, StoreContext, StoredFile } from '../core/engine';
 import type { MulterFile, MulterStorageEngine } from './multer-types';
-import { describe } from './sizes';
+import { describe } from '../core/sizes';
 
 export interface FromMulterStorageOptions {
   /** `storage` name reported for files whose kind cannot be inferred. @default 'multer' */

@@ -1,13 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { StorageEngine, StoredFile } from './engine';
-import { SpoolError } from './errors';
-import { FileTap } from './file-tap';
-import { MemoryBudget, type MemoryLease } from './memory-budget';
+import type { StorageEngine, StoredFile } from '../core/engine';
+import { SpoolError } from '../core/errors';
+import { FileTap } from '../core/file-tap';
+import { MemoryBudget, type MemoryLease } from '../core/memory-budget';
 import type { MulterFile, MulterStorageEngine } from './multer-types';
-import { removeAll } from './remove-all';
-import type { Size } from './sizes';
-import { describe } from './sizes';
-import { isStorageEngine } from './engine';
+import { removeAll } from '../core/remove-all';
+import type { Size } from '../core/sizes';
+import { describe } from '../core/sizes';
+import { isStorageEngine } from '../core/engine';
 
 export interface ToMulterStorageOptions {
   /** Memory budget shared by the files this storage keeps in memory. @default '64MiB' */

@@ -1,5 +1,5 @@
-import type { UploadedFile } from './uploaded-file';
-import { countOption, describe } from './sizes';
+import type { UploadedFile } from '../core/uploaded-file';
+import { countOption, describe } from '../core/sizes';
 
 /** One entry of `upload.fields([...])`. */
 export interface FieldSpec {

@@ -1,5 +1,5 @@
 import { TextDecoder } from 'node:util';
-import { describe } from './sizes';
+import { describe } from '../core/sizes';
 
 /** Turns the raw bytes of a header parameter (held as a latin1 string, one char per byte) into text. */
 export type ParamDecoder = (raw: string) => string;

@@ -1,18 +1,18 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
 import { appendField, createBody, type FieldObject } from './append-field';
-import type { AppRequest, IncomingFile, StoreContext } from './engine';
-import { SpoolError } from './errors';
+import type { AppRequest, IncomingFile, StoreContext } from '../core/engine';
+import { SpoolError } from '../core/errors';
 import type { FileSelection } from './file-selection';
-import { FileTap } from './file-tap';
-import type { MemoryLease } from './memory-budget';
+import { FileTap } from '../core/file-tap';
+import type { MemoryLease } from '../core/memory-budget';
 import type { SpoolConfig } from './options';
-import { removeAll } from './remove-all';
-import { runFileFilter } from './run-file-filter';
-import { UploadedFile } from './uploaded-file';
-import { toParserError, toStorageError } from './error-mapping';
+import { removeAll } from '../core/remove-all';
+import { runFileFilter } from '../core/run-file-filter';
+import { UploadedFile } from '../core/uploaded-file';
+import { toParserError, toStorageError } from '../core/error-mapping';
 import { createMultipartParser, type FileStreamInfo } from './multipart-parser';
-import { watchdog, type Watched } from './watchdog';
+import { watchdog, type Watched } from '../core/watchdog';
 
 function ignore(): void {}
 

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { SpoolError } from './errors';
+import { SpoolError } from '../core/errors';
 import { FileSelection, type FieldSpec } from './file-selection';
-import type { MemoryBudget } from './memory-budget';
+import type { MemoryBudget } from '../core/memory-budget';
 import { resolveOptions, type SpoolOptions } from './options';
 import { UploadRequest, type Next } from './upload-request';
 

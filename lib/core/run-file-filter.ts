@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { whenAborted } from './abort';
 import type { IncomingFile } from './engine';
-import type { FileFilter } from './options';
+import type { FileFilter } from '../multipart/options';
 
 /**
  * Runs a fileFilter in either style and resolves with its verdict; the first answer wins.

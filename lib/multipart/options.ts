@@ -1,10 +1,10 @@
-import { diskEngine } from '../engines/disk';
-import { spoolEngine } from '../engines/spool';
+import { diskEngine } from '../../engines/disk';
+import { spoolEngine } from '../../engines/spool';
 import { charsetOption, DEFAULT_PARAM_CHARSET } from './content-disposition';
-import { isStorageEngine, type AppRequest, type IncomingFile, type StorageEngine } from './engine';
-import { MemoryBudget } from './memory-budget';
+import { isStorageEngine, type AppRequest, type IncomingFile, type StorageEngine } from '../core/engine';
+import { MemoryBudget } from '../core/memory-budget';
 import { assertParserSupported } from './multipart-parser';
-import { countOption, describe, sizeOption, type Size } from './sizes';
+import { countOption, describe, sizeOption, type Size } from '../core/sizes';
 
 /** Request limits (busboy's names). Every limit is on by default; pass `Infinity` to lift one. */
 export interface SpoolLimits {

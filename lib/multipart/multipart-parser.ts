@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
 import { Busboy, type BusboyHeaders, type BusboyInstance } from '@fastify/busboy';
 import { basename, DEFAULT_PARAM_CHARSET, paramDecoder, parseDisposition, type Disposition, type ParamDecoder } from './content-disposition';
-import type { SpoolErrorCode } from './errors';
+import type { SpoolErrorCode } from '../core/errors';
 import type { ResolvedLimits } from './options';
 
 export interface FileStreamInfo {
