@@ -53,6 +53,7 @@ async function startS3(options: ResumableOptions = {}, store: Partial<ResumableS
       store: s3ResumableStore({ client, bucket, prefix, partSize: '5MiB', ...store }),
       sweepInterval: 0,
       limits: { fileSize: '1GiB' },
+      sha256: true, // every upload's whole-file digest is checked (the option's default is off)
       ...options,
       onComplete: async (file) => {
         completed.push({ file, sha256: file.sha256, size: file.size, readBack: await sha256Of(file.stream()) });

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { AppendContext } from '../lib/resumable/upload-store';
+import type { PartPool } from './resumable-s3-pool';
 import { toS3Error } from './s3-errors';
 import { claimedOf, MAX_PARTS, MIN_PART_SIZE, type Committed, type StoredPart, type UploadObjects, type UploadState } from './resumable-s3-objects';
 
@@ -10,6 +11,13 @@ export interface AppendSettings {
   readonly queueSize: number;
   /** Commits `next` as the state after `from`, create-only; rejects with UPLOAD_LOCKED when another writer got there first. */
   readonly commit: (from: Committed, next: UploadState) => Promise<Committed>;
+  /**
+   * The append's last commit, the one the handler answers with: `commit`, and also still the latest state
+   * (UPLOAD_LOCKED otherwise: its number was free because a completion or removal had deleted it).
+   */
+  readonly commitLast: (from: Committed, next: UploadState) => Promise<Committed>;
+  /** The store's part buffers (reserved on `context.memory` before one is taken, given back once no send can read it). */
+  readonly pool: PartPool;
 }
 
 /**
@@ -32,11 +40,18 @@ export interface AppendSettings {
  * Atomic: nothing but claims is committed until the body ended cleanly (the verifier fails the stream
  * otherwise); parts sent before that are left unnamed (their numbers are skipped), the old tail stays.
  *
+ * The last commit (when the body ended, cleanly or not) also records `context.expiresAt`, and is checked
+ * to be the latest state: the handler answers with it.
+ *
+ * Buffers come from the store's pool: taken after their memory was reserved, given back (with the
+ * reservation) once their UploadPart or tail PUT settled, an aborted one included — never while a send may
+ * still read them.
+ *
  * Resolves with the last committed state; rejects (that state stands) when S3 fails or the upload was
  * taken over.
  */
 export async function appendToS3(start: Committed, stream: Readable, context: AppendContext, settings: AppendSettings): Promise<Committed> {
-  const { objects, partSize, queueSize } = settings;
+  const { objects, partSize, queueSize, pool } = settings;
   const { memory, signal, atomic } = context;
   const first = start.state;
   const id = first.upload.id;
@@ -63,17 +78,21 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
   /** The claim (and CreateMultipartUpload) made ahead, while the first part fills. */
   let preparing: Promise<void> | undefined;
 
+  /** Gives back the buffer being filled (call it only once no request reads it: its tail PUT settled). */
   const releaseBuffer = () => {
-    if (buffer) memory.release(buffer.length);
+    if (buffer) {
+      memory.release(buffer.length);
+      pool.give(buffer);
+    }
     buffer = undefined;
     size = 0;
   };
 
   /** Queues a commit of `make(current state)` (nothing when it returns undefined). */
-  const commitWith = (make: (state: UploadState) => UploadState | undefined): Promise<void> => {
+  const commitWith = (make: (state: UploadState) => UploadState | undefined, last = false): Promise<void> => {
     const run = chain.then(async () => {
       const next = make(committed.state);
-      if (next) committed = await settings.commit(committed, next);
+      if (next) committed = await (last ? settings.commitLast : settings.commit)(committed, next);
     });
     chain = run.catch(() => undefined);
     return run;
@@ -99,7 +118,7 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
       if (signal.aborted) return false;
       throw err;
     }
-    buffer = Buffer.allocUnsafe(want);
+    buffer = pool.take(want);
     if (placed === 0 && first.tail) {
       await objects.readInto(first.tail.key, buffer, 0, 0, first.tail.size);
       size = placed = first.tail.size;
@@ -107,7 +126,8 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
     return true;
   };
 
-  const send = (body: Buffer, reserved: number, number: number) => {
+  /** UploadPart of `body` (a view of `owner`); `owner` and its reservation go back once the send settled. */
+  const send = (owner: Buffer, body: Buffer, reserved: number, number: number) => {
     const request: Promise<void> = objects
       .uploadPart(key, uploadId!, number, body, stop.signal)
       .then((part) => void sent.set(number, part))
@@ -116,7 +136,9 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
         stop.abort(err);
       })
       .finally(() => {
+        // Settled: the SDK no longer reads the body (an aborted send settles only once it let go of it).
         memory.release(reserved);
+        pool.give(owner);
         running.delete(request);
       });
     running.add(request);
@@ -124,8 +146,9 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
 
   /** Hands the full buffer to an UploadPart under a claimed number (its memory goes back when it settles). */
   const flush = async () => {
-    const body = buffer!.subarray(0, size);
-    const reserved = buffer!.length;
+    const owner = buffer!;
+    const body = owner.subarray(0, size);
+    const reserved = owner.length;
     buffer = undefined;
     size = 0;
     const number = nextNumber;
@@ -135,10 +158,11 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
       if (claimedOf(committed.state) < number || committed.state.uploadId !== uploadId || uploadId === undefined) await claim(number);
     } catch (err) {
       memory.release(reserved);
+      pool.give(owner); // never sent
       throw err;
     }
     nextNumber++;
-    send(body, reserved, number);
+    send(owner, body, reserved, number);
   };
 
   /** The parts that count: the committed ones and the contiguous run this append has sent since. */
@@ -148,12 +172,17 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
     return parts;
   };
 
-  /** One state commit; the parts it names replace the old tail (the first new part began with it). */
+  /**
+   * One state commit; the parts it names replace the old tail (the first new part began with it). The last
+   * one (`release`) gives back unused claims, records the new expiry and is checked to be the latest.
+   */
   const commit = (tail: UploadState['tail'] | 'keep', release = false) =>
     commitWith((state) => {
       const parts = partsSoFar();
+      const expiresAt = release ? context.expiresAt?.() : undefined;
       const next: UploadState = {
         ...state,
+        upload: expiresAt === undefined ? state.upload : { ...state.upload, expiresAt },
         uploadId,
         parts,
         tail: tail === 'keep' ? (parts.length === first.parts.length ? first.tail : undefined) : tail,
@@ -162,9 +191,10 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
       };
       // Claims alone are not worth a commit: the next flush claims if it must, and at the end at most
       // queueSize + 1 numbers stay claimed unused (skipped by the next writer).
-      const same = next.parts.length === state.parts.length && next.tail === state.tail && next.uploadId === state.uploadId;
+      const same =
+        next.parts.length === state.parts.length && next.tail === state.tail && next.uploadId === state.uploadId && next.upload.expiresAt === state.upload.expiresAt;
       return same ? undefined : next;
-    });
+    }, release);
 
   const chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   let carry: Buffer | undefined;

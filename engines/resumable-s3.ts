@@ -8,6 +8,7 @@ import type { UploadFence } from '../lib/resumable/upload-locker';
 import type { AppendContext, NewUpload, ResumableContext, ResumableStore, ResumableUpload, UploadChanges } from '../lib/resumable/upload-store';
 import { appendToS3 } from './resumable-s3-append';
 import { concatenateObjects } from './resumable-s3-concat';
+import { PartPool } from './resumable-s3-pool';
 import { claimedOf, MAX_PARTS, MIN_PART_SIZE, offsetOf, s3ErrorName, UploadObjects, type Committed, type StoredPart, type UploadState } from './resumable-s3-objects';
 import { locationOf, type S3Details } from './s3-object';
 import { toS3Error } from './s3-errors';
@@ -96,6 +97,13 @@ class S3Store implements ResumableStore {
    * when anyone committed on that base first; `update` also refuses when a higher state exists.
    */
   readonly #seen = new Map<string, Committed>();
+  /**
+   * Commits this store checked to be the latest state when it made them (an append's last commit, a
+   * checked update): an `update` that would rewrite one unchanged writes nothing.
+   */
+  readonly #verified = new WeakSet<Committed>();
+  /** Part buffers reused across appends (README "The memory bound"). */
+  readonly #pool: PartPool;
   /** Completed uploads whose leftovers are being removed (`#heal`). */
   readonly #healing = new Set<string>();
 
@@ -104,6 +112,7 @@ class S3Store implements ResumableStore {
     this.#partSize = partSize;
     this.#queueSize = queueSize;
     this.#fence = fence;
+    this.#pool = new PartPool(partSize, queueSize + 1);
   }
 
   async create(upload: NewUpload): Promise<ResumableUpload> {
@@ -115,7 +124,7 @@ class S3Store implements ResumableStore {
   }
 
   async get(id: string): Promise<ResumableUpload | undefined> {
-    const current = await this.#current(id);
+    const current = await this.#latest(id);
     return current && !current.state.removed ? this.#view(current.state) : undefined;
   }
 
@@ -125,6 +134,8 @@ class S3Store implements ResumableStore {
     // Completing checks first (it writes more than a state); a plain change checks while it commits.
     const current = seen && !completing ? seen : await this.#based(id);
     if (!current || current.state.removed) throw new SpoolError('UPLOAD_NOT_FOUND');
+    // The append just recorded these values (e.g. the expiry) in a state it checked: nothing to write.
+    if (current === seen && this.#verified.has(seen) && !completing && unchanged(seen.state.upload, changes)) return this.#view(seen.state);
     const { state } = current;
     const upload: Mutable<UploadState['upload']> = { ...state.upload };
     if (changes.length !== undefined) upload.length = changes.length;
@@ -166,13 +177,20 @@ class S3Store implements ResumableStore {
       if (bytes) throw new SpoolError('UPLOAD_COMPLETED', 'The upload is being completed: no byte can follow');
       return offsetOf(current.state);
     }
-    const committed = await appendToS3(current, stream, context, {
-      objects: this.#objects,
-      partSize: this.#partSize,
-      queueSize: this.#queueSize,
-      commit: (from, next) => this.#commit(from, next),
-    });
-    return offsetOf(committed.state);
+    const leave = this.#pool.enter();
+    try {
+      const committed = await appendToS3(current, stream, context, {
+        objects: this.#objects,
+        partSize: this.#partSize,
+        queueSize: this.#queueSize,
+        commit: (from, next) => this.#commit(from, next),
+        commitLast: (from, next) => this.#commitLast(from, next),
+        pool: this.#pool,
+      });
+      return offsetOf(committed.state);
+    } finally {
+      leave();
+    }
   }
 
   async concatenate(target: ResumableUpload, parts: readonly ResumableUpload[], context: ResumableContext): Promise<number> {
@@ -270,6 +288,26 @@ class S3Store implements ResumableStore {
     }
   }
 
+  /**
+   * The latest state, without a LIST when the one this store last read or committed still is: three HEADs
+   * (no body), two of them in parallel. `n` is still the latest when state `n + 1` does not exist, nothing
+   * is at the upload's key, and — asked after those — state `n` still exists. Sound for every change
+   * committed before the HEADs, whatever instance made it: a commit of `n + 1` stays until a completion or a
+   * removal deletes it, and both keep an object at the upload's key while they delete states (completion:
+   * the completed object; removal: the object or an empty placeholder, deleted after every state but its
+   * `removed` one), then state `n` is gone. A change racing the HEADs is fenced like any other: its commit
+   * or ours fails create-only, and an append's last commit is checked again (`#commitLast`). Not used for
+   * a completed upload (read with a LIST, as before).
+   */
+  async #latest(id: string): Promise<Committed | undefined> {
+    const seen = ID.test(id) ? this.#seen.get(id) : undefined;
+    if (!seen || seen.state.object || seen.state.removed || seen.state.sealing) return this.#current(id);
+    const objects = this.#objects;
+    const [next, object] = await Promise.all([objects.head(objects.stateKey(id, seen.n + 1)), objects.head(objects.key(id))]);
+    if (next === undefined && object === undefined && (await objects.head(objects.stateKey(id, seen.n))) !== undefined && this.#seen.get(id) === seen) return seen;
+    return this.#current(id);
+  }
+
   /** The latest state (one LIST; a GET only when it is not the one this store already knows). */
   async #current(id: string): Promise<Committed | undefined> {
     if (!ID.test(id)) return undefined;
@@ -321,11 +359,41 @@ class S3Store implements ResumableStore {
    */
   async #commitChecked(from: Committed, next: UploadState): Promise<Committed> {
     const [moved, committed] = await Promise.all([this.#moved(from), this.#commit(from, next)]);
-    if (!moved) return committed;
+    if (!moved) {
+      this.#verified.add(committed);
+      return committed;
+    }
     this.#seen.delete(next.upload.id);
     // Below the latest state, or the only state of a removed upload: this one's own leftover.
     await this.#objects.delete(this.#objects.stateKey(next.upload.id, committed.n)).catch(() => undefined);
     throw new SpoolError('UPLOAD_LOCKED', 'Another request changed this upload since this one read it');
+  }
+
+  /**
+   * An append's last commit (the handler answers with it, and its `update` after it writes nothing when the
+   * append already recorded the expiry): like `#commitChecked` it must be the latest, checked with HEADs
+   * instead of a LIST, after the commit succeeded. Its number `from.n + 1` was free; if that is because a
+   * completion or removal deleted it, then an object is at the upload's key (asked first), or the
+   * completion/removal has finished and deleted state `from.n` (asked second) — see `#latest`.
+   */
+  async #commitLast(from: Committed, next: UploadState): Promise<Committed> {
+    const id = next.upload.id;
+    const objects = this.#objects;
+    const committed = await this.#commit(from, next);
+    let latest: boolean;
+    try {
+      latest = (await objects.head(objects.key(id))) === undefined && (await objects.head(objects.stateKey(id, from.n))) !== undefined;
+    } catch (err) {
+      this.#seen.delete(id);
+      throw err;
+    }
+    if (latest) {
+      this.#verified.add(committed);
+      return committed;
+    }
+    this.#seen.delete(id);
+    await objects.delete(objects.stateKey(id, committed.n)).catch(() => undefined);
+    throw new SpoolError('UPLOAD_LOCKED', 'Another request completed or removed this upload since this one read it');
   }
 
   /** Commits `next` as the state after `from` (the first state when undefined), create-only. */
@@ -369,11 +437,16 @@ class S3Store implements ResumableStore {
       }
     }
     await objects.abortAll(key);
-    await objects.delete(key, current?.state.object?.versionId);
+    // Something stays at the upload's key while its states go (the object, else an empty placeholder), and
+    // goes only after them but the last: what tells `#latest` and `#commitLast` that a state they do not
+    // see any more was deleted by this removal (a removal that finished has deleted every state).
+    let versionId = current?.state.object?.versionId;
+    if (current && !current.state.object) versionId = (await objects.put(key, Buffer.alloc(0))).versionId;
     const last = current ? objects.stateKey(id, current.n) : undefined;
     const rest = [];
     for await (const object of objects.objects(`${key}.`)) if (object.key !== last) rest.push(object.key);
     await objects.deleteMany(rest);
+    await objects.delete(key, versionId);
     if (last) await objects.delete(last);
     // Anything a writer that was taken over wrote meanwhile.
     const late = [];
@@ -575,6 +648,15 @@ class S3Store implements ResumableStore {
     }
     return { ...state.upload, offset: offsetOf(state) };
   }
+}
+
+/** Whether `changes` would leave `upload` as it is. */
+function unchanged(upload: UploadState['upload'], changes: UploadChanges): boolean {
+  if (changes.length !== undefined && changes.length !== upload.length) return false;
+  if (changes.complete !== undefined && changes.complete !== upload.complete) return false;
+  if (changes.sha256 !== undefined && changes.sha256 !== upload.sha256) return false;
+  if (changes.expiresAt === null ? upload.expiresAt !== undefined : changes.expiresAt !== undefined && changes.expiresAt !== upload.expiresAt) return false;
+  return changes.extra === undefined || JSON.stringify(changes.extra) === JSON.stringify(upload.extra);
 }
 
 /** ETags compared without their quotes (servers differ in quoting). */

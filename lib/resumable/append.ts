@@ -36,6 +36,8 @@ export async function appendBody(
     supersede: (end: (reason: SpoolError) => void) => void;
     /** Progress 104s (IETF draft), offered to the store unless the append is atomic. */
     progress?: InterimProgress;
+    /** The upload's renewed expiry, offered to the store to record with the append (`AppendContext.expiresAt`). */
+    expiresAt?: () => number;
   },
 ): Promise<AppendOutcome> {
   const { config, hashes, lease } = context;
@@ -75,7 +77,7 @@ export async function appendBody(
   };
   let offset: number;
   try {
-    offset = await config.store.append(upload, tap, { signal: controller.signal, memory: lease, atomic, request: req, progress });
+    offset = await config.store.append(upload, tap, { signal: controller.signal, memory: lease, atomic, request: req, progress, expiresAt: context.expiresAt });
   } catch (err) {
     tap.fail(err instanceof Error ? err : new Error(String(err)));
     if (running) hashes.forget(upload.id);

@@ -204,12 +204,17 @@ class Handler {
       }
       await this.#admit(lease);
       if (ended) throw ended; // a newer request came while this one was getting ready
+      // The renewed expiry, fixed the first time it is asked for: by the store when it records it with the
+      // append's last state write (then the update below has nothing left to write), else after the append.
+      let expiresAt: number | undefined;
+      const expiry = this.#config.expiration > 0 ? () => (expiresAt ??= Date.now() + this.#config.expiration) : undefined;
       const outcome = await appendBody(req, res, upload, intent, {
         config: this.#config,
         hashes: this.#hashes,
         lease,
         supersede: (end) => (supersede = end),
         progress: this.#progress(req, res, protocol, upload.offset, created),
+        expiresAt: expiry,
       });
       upload = current = outcome.upload;
       failure = outcome.failure;
@@ -220,7 +225,7 @@ class Handler {
         throw failure;
       }
       const changes: { -readonly [K in keyof UploadChanges]: UploadChanges[K] } = {};
-      if (this.#config.expiration > 0) changes.expiresAt = Date.now() + this.#config.expiration;
+      if (expiry) changes.expiresAt = expiry();
       // Complete when the request said so and arrived whole, or (tus, older drafts) when the length is
       // reached — even by a request cut off after its last byte: its client will not send it again.
       const finished = (intent.complete === true && failure === undefined) || (protocol.completesAtLength(req) && reachedLength(upload));
@@ -228,7 +233,8 @@ class Handler {
         throw new SpoolError('INCONSISTENT_LENGTH', 'Upload-Complete: ?1 before Upload-Length bytes');
       }
       if (finished && upload.length === undefined) changes.length = upload.offset;
-      upload = current = await this.#store.update(id, changes);
+      // Nothing to change (no expiry, no length): the append's own record stands.
+      if (Object.keys(changes).length > 0) upload = current = await this.#store.update(id, changes);
       if (finished) upload = current = await this.#complete(req, upload);
       if (failure && !finished) throw failure;
       if (created !== undefined) protocol.created(req, res, upload, created, this.#config);

@@ -72,6 +72,14 @@ export interface AppendContext extends ResumableContext {
    * correct store: its clients just get no progress before the final response.
    */
   readonly progress?: AppendProgress;
+  /**
+   * Optional: the upload's renewed expiry (unix ms), which the handler records with `update` right after
+   * the append. A store may record it already with the append's last state write — the one that records the
+   * new offset — by calling this there (it returns the same value every time, fixed by the first call);
+   * the handler's `update` then asks for no change that is not already recorded, and a store that can tell
+   * (`s3ResumableStore`) writes nothing for it. Absent when uploads do not expire. Ignoring it is correct.
+   */
+  readonly expiresAt?: () => number;
 }
 
 /**
@@ -110,21 +118,24 @@ export interface AppendProgress {
  *   uploads are.
  * - Errors: reject with the underlying error (or a SpoolError such as STORAGE_FULL); the handler maps it.
  *
- * What an S3 store must do (written against this interface, after the disk store):
- * - `create`: CreateMultipartUpload and persist the state (UploadId, parts so far, offset, the fields of
- *   {@link ResumableUpload}) in a small object beside the data, e.g. `<key>.info` (one PUT = atomic).
+ * What an S3 store does (`s3ResumableStore()`, README "Resumable uploads on S3" and "Running many instances"):
+ * - `create`: persists the state (the fields of {@link ResumableUpload}; later the UploadId, the parts so
+ *   far, the tail) as a small JSON object beside the data, `<key>.state.<n>`, each change the next number
+ *   written create-only (one PUT = atomic; of two writers on the same state exactly one commits). The
+ *   multipart upload is created with the first part.
  * - `append`: S3 parts must be ≥ 5 MiB except the last. Buffer the stream into part-sized chunks, holding
  *   the buffer's bytes on `context.memory` (`reserve` waits, bounded by `context.signal`; release when the
  *   part is sent), UploadPart each full one, and when the stream ends — cleanly or not — persist the
- *   short tail (< 5 MiB) as its own object (e.g. `<key>.tail`, PUT) so the next append, possibly after a
- *   restart, starts by prepending it. `offset` = bytes in completed parts + bytes in the persisted tail;
+ *   short tail (< 5 MiB) as its own object (`<key>.tail.<random>`, PUT) so the next append, possibly after
+ *   a restart, starts by prepending it. `offset` = bytes in completed parts + bytes in the persisted tail;
  *   bytes still in memory when the store fails to persist them are not counted. With `atomic`, send
  *   nothing as a part until the stream has ended cleanly (or upload parts and drop them on failure: a
  *   part number can be overwritten) and restore the previous tail. With `context.progress`, call
  *   `progress.persisted(offset)` after each state PUT that records a part (the offset it records): that is
  *   what lets the handler send IETF 104 progress (without it, the client learns the offset at the end).
- * - `update` with `complete: true`: UploadPart the tail as the last part, CompleteMultipartUpload, delete
- *   the tail object. A 0-byte upload is a plain empty PutObject (AbortMultipartUpload first).
+ *   With `context.expiresAt`, the last state write of the append carries the new expiry too.
+ * - `update` with `complete: true`: UploadPartCopy the tail as the last part, CompleteMultipartUpload,
+ *   delete the tail object. A 0-byte upload is a plain empty PutObject.
  * - `concatenate`: UploadPartCopy from each complete partial (or a copy + tail when a partial is < 5 MiB).
  * - `read`/`file`: GetObject of the completed object; `remove`: AbortMultipartUpload or DeleteObject, plus
  *   the state and tail objects, tolerating what is already gone; `list`: ListObjectsV2 over the state
