@@ -34,6 +34,8 @@ export async function startResumable(options: ResumableOptions = {}, dir = tempD
     const middleware = resumable({
       store: resumableDiskStore({ directory: dir.path }),
       sweepInterval: 0,
+      // The suites check every upload's whole-file digest; the default (off) has its own test in resumable-tus.
+      sha256: true,
       ...options,
       onComplete: async (file, req) => {
         completed.push({ file, sha256: file.sha256, size: file.size, readBack: await sha256Of(file.stream()) });

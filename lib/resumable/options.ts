@@ -37,8 +37,10 @@ export interface ResumableOptions {
   onComplete?: (file: UploadedFile, req: AppRequest) => void | Promise<void>;
   /**
    * Compute `sha256` of the whole upload (kept in memory across appends; after a restart, or an append
-   * whose stored bytes differ from the bytes hashed, read back once from the store at completion).
-   * @default true
+   * whose stored bytes differ from the bytes hashed, read back once from the store at completion). Off by
+   * default, as in `spool()`: an app that does not read `file.sha256` does not pay for it (a third of the
+   * CPU of a disk upload, bench/). An upload whose client declared a `Repr-Digest` is hashed regardless.
+   * @default false
    */
   sha256?: boolean;
   /** Lifetime (ms) of an unfinished upload, renewed by every append (tus `Upload-Expires`); 0: never. @default 86400000 (24 h) */
@@ -127,7 +129,7 @@ export function resolveResumableOptions(options: ResumableOptions = {}): Resumab
     appendSize: Math.min(sizeOption('limits.appendSize', limits.appendSize, fileSize), fileSize),
     fileFilter,
     onComplete,
-    sha256: booleanOption('sha256', options.sha256, true),
+    sha256: booleanOption('sha256', options.sha256, false),
     expiration: countOption('expiration', options.expiration, 86_400_000),
     sweepInterval: countOption('sweepInterval', options.sweepInterval, 3_600_000),
     budget: options.memoryBudget instanceof MemoryBudget ? options.memoryBudget : new MemoryBudget(options.memoryBudget ?? '64MiB'),
