@@ -30,7 +30,7 @@ export const S3_TARGETS = ['spool-tus-s3', 'tus-s3'];
 export const isResumableKey = (k) => /^r\d+$/.test(k);
 
 export const RESUMABLE_ABOUT = {
-  'spool-tus-disk': 'express-spool, Express 5 + `resumable({ store: resumableDiskStore({ directory }) })`, the rest default (64 MiB memory budget, whole-upload `sha256` on)',
+  'spool-tus-disk': 'express-spool, Express 5 + `resumable({ store: resumableDiskStore({ directory }) })`, the rest default (64 MiB memory budget, whole-upload `sha256` off)',
   'tus-file': '@tus/server + @tus/file-store (`new FileStore({ directory })`, its defaults), mounted in Express 5 as its README shows',
   'spool-tus-s3': 'express-spool, `resumable({ store: s3ResumableStore({ client, bucket, prefix }) })` (8 MiB parts, queueSize 1), the rest default',
   'tus-s3': '@tus/server + @tus/s3-store (its defaults: 8 MiB parts staged as files in os.tmpdir(), up to 60 part uploads in flight)',
@@ -186,7 +186,8 @@ async function freshRun(ctx, name, w, { verify = false, env } = {}) {
     if (completed.length !== w.count) problems.push(`${completed.length} uploads completed, want ${w.count}`);
     for (const c of completed) if (c.size !== w.fileSize) problems.push(`completed with size ${c.size}, want ${w.fileSize}`);
     const spool = name.startsWith('spool-');
-    if (spool && !sameSorted(completed.map((c) => c.sha256), sha256)) problems.push(`express-spool's file.sha256 ${completed.map((c) => c.sha256).join(', ')} is not the uploads' sha256`);
+    // resumable()'s sha256 is off by default: when a digest is given it must be right.
+    if (spool && completed.some((c) => c.sha256 !== undefined) && !sameSorted(completed.map((c) => c.sha256), sha256)) problems.push(`express-spool's file.sha256 ${completed.map((c) => c.sha256).join(', ')} is not the uploads' sha256`);
     if (verify && !sameSorted(completed.map((c) => c.stored), sha256)) problems.push(`stored bytes sha256 ${completed.map((c) => c.stored).join(', ')}, want ${sha256.join(', ')}`);
     if (verify) await s.setVerify(false);
     await s.command('cleanup');

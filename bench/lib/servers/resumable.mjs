@@ -1,7 +1,7 @@
 // Resumable-upload targets (issue #14), tus 1.0 at /files, each in its own process (resumable-main.mjs):
 //   spool-tus-disk  express-spool from the BUILT package (dist/lib/index.js): Express 5 +
 //                   resumable({ store: resumableDiskStore({ directory }) }), the rest default (64 MiB budget,
-//                   sha256 of every upload on)
+//                   whole-upload sha256 off)
 //   spool-tus-s3    the same with s3ResumableStore({ client, bucket, prefix }) (8 MiB parts, queueSize 1)
 //   tus-file        @tus/server + @tus/file-store (its defaults), mounted in Express 5 as its README shows
 //   tus-s3          @tus/server + @tus/s3-store (its defaults: 8 MiB parts staged in os.tmpdir(), up to 60
