@@ -40,6 +40,10 @@ export class AppendTap extends Readable {
     source.once('error', this.#onAborted);
     source.once('close', this.#onClose);
     source.pause();
+    // A request that ended or went away before the tap was made (its client left while the handler waited
+    // for the lock, the state, the memory budget) sends those events no more: settle as if they came now.
+    if (source.readableEnded) this.#onEnd();
+    else if (source.destroyed) this.#onAborted(); // no 'end' after a destroy: what was buffered is gone
   }
 
   /** Bytes handed over (and hashed) so far. */

@@ -67,6 +67,7 @@ export async function appendBody(
     if (!res.writableFinished) end(new SpoolError('CLIENT_ABORTED'));
   };
   res.once('close', onClose);
+  if (res.destroyed) onClose(); // closed before the append started: no 'close' will come any more
   const stopWatching = config.idleTimeout > 0 ? watchIdle(tap, config.idleTimeout, end) : undefined;
   // Progress only while the body is still coming: once it ended (or failed) the final response is next.
   const streaming = () => !tap.readableEnded && !tap.destroyed;
