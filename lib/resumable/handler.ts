@@ -186,6 +186,7 @@ class Handler {
   /** One append under the upload's lock: checks, streams the body, completes, answers. */
   async #append(req: IncomingMessage, res: ServerResponse, protocol: Protocol, id: string, intent: AppendIntent, created?: string): Promise<void> {
     let current: ResumableUpload | undefined;
+    let appending: InterimProgress | undefined | false = false; // while appendBody runs: its progress 104s, if any
     let failure: SpoolError | undefined;
     let ended: SpoolError | undefined;
     let supersede: ((reason: SpoolError) => void) | undefined;
@@ -208,14 +209,16 @@ class Handler {
       // append's last state write (then the update below has nothing left to write), else after the append.
       let expiresAt: number | undefined;
       const expiry = this.#config.expiration > 0 ? () => (expiresAt ??= Date.now() + this.#config.expiration) : undefined;
+      const progress = (appending = this.#progress(req, res, protocol, upload.offset, created));
       const outcome = await appendBody(req, res, upload, intent, {
         config: this.#config,
         hashes: this.#hashes,
         lease,
         supersede: (end) => (supersede = end),
-        progress: this.#progress(req, res, protocol, upload.offset, created),
+        progress,
         expiresAt: expiry,
       });
+      appending = false;
       upload = current = outcome.upload;
       failure = outcome.failure;
       if (created !== undefined && upload.offset === 0 && failure) {
@@ -240,11 +243,29 @@ class Handler {
       if (created !== undefined) protocol.created(req, res, upload, created, this.#config);
       else protocol.appended(req, res, upload, this.#config);
     } catch (err) {
+      // The store failed during the append: it may have recorded bytes (and a 104 acknowledged them) first.
+      if (appending !== false && current) current = await this.#durable(current, appending);
       this.#fail(req, res, protocol, err, current, intent);
     } finally {
       lease.close();
       release();
     }
+  }
+
+  /**
+   * The upload after an append the store failed in: its state as recorded now (the bytes stored before the
+   * failure count), never behind an offset a progress 104 acknowledged — nor behind the state before.
+   */
+  async #durable(before: ResumableUpload, progress: InterimProgress | undefined): Promise<ResumableUpload> {
+    let upload = before;
+    try {
+      const now = await this.#store.get(before.id);
+      if (now && now.offset >= before.offset) upload = now;
+    } catch {
+      // The store cannot say: what the 104s acknowledged still holds.
+    }
+    const acknowledged = progress?.offset ?? 0;
+    return acknowledged > upload.offset ? { ...upload, offset: acknowledged } : upload;
   }
 
   /** Progress 104s for an append starting at `start` (IETF draft, a client that can take interims), or none. */

@@ -54,6 +54,11 @@ export class InterimProgress implements AppendProgress {
     this.#at = Date.now();
   }
 
+  /** The offset last announced in a 104 (the append's start before the first). */
+  get offset(): number {
+    return this.#offset;
+  }
+
   /** No 104 after this: the append settled, the final response comes next. */
   close(): void {
     this.#open = false;
