@@ -332,7 +332,7 @@ class Handler {
    */
   async #declareFinal(req: IncomingMessage, final: FinalUpload): Promise<ResumableUpload> {
     this.#finals.add(final.id, final.concat.parts);
-    for (const partId of new Set(final.concat.parts)) await this.#link(partId, final.id);
+    for (const partId of new Set(final.concat.parts)) await this.#link(req, partId, final.id);
     return (await this.#settleFinal(req, final.id, false)) ?? gone();
   }
 
@@ -340,31 +340,48 @@ class Handler {
    * Records in the partial's state that `finalId` waits on it, holding the partial's lock — but never by
    * ending a request that holds it (an append in progress): while one does (here, or on another instance
    * when the locker can tell, `redisLocker()`), the write is retried in the background until the partial
-   * is free; meanwhile the in-memory index links them in this process.
+   * is free; meanwhile the in-memory index links them in this process. A link written that way, after the
+   * declaration settled the final, then settles it again if the partial is complete by now: the request
+   * that completed it (on another instance) knew of neither the final nor the link.
    */
-  async #link(partId: string, finalId: string, retry = LINK_RETRY): Promise<void> {
+  async #link(req: IncomingMessage, partId: string, finalId: string, retry = LINK_RETRY, deferred = false): Promise<void> {
     const later = () => {
       // Assembled or removed meanwhile: nothing to link any more.
-      if (this.#finals.has(finalId)) void delay(retry).then(() => this.#link(partId, finalId, Math.min(retry * 2, LINK_RETRY_MAX)));
+      if (this.#finals.has(finalId)) {
+        void delay(retry)
+          .then(() => this.#link(req, partId, finalId, Math.min(retry * 2, LINK_RETRY_MAX), true))
+          .catch(() => undefined); // an onComplete rejection: nobody to answer; the final stays complete
+      }
     };
     if (this.#locks.has(partId)) return later();
+    let complete = false;
     const work = async () => {
       const part = await this.#store.get(partId);
-      if (!part || part.concat?.kind !== 'partial' || linkedFinals(part).includes(finalId)) return;
-      await this.#store.update(partId, { extra: withLink(part.extra, finalId) });
+      if (!part || part.concat?.kind !== 'partial') return;
+      complete = part.complete;
+      if (!linkedFinals(part).includes(finalId)) await this.#store.update(partId, { extra: withLink(part.extra, finalId) });
     };
     try {
       const polite = (this.#locks as Partial<UploadFence>).exclusive;
       if (typeof polite !== 'function') await this.#exclusive(partId, work); // in-process lock: free, as has() said
-      else if (!(await polite.call(this.#locks, partId, work, 0))) later(); // held on another instance
+      else if (!(await polite.call(this.#locks, partId, work, 0))) return later(); // held on another instance
     } catch {
       // Not persisted: this process still links them, and a HEAD on the final settles it after a restart.
+      return;
     }
+    // Settled as a HEAD on the final would: assembled once (onComplete once) if all its partials are complete.
+    if (deferred && complete) await this.#settleFinal(req, finalId, true);
   }
 
   /** After a partial completed: settles every pending final that waits on it (assembles the ready ones). */
   async #partialDone(req: IncomingMessage, partial: ResumableUpload): Promise<void> {
-    for (const finalId of new Set([...this.#finals.of(partial.id), ...linkedFinals(partial)])) {
+    let finals = new Set([...this.#finals.of(partial.id), ...linkedFinals(partial)]);
+    if (finals.size === 0) {
+      // None known here: the partial's state as stored now may still name one (declared on another instance).
+      const stored = await this.#store.get(partial.id).catch(() => undefined);
+      if (stored) finals = new Set(linkedFinals(stored));
+    }
+    for (const finalId of finals) {
       await this.#settleFinal(req, finalId, true);
     }
   }
