@@ -113,14 +113,20 @@ test('backpressure: at most two batches and the stream buffer are held', async (
   const handle = await open(join(dir.path, 'held'), 'wx');
   const writer = new BatchedFileWriter(handle, 256 * KiB);
   // Writes that never finish: the writer must stop accepting once both batches are full.
-  jest.spyOn(fs, 'writev').mockImplementation((() => undefined) as never);
+  const held: Array<(err: Error | null, written: number) => void> = [];
+  jest.spyOn(fs, 'writev').mockImplementation(((_fd: number, _b: Buffer[], cb: (err: Error | null, written: number) => void) => void held.push(cb)) as never);
   let accepted = 0;
   const chunk = Buffer.alloc(16 * KiB);
   while (writer.write(chunk)) accepted += chunk.length;
   await new Promise((r) => setImmediate(r));
   expect(accepted).toBeLessThanOrEqual(2 * 256 * KiB + 64 * KiB);
+  // Destroyed with a write in flight: the file is closed only once that write has returned.
+  const closed = new Promise((r) => writer.once('close', r));
   writer.destroy();
-  await new Promise((r) => writer.once('close', r));
+  await new Promise((r) => setImmediate(r));
+  expect(writer.listenerCount('close')).toBe(1); // not closed yet
+  for (const cb of held) cb(null, 0);
+  await closed;
 });
 
 describe('diskEngine: the large batch comes from the memory budget, only while it is at most half used', () => {

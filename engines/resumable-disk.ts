@@ -34,6 +34,8 @@ const CHECKPOINT = 8 * 1024 * 1024;
 /** Bytes per write while the memory budget has room (reserved per append), and otherwise. */
 const LARGE_BATCH = 512 * 1024;
 const SMALL_BATCH = 64 * 1024;
+/** A batch is also full at this many chunks: 1-byte HTTP chunks each cost ~200 bytes of memory as Buffers. */
+const MAX_CHUNKS = 128;
 /** Bytes gathered for a batch are written once the client has sent nothing more for this long (ms). */
 const IDLE_FLUSH = 10;
 /** Leftovers of a crash (temporary state, bytes without state) older than this are removed by `list()`. */
@@ -136,10 +138,14 @@ class DiskStore implements ResumableStore {
       };
       for (;;) {
         let next: IteratorResult<Buffer>;
+        const coming = chunks.next();
+        // A client that pauses does not leave its bytes waiting in memory: they are written meanwhile. A write
+        // error here is the store's (the outer catch), not the body's; the pending read is then abandoned.
+        if (pendingBytes > 0 && (await idleFor(coming, IDLE_FLUSH))) {
+          coming.catch(() => undefined);
+          await flush();
+        }
         try {
-          const coming = chunks.next();
-          // A client that pauses does not leave its bytes waiting in memory: they are written meanwhile.
-          if (pendingBytes > 0 && (await idleFor(coming, IDLE_FLUSH))) await flush();
           next = await coming;
         } catch {
           interrupted = true;
@@ -148,8 +154,9 @@ class DiskStore implements ResumableStore {
         if (next.done) break;
         pending.push(next.value);
         pendingBytes += next.value.length;
-        // Early too when the handler wants a progress point (IETF 104) at what the batch would reach.
-        if (pendingBytes >= batchBytes || (progress !== undefined && progress.wanted(position + pendingBytes))) await flush();
+        // Full by bytes or by chunks (tiny chunks cost far more memory than their bytes); early too when the
+        // handler wants a progress point (IETF 104) at what the batch would reach.
+        if (pendingBytes >= batchBytes || pending.length >= MAX_CHUNKS || progress?.wanted(position + pendingBytes)) await flush();
       }
       await flush();
       if (interrupted && context.atomic) {
