@@ -21,6 +21,9 @@ function targetsTable(targets, modes) {
     const details = modes.map((m) => t.byMode[m]?.detail).filter(Boolean).join('; ');
     L.push(`| ${t.id} | ${t.workload} | ${t.text} | ${t.limit} | ${cells.join(' | ')} | ${details} |`);
   }
+  // Where a target is missed: the floor it hits, measured in the same run (bench/README.md, "Profile").
+  const floors = targets.flatMap((t) => modes.filter((m) => t.byMode[m]?.floor).map((m) => `- **${t.id}** (${m}): ${t.byMode[m].floor}.`));
+  if (floors.length) L.push('', 'Missed targets, and the floor each one hits in this run:', '', ...floors);
   return L.join('\n');
 }
 
