@@ -30,7 +30,7 @@ test('multipart disk upload cut mid-file: budget back to 0, no fd left, no file 
     socket.destroy();
   }
   await eventually(() => expect(budget.used).toBe(0));
-  await eventually(() => expect(fds()).toBe(before));
+  await eventually(() => expect(fds()).toBeLessThanOrEqual(before)); // (other tests' sockets may close meanwhile)
   await eventually(() => expect(readdirSync(dir.path)).toEqual([]));
   await close(server);
   dir.remove();
@@ -60,7 +60,6 @@ test('resumable disk append cut mid-batch: keeps exactly the bytes received, bud
         `Upload-Offset: ${offset}\r\nContent-Length: ${data.length - offset}\r\n\r\n`,
     );
     await new Promise<void>((r) => socket.write(data.subarray(offset, offset + size), () => r()));
-    if (answer !== '') console.log('answered before the cut:', answer.split('\r\n')[0]);
     // Cut once the append streams (a cut before it starts hangs it: review-append-hang.test.ts).
     await eventually(() => expect(budget.used).toBe(64 * KiB + 512 * KiB));
     socket.destroy(); // cut without a pause: whatever the batch holds must still be written
@@ -73,7 +72,7 @@ test('resumable disk append cut mid-batch: keeps exactly the bytes received, bud
     expect(statSync(`${dir.path}/${location.split('/').pop()}`).size).toBe(offset);
   }
   await eventually(() => expect(budget.used).toBe(0));
-  await eventually(() => expect(fds()).toBe(before));
+  await eventually(() => expect(fds()).toBeLessThanOrEqual(before)); // (other tests' sockets may close meanwhile)
   middleware.close();
   await close(server);
   dir.remove();

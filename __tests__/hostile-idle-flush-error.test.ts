@@ -48,7 +48,6 @@ test('ENOSPC on the idle flush is reported as such (507), not as a store that st
   while (!response.includes('\r\n\r\n') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   socket.destroy();
   const status = response.split('\r\n')[0];
-  console.log(status, '|', response.slice(response.indexOf('\r\n\r\n') + 4, response.indexOf('\r\n\r\n') + 200), '| writev calls:', calls);
   // Either the append survives the transient error (204) or it reports it (507): never a bogus 500.
   expect(status).toMatch(/^HTTP\/1\.1 (204|507)/);
 });

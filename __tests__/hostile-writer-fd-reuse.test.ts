@@ -47,6 +47,5 @@ test('an aborted upload never writes into a file another request opened meanwhil
     for (const other of others) await other.close();
     for (const path of paths) if (readFileSync(path).length > 0) contaminated.push(`${path}: ${readFileSync(path).length} bytes of the aborted upload`);
   }
-  console.log(contaminated);
   expect(contaminated).toEqual([]);
 });
