@@ -42,8 +42,13 @@ function readBuffer(this: { [CHUNKS]: ChunkList }): Buffer {
 /** Wraps chunks already held (and reserved on the budget) as a stored file. */
 export function storedInMemory(chunks: Buffer[], size: number): StoredFile {
   const list = new ChunkList(chunks, size);
-  const details = { [CHUNKS]: list } as unknown as MemoryDetails;
-  Object.defineProperty(details, 'buffer', { get: readBuffer, enumerable: true, configurable: true });
+  let details: MemoryDetails;
+  // Joined already (every small file): a plain data property, cheap to copy onto the UploadedFile.
+  if (list.joined) details = { buffer: list.buffer };
+  else {
+    details = { [CHUNKS]: list } as unknown as MemoryDetails;
+    Object.defineProperty(details, 'buffer', { get: readBuffer, enumerable: true, configurable: true });
+  }
   return {
     storage: 'memory',
     details,

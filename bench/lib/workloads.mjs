@@ -27,7 +27,7 @@ export function workloads({ quick }) {
     a: { key: 'a', title: '4 × 20 MiB in parallel', fileSize: 20 * MiB, count: 4, concurrency: 4, perRound: quick ? 2 : 3, reportTime: true, targets: LARGE_TARGETS },
     b: { key: 'b', title: 'one 256 MiB file', fileSize: 256 * MiB, count: 1, concurrency: 1, perRound: 1, targets: LARGE_TARGETS },
     c: { key: 'c', title: `${c} × 64 MiB in parallel, fresh server per run (peak RSS)`, fileSize: 64 * MiB, count: c, concurrency: c, perRound: 1, fresh: true, targets: LARGE_TARGETS },
-    d: { key: 'd', title: `${quick ? 500 : '2,000'} × 16 KiB, 32 in flight`, fileSize: 16 * KiB, count: quick ? 500 : 2000, concurrency: 32, perRound: 1, perRequest: true, targets: SMALL_TARGETS },
+    d: { key: 'd', title: `${quick ? 500 : '2,000'} × 16 KiB, 32 in flight`, fileSize: 16 * KiB, count: quick ? 500 : 2000, concurrency: 32, perRound: quick ? 1 : 3, perRequest: true, targets: SMALL_TARGETS },
   };
 }
 

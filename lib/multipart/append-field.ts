@@ -40,6 +40,12 @@ type Container = FieldObject | FieldValue[];
  * Returns false, adding nothing, for a name with a `__proto__`, `constructor` or `prototype` segment.
  */
 export function appendField(body: FieldObject, name: string, value: string): boolean {
+  // A plain name (most forms): one key, no path to parse.
+  if (!name.includes('[')) {
+    if (FORBIDDEN.has(name)) return false;
+    setLastValue(body, name, false, value);
+    return true;
+  }
   const steps = parsePath(name);
   if (steps.some((step) => typeof step.key === 'string' && FORBIDDEN.has(step.key))) return false;
   let context: Container = body;

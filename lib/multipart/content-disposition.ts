@@ -59,7 +59,11 @@ const PERCENT = /%([0-9a-f]{2})/gi;
 export function parseDisposition(header: string, decode: ParamDecoder): Disposition | string {
   const semicolon = header.indexOf(';');
   const type = (semicolon === -1 ? header : header.slice(0, semicolon)).trim().toLowerCase();
-  const params = new Map<string, string>();
+  // Only four parameters matter; plain locals instead of a map (this runs once per part).
+  let name: string | undefined;
+  let nameExt: string | undefined;
+  let filename: string | undefined;
+  let filenameExt: string | undefined;
   let i = semicolon === -1 ? header.length : semicolon + 1;
   while (i < header.length) {
     const equals = header.indexOf('=', i);
@@ -91,10 +95,14 @@ export function parseDisposition(header: string, decode: ParamDecoder): Disposit
       value = decode(header.slice(i, end === -1 ? header.length : end).trim());
       i = end === -1 ? header.length : end + 1;
     }
-    if (!params.has(key)) params.set(key, value);
+    // The first of two equal names wins.
+    if (key === 'name') name ??= value;
+    else if (key === 'filename') filename ??= value;
+    else if (key === 'name*') nameExt ??= value;
+    else if (key === 'filename*') filenameExt ??= value;
   }
-  const name = params.get('name*') ?? params.get('name');
-  const filename = params.get('filename*') ?? params.get('filename');
+  name = nameExt ?? name;
+  filename = filenameExt ?? filename;
   if (name !== undefined && LINE_BREAK.test(name)) return 'line break in the field name';
   if (filename !== undefined && LINE_BREAK.test(filename)) return 'line break in the filename';
   return { type, name, filename };

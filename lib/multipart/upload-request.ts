@@ -100,6 +100,8 @@ export class UploadRequest implements Watched {
   /** Set once cleanup has stopped waiting for engines: anything stored later is removed at once. */
   #abandoned = false;
   #done = false;
+  /** The failure path has started waiting for the file work. */
+  #settling = false;
   #unwatch: (() => void) | undefined;
   #started = 0;
   #bytesSeen = 0;
@@ -123,7 +125,7 @@ export class UploadRequest implements Watched {
   }
 
   start(): void {
-    this.#res.once('close', this.#onResponseClose);
+    this.#res.on('close', this.#onResponseClose); // 'close' comes once: `on` spares a wrapper per request
     if (this.#lease.tryReserve(REQUEST_SHARE)) return this.#begin();
     this.#waitForAdmission();
   }
@@ -157,7 +159,7 @@ export class UploadRequest implements Watched {
         onError: (err) => this.#fail(toParserError(err)),
         onDone: () => {
           this.#parsed = true;
-          void this.#settle();
+          this.#settle();
         },
       });
     } catch (err) {
@@ -166,7 +168,7 @@ export class UploadRequest implements Watched {
     }
     this.#parser = parser;
     // 'error' covers resets; a client that goes away closes the response before we answered.
-    this.#req.once('error', this.#onClientAborted);
+    this.#req.on('error', this.#onClientAborted);
     this.#watch();
     this.#req.pipe(parser);
   }
@@ -217,7 +219,7 @@ export class UploadRequest implements Watched {
     if (!this.#allowFile(fieldname)) {
       return this.#failAndSkip(stream, new SpoolError('LIMIT_UNEXPECTED_FILE', undefined, { field: fieldname }));
     }
-    stream.once('limit', () => this.#fail(new SpoolError('LIMIT_FILE_SIZE', undefined, { field: fieldname })));
+    stream.on('limit', () => this.#fail(new SpoolError('LIMIT_FILE_SIZE', undefined, { field: fieldname })));
     const meta: IncomingFile = {
       fieldname,
       originalname: info.filename ?? '',
@@ -233,7 +235,7 @@ export class UploadRequest implements Watched {
     if (--this.#pending > 0) return;
     if (this.#onIdle) this.#onIdle();
     // The last file is stored after the parser finished: that is the end of a successful request.
-    else if (this.#parsed && !this.#error) void this.#settle();
+    else if (this.#parsed && !this.#error) this.#settle();
   };
 
   #fileFailed = (err: unknown): void => {
@@ -351,7 +353,7 @@ export class UploadRequest implements Watched {
     for (const tap of this.#taps) tap.destroy(err);
     this.#taps.clear();
     this.#controller?.abort(err);
-    void this.#settle();
+    this.#settle();
   }
 
   #stopReading(): void {
@@ -362,28 +364,33 @@ export class UploadRequest implements Watched {
     // and with the request unpiped it receives nothing more.
   }
 
-  /** Runs after the parser closes or a failure: waits for the file work, then finishes exactly once. */
-  async #settle(): Promise<void> {
-    if (this.#error) await this.#drainPending(this.#config.settleTimeout);
+  /** Runs after the parser closes, the last file is stored, or a failure: finishes exactly once. */
+  #settle(): void {
+    if (this.#error) return void this.#settleFailed();
     // Parser still running (onDone calls us) or files still being stored (the last one calls us).
-    else if (!this.#parsed || this.#pending > 0) return;
-    if (this.#done) return;
-    if (this.#error) {
-      this.#abandoned = true;
-      this.#done = true;
-      this.#unwatch?.();
-      const failures = await removeAll(this.#stored);
-      this.#stored.length = 0;
-      if (failures.length > 0) (this.#error as SpoolError).storageErrors = failures;
-      this.#lease.close();
-      this.#req.body = this.#body; // like multer: error handlers can read the fields parsed so far
-      return this.#drainThenNext(this.#error);
-    }
+    if (!this.#parsed || this.#pending > 0 || this.#done) return;
     this.#done = true;
     this.#unwatch?.();
     this.#req.body = this.#body;
     this.#selection.assign(this.#req, this.#files.filter(Boolean));
     this.#next();
+  }
+
+  /** The failure path: waits for the file work (bounded), removes what was stored, then `next(err)`. */
+  async #settleFailed(): Promise<void> {
+    if (this.#settling) return;
+    this.#settling = true;
+    await this.#drainPending(this.#config.settleTimeout);
+    if (this.#done) return;
+    this.#abandoned = true;
+    this.#done = true;
+    this.#unwatch?.();
+    const failures = await removeAll(this.#stored);
+    this.#stored.length = 0;
+    if (failures.length > 0) (this.#error as SpoolError).storageErrors = failures;
+    this.#lease.close();
+    this.#req.body = this.#body; // like multer: error handlers can read the fields parsed so far
+    this.#drainThenNext(this.#error!);
   }
 
   /** Waits for pending file work, but never longer than `timeout` ms (an engine may ignore every signal). */
