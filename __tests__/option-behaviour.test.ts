@@ -1,4 +1,5 @@
 import { REQUEST_SHARE } from '../lib/multipart/upload-request';
+import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import request from 'supertest';
 import { diskEngine, memoryEngine, MemoryBudget, spool } from '../lib';
@@ -86,4 +87,25 @@ test('file.remove() is idempotent and file.stream() reads what was stored', asyn
   const res = await request(app).post('/upload').attach('f', data, 'x').expect(200);
   expect(second).toBeUndefined();
   expect(readdirSync(dir.path)).not.toContain(res.body.file.filename);
+});
+
+test('memory files: file.remove() empties file.buffer, for a small file (a plain property) and a large one (read lazily)', async () => {
+  const upload = spool({ storage: memoryEngine() });
+  const seen: Array<{ before: string; after: number; json: number }> = [];
+  const app = echoApp(upload.any(), async (req: any, _res, next) => {
+    for (const file of req.files) {
+      const before = createHash('sha256').update(file.buffer).digest('hex');
+      const json = JSON.parse(JSON.stringify(file)).buffer.data.length;
+      await file.remove();
+      seen.push({ before, after: file.buffer.length, json });
+    }
+    next();
+  });
+  const small = randomData(1000);
+  const large = randomData(600 * 1024); // past the size joined at once: `buffer` is a lazy getter
+  await request(app).post('/upload').attach('a', small, 'a').attach('b', large, 'b').expect(200);
+  expect(seen).toEqual([
+    { before: createHash('sha256').update(small).digest('hex'), after: 0, json: small.length },
+    { before: createHash('sha256').update(large).digest('hex'), after: 0, json: large.length },
+  ]);
 });

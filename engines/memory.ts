@@ -53,6 +53,10 @@ export function storedInMemory(chunks: Buffer[], size: number): StoredFile {
     storage: 'memory',
     details,
     stream: () => Readable.from(list.chunks(), { objectMode: false }),
-    remove: async () => list.clear(),
+    remove: async () => {
+      list.clear();
+      // A plain `buffer` (see above) is replaced too: the UploadedFile re-reads its details after a removal.
+      if (Object.getOwnPropertyDescriptor(details, 'buffer')?.writable) (details as { buffer: Buffer }).buffer = list.buffer;
+    },
   };
 }

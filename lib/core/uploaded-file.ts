@@ -90,8 +90,17 @@ export class UploadedFile implements IncomingFile {
 
   /** Deletes the stored bytes. Safe to call more than once. */
   remove(): Promise<void> {
-    this.#removal ??= this.#stored.remove();
+    this.#removal ??= this.#stored.remove().then(() => this.#refreshValues());
     return this.#removal;
+  }
+
+  /** Copies the engine's plain detail values again (a removal may have changed them, e.g. an emptied buffer). */
+  #refreshValues(): void {
+    const details = this.#stored.details as Record<string, unknown>;
+    for (const key in details) {
+      const descriptor = Object.getOwnPropertyDescriptor(details, key);
+      if (descriptor && 'value' in descriptor && descriptor.writable) (this as unknown as Record<string, unknown>)[key] = descriptor.value;
+    }
   }
 
   /** Keeps a temporary file past the end of the response (the app then owns its removal). */
