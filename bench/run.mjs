@@ -77,6 +77,17 @@ async function startServer(name, env) {
   live.add(s);
   return s;
 }
+/** New servers for `w`'s targets, each warmed up with one untimed run per client mode. */
+async function warmServers(w) {
+  const servers = new Map();
+  for (const name of w.targets) {
+    const s = await startServer(name);
+    for (const m of opts.modes) await runOnce(s, w, bodyFor(w), { mode: m });
+    servers.set(name, s);
+  }
+  return servers;
+}
+
 async function stopServer(s) {
   live.delete(s);
   await s.stop();
@@ -139,14 +150,18 @@ async function main() {
     for (let round = 0; round < rounds; round++) {
       for (const [k, w] of Object.entries(W)) {
         if (round >= (w.fresh ? opts.freshRounds : opts.rounds)) continue;
+        // Per-round servers (d): one process can run 15% slower than another of the same target for its
+        // whole life (JIT decisions, placement), so each round gets new ones, warmed up untimed.
+        const own = w.perRoundServers ? await warmServers(w) : null;
         for (const m of opts.modes) {
           for (let j = 0; j < w.perRound; j++) {
             for (const name of rotate(w.targets, round + j)) {
-              const r = w.fresh ? await freshRun(name, w, m) : await runOnce(steady.get(name), w, bodyFor(w), { mode: m });
+              const r = w.fresh ? await freshRun(name, w, m) : await runOnce((own ?? steady).get(name), w, bodyFor(w), { mode: m });
               runs[k][m][name].push(r);
             }
           }
         }
+        if (own) for (const s of own.values()) await stopServer(s);
         const b = bodyFor(w);
         const cpu = digestCpuSeconds(b.file, w.count);
         digestRuns[k].push(w.perRequest ? (1e6 * cpu) / w.count : cpu / ((w.count * b.body.length) / 1e9));

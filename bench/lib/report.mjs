@@ -113,7 +113,7 @@ export function report({ opts, machine, W, R, digest, targets, targetModes, s3, 
     `Every target is its own server process on 127.0.0.1; the client (this process) writes pre-built bodies over raw sockets, ` +
       `in two modes: **keep-alive** (connections reused) and **close** (one connection per request, \`Connection: close\`, head and body in one write). ` +
       `Rounds interleave the targets (A B C …, order rotated each round): ${opts.rounds} rounds of a, b and d${W.a || W.d ? ` (${[W.a && `a: ${W.a.perRound}`, W.d && `d: ${W.d.perRound}`].filter(Boolean).join(", ")} runs per round)` : ''}, ` +
-      `${opts.freshRounds} of c and the S3 pair, each run of those against a fresh server process. ` +
+      `${opts.freshRounds} of c and the S3 pair, each run of those against a fresh server process${W.d?.perRoundServers ? '; d gets new server processes every round, each warmed up with one untimed run per mode (one process of a target can run ~15% slower than another for its whole life)' : ''}. ` +
       `${opts.verify ? `Before the rounds, one verified run per target, workload and ${opts.quick ? `mode (${modes[0]} only)` : 'mode'}: each server re-reads what it stored and answers its sha256. ` : ''}` +
       `Every response is checked (status, size, storage, express-spool's sha256). Medians with min–max. MB = 10^6 bytes of request body; ` +
       `CPU = the server process's \`process.cpuUsage()\` (all threads) over the run. Peak RSS = the larger of VmHWM (reset before the run) and VmRSS sampled every 20 ms. ` +

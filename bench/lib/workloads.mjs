@@ -18,7 +18,8 @@ const S3_TARGETS = ['spool-s3', 'multer-s3'];
 
 /**
  * `perRound`: timed runs per target in each round (short workloads get more samples); `fresh`: every run
- * against a new server process (for its idle and peak RSS); `perRequest`: report req/s and CPU µs/request
+ * against a new server process (for its idle and peak RSS); `perRoundServers`: new, warmed-up server processes every
+ * round (so no single process's luck decides a median); `perRequest`: report req/s and CPU µs/request
  * instead of MB/s and CPU s/GB; `reportTime`: the targets also quote the run's time.
  */
 export function workloads({ quick }) {
@@ -27,7 +28,7 @@ export function workloads({ quick }) {
     a: { key: 'a', title: '4 × 20 MiB in parallel', fileSize: 20 * MiB, count: 4, concurrency: 4, perRound: quick ? 2 : 3, reportTime: true, targets: LARGE_TARGETS },
     b: { key: 'b', title: 'one 256 MiB file', fileSize: 256 * MiB, count: 1, concurrency: 1, perRound: 1, targets: LARGE_TARGETS },
     c: { key: 'c', title: `${c} × 64 MiB in parallel, fresh server per run (peak RSS)`, fileSize: 64 * MiB, count: c, concurrency: c, perRound: 1, fresh: true, targets: LARGE_TARGETS },
-    d: { key: 'd', title: `${quick ? 500 : '2,000'} × 16 KiB, 32 in flight`, fileSize: 16 * KiB, count: quick ? 500 : 2000, concurrency: 32, perRound: quick ? 1 : 3, perRequest: true, targets: SMALL_TARGETS },
+    d: { key: 'd', title: `${quick ? 500 : '2,000'} × 16 KiB, 32 in flight`, fileSize: 16 * KiB, count: quick ? 500 : 2000, concurrency: 32, perRound: quick ? 1 : 3, perRoundServers: true, perRequest: true, targets: SMALL_TARGETS },
   };
 }
 
