@@ -37,7 +37,7 @@ export class FileTap extends Readable {
     super({ highWaterMark: 64 * 1024 });
     this.#source = source;
     if (hash) this.#hash = createHash('sha256');
-    source.on('data', this.#onData).once('end', this.#onEnd).once('error', this.#onError);
+    source.on('data', this.#onData).on('end', this.#onEnd).on('error', this.#onError);
   }
 
   /** Bytes that went through so far. */
@@ -120,7 +120,7 @@ export class FileTap extends Readable {
   };
 
   #onEnd = (): void => {
-    this.#detach();
+    // No detach: an ended source sends nothing more, and removing three listeners per file is not free.
     this.#sourceEnded = true;
     if (this.#hash) this.#digest = this.#hash.digest('hex');
     const collector = this.#collector;

@@ -130,7 +130,7 @@ function checkPartHeaders(
   dicer.on('part', (part: Readable) => {
     // A part cut off inside its headers never gets 'header': `awaiting` stays up and 'finish' fails.
     awaiting++;
-    part.prependOnceListener('header', (header: Record<string, string[]>) => {
+    part.prependListener('header', (header: Record<string, string[]>) => { // once per part: no once-wrapper
       awaiting--;
       current = undefined;
       const disposition = header['content-disposition']?.[0];
