@@ -89,23 +89,59 @@ test('file.remove() is idempotent and file.stream() reads what was stored', asyn
   expect(readdirSync(dir.path)).not.toContain(res.body.file.filename);
 });
 
-test('memory files: file.remove() empties file.buffer, for a small file (a plain property) and a large one (read lazily)', async () => {
+test('memory files: file.buffer is read-only whatever the size, and file.remove() empties it at once', async () => {
   const upload = spool({ storage: memoryEngine() });
-  const seen: Array<{ before: string; after: number; json: number }> = [];
+  const seen: Array<{ before: string; assign: string; afterCall: number; json: number }> = [];
   const app = echoApp(upload.any(), async (req: any, _res, next) => {
     for (const file of req.files) {
       const before = createHash('sha256').update(file.buffer).digest('hex');
       const json = JSON.parse(JSON.stringify(file)).buffer.data.length;
-      await file.remove();
-      seen.push({ before, after: file.buffer.length, json });
+      let assign = 'ok';
+      try {
+        file.buffer = Buffer.from('x'); // strict mode (a module): a getter-only property throws
+      } catch (err) {
+        assign = (err as Error).name;
+      }
+      const removal = file.remove();
+      seen.push({ before, assign, afterCall: file.buffer.length, json });
+      await removal;
     }
     next();
   });
   const small = randomData(1000);
-  const large = randomData(600 * 1024); // past the size joined at once: `buffer` is a lazy getter
+  const large = randomData(600 * 1024); // past the size joined at once: the chunks are joined on first read
   await request(app).post('/upload').attach('a', small, 'a').attach('b', large, 'b').expect(200);
   expect(seen).toEqual([
-    { before: createHash('sha256').update(small).digest('hex'), after: 0, json: small.length },
-    { before: createHash('sha256').update(large).digest('hex'), after: 0, json: large.length },
+    { before: createHash('sha256').update(small).digest('hex'), assign: 'TypeError', afterCall: 0, json: small.length },
+    { before: createHash('sha256').update(large).digest('hex'), assign: 'TypeError', afterCall: 0, json: large.length },
   ]);
+});
+
+test('custom engine details: keys named like UploadedFile members or __proto__ cannot break the file, a synchronous remove() works', async () => {
+  let removed = 0;
+  const engine = {
+    name: 'custom',
+    async store(stream: NodeJS.ReadableStream) {
+      for await (const _ of stream) void _;
+      return {
+        storage: 'custom',
+        details: JSON.parse('{"isTemporary":"no","__proto__":{"polluted":true},"id":"x1"}'),
+        temporary: true,
+        stream: () => { throw new Error('unused'); },
+        remove: () => void removed++, // not a promise: plain JavaScript engines do this
+      };
+    },
+  };
+  const upload = spool({ storage: engine as any });
+  let shape: unknown;
+  const app = echoApp(upload.single('f'), async (req: any, _res, next) => {
+    const file = req.file;
+    shape = { remove: typeof file.remove, temporary: file.isTemporary, id: file.id, polluted: file.polluted };
+    await file.remove();
+    await file.remove();
+    next();
+  });
+  await request(app).post('/upload').attach('f', randomData(10), 'a').expect(200);
+  expect(shape).toEqual({ remove: 'function', temporary: true, id: 'x1', polluted: undefined });
+  expect(removed).toBe(1);
 });

@@ -42,21 +42,12 @@ function readBuffer(this: { [CHUNKS]: ChunkList }): Buffer {
 /** Wraps chunks already held (and reserved on the budget) as a stored file. */
 export function storedInMemory(chunks: Buffer[], size: number): StoredFile {
   const list = new ChunkList(chunks, size);
-  let details: MemoryDetails;
-  // Joined already (every small file): a plain data property, cheap to copy onto the UploadedFile.
-  if (list.joined) details = { buffer: list.buffer };
-  else {
-    details = { [CHUNKS]: list } as unknown as MemoryDetails;
-    Object.defineProperty(details, 'buffer', { get: readBuffer, enumerable: true, configurable: true });
-  }
+  const details = { [CHUNKS]: list } as unknown as MemoryDetails;
+  Object.defineProperty(details, 'buffer', { get: readBuffer, enumerable: true, configurable: true });
   return {
     storage: 'memory',
     details,
     stream: () => Readable.from(list.chunks(), { objectMode: false }),
-    remove: async () => {
-      list.clear();
-      // A plain `buffer` (see above) is replaced too: the UploadedFile re-reads its details after a removal.
-      if (Object.getOwnPropertyDescriptor(details, 'buffer')?.writable) (details as { buffer: Buffer }).buffer = list.buffer;
-    },
+    remove: async () => list.clear(),
   };
 }

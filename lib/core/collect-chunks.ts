@@ -98,11 +98,6 @@ export class ChunkList {
     else this.#chunks = chunks;
   }
 
-  /** Whether the bytes are one buffer already (reading `buffer` costs nothing). */
-  get joined(): boolean {
-    return this.#joined !== undefined;
-  }
-
   get buffer(): Buffer {
     if (this.#joined === undefined) {
       this.#joined = join(this.#chunks ?? [], this.size);

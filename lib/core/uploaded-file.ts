@@ -47,12 +47,9 @@ export class UploadedFile implements IncomingFile {
     // Copy descriptors, not values, so lazy getters (the memory engine's buffer) stay lazy.
     const details = stored.details as Record<string, unknown>;
     for (const key in details) {
+      // A detail may not shadow the file's own members (remove, isTemporary, toString…): the core relies on them.
+      if (key in UploadedFile.prototype) continue;
       const descriptor = Object.getOwnPropertyDescriptor(details, key);
-      // A plain data property (the common case): an assignment is much cheaper than defineProperty.
-      if (descriptor && 'value' in descriptor && descriptor.writable && descriptor.enumerable && descriptor.configurable) {
-        (self as unknown as Record<string, unknown>)[key] = descriptor.value;
-        continue;
-      }
       if (!descriptor) continue;
       if (descriptor.get || descriptor.set) {
         // Read through to the engine's getter with one accessor per key shared by every file: copying the
@@ -90,17 +87,8 @@ export class UploadedFile implements IncomingFile {
 
   /** Deletes the stored bytes. Safe to call more than once. */
   remove(): Promise<void> {
-    this.#removal ??= this.#stored.remove().then(() => this.#refreshValues());
+    this.#removal ??= removeStored(this.#stored);
     return this.#removal;
-  }
-
-  /** Copies the engine's plain detail values again (a removal may have changed them, e.g. an emptied buffer). */
-  #refreshValues(): void {
-    const details = this.#stored.details as Record<string, unknown>;
-    for (const key in details) {
-      const descriptor = Object.getOwnPropertyDescriptor(details, key);
-      if (descriptor && 'value' in descriptor && descriptor.writable) (this as unknown as Record<string, unknown>)[key] = descriptor.value;
-    }
   }
 
   /** Keeps a temporary file past the end of the response (the app then owns its removal). */
@@ -113,4 +101,9 @@ export class UploadedFile implements IncomingFile {
   get isTemporary(): boolean {
     return this.#stored.temporary === true && !this.#kept;
   }
+}
+
+/** The engine's remove() as a promise of nothing: a plain JavaScript engine may return undefined or throw. */
+async function removeStored(stored: StoredFile): Promise<void> {
+  await stored.remove();
 }
