@@ -145,3 +145,28 @@ test('custom engine details: keys named like UploadedFile members or __proto__ c
   expect(shape).toEqual({ remove: 'function', temporary: true, id: 'x1', polluted: undefined });
   expect(removed).toBe(1);
 });
+
+test('an engine context lets go of the request once store() has settled; the digest stays readable', async () => {
+  let kept: any;
+  const during: unknown[] = [];
+  const engine = {
+    name: 'capture',
+    async store(stream: NodeJS.ReadableStream, _file: unknown, context: any) {
+      for await (const _ of stream) void _;
+      during.push(typeof context.request.headers, await context.sha256());
+      kept = context;
+      return { storage: 'capture', details: {}, stream: () => { throw new Error('unused'); }, remove: async () => undefined };
+    },
+  };
+  const data = randomData(5000);
+  const app = echoApp(spool({ storage: engine as any, sha256: true }).single('f'));
+  await request(app).post('/upload').attach('f', data, 'a').expect(200);
+  const digest = createHash('sha256').update(data).digest('hex');
+  expect(during).toEqual(['object', digest]);
+  // Released: a context V8 placed in old space must not keep the request (and its parser) alive.
+  expect(kept.request).toBeUndefined();
+  expect(await kept.sha256()).toBe(digest);
+  const { sha256 } = kept; // callable detached
+  expect(await sha256()).toBe(digest);
+  expect(kept.signal).toBeInstanceOf(AbortSignal);
+});

@@ -32,7 +32,10 @@ export interface StoreContext {
    * hashing is off). Lets engines record the digest with what they stored.
    */
   sha256(): Promise<string | undefined>;
-  /** The HTTP request, for naming only (e.g. an S3 key from a route parameter); never read its body. */
+  /**
+   * The HTTP request, for naming only (e.g. an S3 key from a route parameter); never read its body.
+   * Valid while `store()` runs: keep your own reference if a later callback (a `remove()`) needs it.
+   */
   readonly request: AppRequest;
 }
 

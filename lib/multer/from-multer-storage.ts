@@ -23,6 +23,8 @@ export function fromMulterStorage(storage: MulterStorageEngine, options: FromMul
   return {
     name: options.name ?? 'multer',
     store(stream: Readable, file: IncomingFile, context: StoreContext): Promise<StoredFile> {
+      // Kept for _removeFile, which runs after store() (the core releases the context then).
+      const request = context.request;
       return new Promise((resolve, reject) => {
         const input = new PassThrough();
         let failure: unknown;
@@ -38,12 +40,12 @@ export function fromMulterStorage(storage: MulterStorageEngine, options: FromMul
         });
         stream.pipe(input);
         const multerFile: MulterFile = { ...file, stream: input };
-        storage._handleFile(context.request, multerFile, (err, info = {}) => {
+        storage._handleFile(request, multerFile, (err, info = {}) => {
           cleanup();
           if (err) return reject(err);
           const full: MulterFile = { ...multerFile, ...info };
           const remove = () =>
-            new Promise<void>((done, fail) => storage._removeFile(context.request, full, (e) => (e ? fail(e) : done())));
+            new Promise<void>((done, fail) => storage._removeFile(request, full, (e) => (e ? fail(e) : done())));
           if (failure !== undefined) {
             // The engine finished a cut-short file: remove it, then report why it was cut.
             remove().then(() => reject(failure), () => reject(failure));
