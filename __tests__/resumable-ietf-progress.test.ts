@@ -338,7 +338,7 @@ describe('resumable: IETF draft progress survives a SIGKILL', () => {
   }, 30_000);
 });
 
-describe('resumable: IETF draft progress on a store that does not report durable progress (s3ResumableStore)', () => {
+describe('resumable: IETF draft progress on the S3 store (one 104 per committed part at most)', () => {
   let client: S3Client;
   let bucket: string;
   useTestBucket((c, b) => {
@@ -346,11 +346,46 @@ describe('resumable: IETF draft progress on a store that does not report durable
     bucket = b;
   });
 
-  test('no progress 104 (only the creation announcement), the append itself unchanged and byte-exact', async () => {
+  test('progress 104s carry whole parts the state names; a client that cuts after one resumes at HEAD offset ≥ it, byte-exact', async () => {
     const prefix = `progress-${randomBytes(3).toString('hex')}/`;
     const srv = await startResumable({ store: s3ResumableStore({ client, bucket, prefix, partSize: '5MiB' }), interimProgress: { bytes: 0, interval: 0 } });
     try {
-      const data = randomBytes(6 * MiB + 1);
+      const data = randomBytes(21 * MiB + 1);
+      const res = await request(srv.endpoint, 'POST', { ...V8, 'Upload-Complete': '?0', 'Upload-Length': String(data.length) });
+      expect(res.status).toBe(201);
+      const path = res.headers.location!;
+      const url = srv.url + path;
+      const exchange = rawRequest(portOf(srv), 'PATCH', path, { ...V8, ...PARTIAL, 'Upload-Complete': '?1', 'Upload-Offset': 0 }, data, { pace: 2 });
+      let acknowledged = -1;
+      exchange.onInterim = (m) => {
+        const offset = Number(m.headers['upload-offset']);
+        if (acknowledged < 0 && offset >= 10 * MiB) {
+          acknowledged = offset;
+          exchange.cut();
+        }
+      };
+      expect(await exchange.done).toBeUndefined();
+      const offsets = progressOf(exchange);
+      expect(offsets.length).toBeGreaterThanOrEqual(1);
+      expectOrdered(offsets, data.length);
+      for (const offset of offsets) expect(offset % (5 * MiB)).toBe(0); // only whole committed parts
+      expect(acknowledged).toBeGreaterThanOrEqual(10 * MiB);
+      const head = await request(url, 'HEAD', V8);
+      const offset = Number(head.headers['upload-offset']);
+      expect(offset).toBeGreaterThanOrEqual(acknowledged);
+      const rest = await request(url, 'PATCH', { ...V8, ...PARTIAL, 'Upload-Complete': '?1', 'Upload-Offset': offset }, data.subarray(offset));
+      expect(rest.status).toBe(204);
+      expect(srv.completed[0].readBack).toBe(sha(data));
+    } finally {
+      await srv.close();
+    }
+  }, 120_000);
+
+  test('a body shorter than one part: no progress 104 (only the creation announcement), byte-exact', async () => {
+    const prefix = `progress-${randomBytes(3).toString('hex')}/`;
+    const srv = await startResumable({ store: s3ResumableStore({ client, bucket, prefix, partSize: '5MiB' }), interimProgress: { bytes: 0, interval: 0 } });
+    try {
+      const data = randomBytes(4 * MiB + 1);
       const exchange = rawRequest(portOf(srv), 'POST', '/files', { ...V8, 'Upload-Complete': '?1', 'Content-Type': 'application/octet-stream' }, data, { pace: 1 });
       const final = await exchange.done;
       expect(final?.status).toBe(201);

@@ -27,7 +27,8 @@ export interface AppendSettings {
  * persisted tail. A full buffer is an UploadPart, and its memory goes back as soon as S3 has it. What is
  * left when the body ends — cleanly or not — is either one more part (≥ 5 MiB) or the new tail object;
  * then one state commit records it. Non-atomic appends also commit after every part, so a crash loses at
- * most the part being filled.
+ * most the part being filled; each such commit that names new parts is reported to `context.progress`
+ * (the IETF draft's progress 104s carry that offset).
  *
  * Fencing: every commit is the next state number, written create-only, so a writer that lost the upload
  * fails its next commit and nothing it does afterwards counts. Part numbers are never shared: a part is
@@ -53,6 +54,7 @@ export interface AppendSettings {
 export async function appendToS3(start: Committed, stream: Readable, context: AppendContext, settings: AppendSettings): Promise<Committed> {
   const { objects, partSize, queueSize, pool } = settings;
   const { memory, signal, atomic } = context;
+  const progress = atomic ? undefined : context.progress;
   const first = start.state;
   const id = first.upload.id;
   const key = objects.key(id);
@@ -196,6 +198,14 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
       return same ? undefined : next;
     }, release);
 
+  let reported = base;
+  /** Tells the handler the offset the committed state names, when it grew. */
+  const reportDurable = () => {
+    if (!progress) return;
+    const durable = committed.state.parts.reduce((sum, part) => sum + part.size, 0);
+    if (durable > reported) progress.persisted((reported = durable));
+  };
+
   const chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   let carry: Buffer | undefined;
   let tailWrite: Promise<unknown> | undefined;
@@ -237,7 +247,11 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
       await flush();
       // queueSize parts may be in flight while the next one fills: at most (queueSize + 1) × partSize held.
       while (running.size > queueSize && failure === undefined) await Promise.race(running);
-      if (!atomic && failure === undefined) await commit('keep');
+      if (!atomic && failure === undefined) {
+        await commit('keep');
+        // Its parts are named by a committed state now: a durable offset for the IETF progress 104s.
+        reportDurable();
+      }
     }
     if (interrupted && atomic) {
       await Promise.all(running);
