@@ -13,6 +13,7 @@ import { UploadedFile } from '../core/uploaded-file';
 import { toParserError, toStorageError } from '../core/error-mapping';
 import { createMultipartParser, type FileStreamInfo } from './multipart-parser';
 import { watchdog, type Watched } from '../core/watchdog';
+import { drainRequest } from '../core/drain';
 
 function ignore(): void {}
 
@@ -444,18 +445,7 @@ export class UploadRequest implements Watched {
     if (!this.#res.headersSent && err instanceof SpoolError && err.code === 'MEMORY_BUDGET_EXCEEDED') {
       this.#res.setHeader('Retry-After', RETRY_AFTER);
     }
-    if (req.complete || req.destroyed) return this.#next(err);
-    if (!this.#res.headersSent) this.#res.setHeader('Connection', 'close');
-    let called = false;
-    const done = () => {
-      if (called) return;
-      called = true;
-      clearTimeout(timer);
-      req.off('end', done).off('close', done);
-      this.#next(err);
-    };
-    const timer = setTimeout(done, this.#config.drainTimeout);
-    req.once('end', done).once('close', done);
-    req.resume();
+    if (!req.complete && !req.destroyed && !this.#res.headersSent) this.#res.setHeader('Connection', 'close');
+    drainRequest(req, this.#config.drainTimeout, () => this.#next(err));
   }
 }

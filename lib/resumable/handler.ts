@@ -1,6 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AppRequest, IncomingFile } from '../core/engine';
+import { drainRequest } from '../core/drain';
 import { SpoolError } from '../core/errors';
 import type { MemoryBudget, MemoryLease } from '../core/memory-budget';
 import { runFileFilter } from '../core/run-file-filter';
@@ -541,18 +542,24 @@ class Handler {
     const error = err instanceof SpoolError ? err : new SpoolError('STORAGE_FAILED', err instanceof Error ? err.message : String(err), { cause: err });
     if (res.headersSent || res.destroyed) return;
     if (error.code === 'MEMORY_BUDGET_EXCEEDED') res.setHeader('Retry-After', '5');
-    if (!req.complete) {
-      // The rest of the body is not wanted: close after answering, and read it meanwhile so the client sees the answer.
-      res.setHeader('Connection', 'close');
-      req.resume();
-    }
-    try {
-      protocol.error(req, res, error, this.#config, upload, intent);
-    } catch {
-      res.destroy(); // an answer that cannot be written must not leave the client waiting
-    }
+    const answer = () => {
+      if (res.headersSent || res.destroyed) return;
+      try {
+        protocol.error(req, res, error, this.#config, upload, intent);
+      } catch {
+        res.destroy(); // an answer that cannot be written must not leave the client waiting
+      }
+    };
+    if (req.complete || req.destroyed) return answer();
+    // The rest of the body is not wanted: read it first (for a while), then answer and close, so a client
+    // still sending sees the answer rather than a reset.
+    res.setHeader('Connection', 'close');
+    drainRequest(req, DRAIN_TIMEOUT, answer);
   }
 }
+
+/** How long (ms) the rest of an unwanted body is read before the error answer goes out anyway. */
+const DRAIN_TIMEOUT = 2000;
 
 /** How long a final upload's link waits for its partial's lock to be free before trying again (doubling up to the max). */
 const LINK_RETRY = 250;
