@@ -16,9 +16,14 @@ export interface AppendTapOptions {
 
 /**
  * The stream a store reads: the request body, counted, limited, checksummed and hashed on the way. It
- * holds at most one chunk (highWaterMark 0, the body is paused until the store asks for more), so what
+ * holds at most one chunk (highWaterMark 0, the body is read only when the store asks for more), so what
  * was handed over and what was hashed stay within a chunk of what the store has consumed — an append cut
  * off mid-way usually keeps the running hash valid.
+ *
+ * The body is read in paused mode: each time the store asks, `read()` takes everything the request has
+ * buffered as one Buffer (the very chunk when there is one, as with ordinary traffic; a concatenation when
+ * there are several). A client sending 1-byte HTTP chunks thus costs one Buffer per read rather than one
+ * per byte (~200 bytes of memory and a push/pull each) downstream of the request.
  *
  * It is the one channel of cancellation: `fail(err)` destroys it, and the store stops (keeping what it
  * stored unless the append is atomic). `failure` tells why it did not end cleanly.
@@ -30,18 +35,21 @@ export class AppendTap extends Readable {
   #failure: Error | undefined;
   /** Since when the store has been waiting for the client's next bytes; undefined while it is not. */
   #waitingSince: number | undefined;
+  /** The store asked for more (`_read()`) and nothing has been handed over since. */
+  #wanted = false;
 
   constructor(source: IncomingMessage, options: AppendTapOptions) {
     super({ highWaterMark: 0 });
     this.#source = source;
     this.#options = options;
-    source.on('data', this.#onData);
+    // A 'readable' listener puts the request in paused mode: nothing flows, `read()` takes what is buffered.
+    source.on('readable', this.#onReadable);
     source.once('end', this.#onEnd);
     source.once('error', this.#onAborted);
     source.once('close', this.#onClose);
-    source.pause();
     // A request that ended or went away before the tap was made (its client left while the handler waited
     // for the lock, the state, the memory budget) sends those events no more: settle as if they came now.
+    // One whose body ended but is still buffered is read as usual ('end' follows its last read).
     if (source.readableEnded) this.#onEnd();
     else if (source.destroyed) this.#onAborted(); // no 'end' after a destroy: what was buffered is gone
   }
@@ -70,17 +78,29 @@ export class AppendTap extends Readable {
 
   override _read(): void {
     this.#waitingSince ??= Date.now();
-    this.#source.resume();
+    this.#wanted = true;
+    this.#pull();
   }
 
-  #onData = (chunk: Buffer): void => {
-    this.#waitingSince = undefined;
-    if (this.#bytes + chunk.length > this.#options.max) return this.fail(this.#options.overflow());
-    this.#bytes += chunk.length;
-    this.#options.verifier?.update(chunk);
-    this.#options.hash?.update(chunk);
-    if (!this.push(chunk)) this.#source.pause();
+  /** More of the body is buffered (or it ended): read it if the store is waiting, else at its next `_read()`. */
+  #onReadable = (): void => {
+    if (this.#wanted) this.#pull();
   };
+
+  /** Hands over what the request has buffered, as one Buffer, while the store wants more. */
+  #pull(): void {
+    while (this.#wanted && !this.destroyed) {
+      // Everything buffered; null when nothing is (then 'readable' or 'end' comes once something happens).
+      const chunk = this.#source.read() as Buffer | null;
+      if (chunk === null) return;
+      this.#waitingSince = undefined;
+      if (this.#bytes + chunk.length > this.#options.max) return this.fail(this.#options.overflow());
+      this.#bytes += chunk.length;
+      this.#options.verifier?.update(chunk);
+      this.#options.hash?.update(chunk);
+      if (!this.push(chunk)) this.#wanted = false;
+    }
+  }
 
   #onEnd = (): void => {
     if (this.#failure) return;
@@ -96,7 +116,7 @@ export class AppendTap extends Readable {
   };
 
   #detach(): void {
-    this.#source.off('data', this.#onData).off('end', this.#onEnd).off('error', this.#onAborted).off('close', this.#onClose);
+    this.#source.off('readable', this.#onReadable).off('end', this.#onEnd).off('error', this.#onAborted).off('close', this.#onClose);
     // Errors after we stopped listening (a reset while the answer is written) must not crash the process.
     this.#source.on('error', ignore);
   }
