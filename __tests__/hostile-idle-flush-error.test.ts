@@ -51,3 +51,36 @@ test('ENOSPC on the idle flush is reported as such (507), not as a store that st
   // Either the append survives the transient error (204) or it reports it (507): never a bogus 500.
   expect(status).toMatch(/^HTTP\/1\.1 (204|507)/);
 });
+
+test('a store that stops reading early: the client still sending gets the error answer once its body is read, not a reset or a 2 s wait', async () => {
+  await srv.close();
+  const { resumableDiskStore } = await import('../lib');
+  const { tempDir } = await import('./helpers/app');
+  const dir = tempDir('early-stop-');
+  const disk = resumableDiskStore({ directory: dir.path });
+  // Reads 10 KiB of the body, then returns as if it were done (a buggy or a size-capped store).
+  const append = async (upload: { offset: number }, stream: NodeJS.ReadableStream) => {
+    let taken = 0;
+    for await (const chunk of stream) {
+      taken += (chunk as Buffer).length;
+      if (taken >= 10 * KiB) break;
+    }
+    return upload.offset;
+  };
+  const store = new Proxy(disk, {
+    get(target, key) {
+      if (key === 'append') return append;
+      const value = Reflect.get(target, key);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  srv = await startResumable({ store }, dir);
+  const data = randomBytes(4 * 1024 * KiB);
+  const created = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Length': data.length });
+  const started = Date.now();
+  const res = await request(srv.url + created.headers.location!, 'PATCH', { ...TUS, 'Content-Type': 'application/offset+octet-stream', 'Upload-Offset': 0 }, data);
+  const took = Date.now() - started;
+  expect(res.status).toBe(500);
+  // Answered when the body had been read (drained at once), not after the drain's 2 s limit.
+  expect(took).toBeLessThan(1500);
+});

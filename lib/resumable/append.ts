@@ -90,6 +90,8 @@ export async function appendBody(
   }
   if (running) hashes.settle(upload.id, running, running.bytes + tap.bytes, offset, before);
   const failure = tap.failure ?? (tap.readableEnded ? undefined : new SpoolError('STORAGE_FAILED', 'The store stopped reading before the body ended'));
+  // Let go of the request (the tap reads it in paused mode): the handler then drains the rest at once.
+  if (failure !== undefined && tap.failure === undefined) tap.fail(failure);
   return { upload: { ...upload, offset }, failure: failure === undefined ? undefined : asSpoolError(failure) };
 }
 
