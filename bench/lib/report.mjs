@@ -96,6 +96,7 @@ export function report({ opts, machine, W, R, digest, targets, targetModes, s3, 
   const onlyResumable = Object.keys(R).length > 0 && Object.keys(R).every(isResumableKey);
   const L = ['# express-spool benchmark', ''];
   if (!opts.full) L.push(`> ${opts.quick ? 'Quick' : 'Partial'} run (options changed from the defaults): a smoke test, not a result to quote.`, '');
+  if (opts.nodeFlags?.length) L.push(`> Every server process ran with the Node options \`${opts.nodeFlags.join(' ')}\`.`, '');
   L.push(
     `${machine.date} · ${machine.os} · ${machine.cores}× ${machine.cpu} · ${machine.memGiB} GiB RAM · load average before / after ${machine.load[0]} / ${machine.loadAfter?.[0] ?? '?'} · tmpdir ${machine.tmpdir}`,
     '',

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { now } from './http-client.mjs';
 import { machineBusySeconds, peakRss } from './proc.mjs';
-import { Server } from './server-process.mjs';
+import { Server, serverExecArgv } from './server-process.mjs';
 import { spread, summarize } from './stats.mjs';
 import { MiB } from './workloads.mjs';
 
@@ -57,9 +57,9 @@ export function diskWriteBytes(pid) {
 }
 
 /** Starts resumable-main.mjs as bench/lib/server-process.mjs starts bench/server.mjs; the same handle. */
-async function startServer(name, dir, { cpuProf, env } = {}) {
+async function startServer(name, dir, { cpuProf, nodeFlags, env } = {}) {
   mkdirSync(dir, { recursive: true });
-  const execArgv = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`] : [];
+  const execArgv = serverExecArgv(name, { cpuProf, nodeFlags });
   const child = fork(MAIN, [name, dir], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     execArgv,
@@ -159,7 +159,7 @@ const sameSorted = (a, b) => a.length === b.length && [...a].sort().every((x, i)
  */
 async function freshRun(ctx, name, w, { verify = false, env } = {}) {
   const { files, sha256 } = filesFor(w);
-  const s = await startServer(name, join(ctx.base, `${name}-${ctx.serial++}`), { cpuProf: ctx.cpuProf, env });
+  const s = await startServer(name, join(ctx.base, `${name}-${ctx.serial++}`), { cpuProf: ctx.cpuProf, nodeFlags: ctx.nodeFlags, env });
   ctx.live.add(s);
   try {
     await tusUpload(s.port, primer, CHUNK);
@@ -241,7 +241,7 @@ export function tusVersions() {
  */
 export async function resumablePhase({ opts, log, base, live, s3 }) {
   const W = Object.fromEntries(Object.entries(resumableWorkloads(opts)).filter(([k]) => opts.onlyResumable.includes(k)));
-  const ctx = { base, live, cpuProf: opts.cpuProf, serial: 0 };
+  const ctx = { base, live, cpuProf: opts.cpuProf, nodeFlags: opts.nodeFlags, serial: 0 };
   let session = await s3.get();
   const s3Status = { about: session.about, skipped: session.skipped };
   if (session.skipped) log(`resumable S3 pair skipped: ${session.skipped}`);

@@ -12,11 +12,11 @@ export class Server {
   /**
    * @param {string} name  target name (see bench/server.mjs)
    * @param {string} dir   where it stores files; for express-spool's defaults also its TMPDIR
-   * @param {{ cpuProf?: string, env?: object }} [options]
+   * @param {{ cpuProf?: string, nodeFlags?: string[], env?: object }} [options]
    */
-  static async start(name, dir, { cpuProf, env } = {}) {
+  static async start(name, dir, { cpuProf, nodeFlags, env } = {}) {
     mkdirSync(dir, { recursive: true });
-    const execArgv = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`] : [];
+    const execArgv = serverExecArgv(name, { cpuProf, nodeFlags });
     const child = fork(SERVER, [name, dir], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       execArgv,
@@ -86,4 +86,10 @@ export class Server {
     await exited;
     clearTimeout(timer);
   }
+}
+
+/** Node options of a target's server process: `--cpu-prof` when asked, then the run's `--node-flags`. */
+export function serverExecArgv(name, { cpuProf, nodeFlags = [] } = {}) {
+  const prof = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`] : [];
+  return [...prof, ...nodeFlags];
 }
