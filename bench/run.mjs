@@ -73,7 +73,7 @@ const primer = { key: 'prime', fileSize: 16 * 1024, count: 1, concurrency: 1 };
 let serial = 0;
 
 async function startServer(name, env) {
-  const s = await Server.start(name, join(base, `${name}-${serial++}`), { cpuProf: opts.cpuProf, nodeFlags: opts.nodeFlags, env });
+  const s = await Server.start(name, join(base, `${name}-${serial++}`), { cpuProf: opts.cpuProf, nodeFlags: opts.nodeFlags, appHeapMiB: opts.appHeapMiB, env });
   live.add(s);
   return s;
 }

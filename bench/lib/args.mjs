@@ -6,7 +6,8 @@ import { MODES } from './workloads.mjs';
 const ALL = ['a', 'b', 'c', 'd', 's3'];
 
 export const USAGE = `usage: node bench/run.mjs [--quick] [--rounds N] [--only a,b,c,d,s3] [--modes keep-alive,close]
-                          [--no-verify] [--cpu-prof DIR] [--node-flags "FLAGS"] [--out FILE.md]
+                          [--no-verify] [--cpu-prof DIR] [--node-flags "FLAGS"] [--app-heap MIB]
+                          [--out FILE.md]
   --quick       2 rounds (c and S3: 1), a 2 runs per round, c 8 × 64 MiB, d 500 requests, verification
                 in one mode: a check that everything works (~3 min; longer on a busy machine)
   --rounds N    rounds of a, b, d (default 7); c and S3 get ceil(N / 2) (default 4)
@@ -16,11 +17,13 @@ export const USAGE = `usage: node bench/run.mjs [--quick] [--rounds N] [--only a
   --cpu-prof    servers run under node --cpu-prof (summarise: node bench/profile-summary.mjs DIR/*.cpuprofile)
   --node-flags  Node options for every server process, e.g. "--initial-old-space-size=128"
                 (bench/README.md, "Large uploads and V8's old-generation limit")
+  --app-heap    every server process holds about MIB MiB of live JS objects, as an application would
+                (the bare servers hold ~8 MB; same README section)
   --out         report file (default bench/results/latest.md for a full default run, else partial.md)
 `;
 
 export function parseArgs(argv) {
-  const o = { quick: false, rounds: null, only: ALL, modes: MODES, verify: true, cpuProf: null, nodeFlags: [], out: null };
+  const o = { quick: false, rounds: null, only: ALL, modes: MODES, verify: true, cpuProf: null, nodeFlags: [], appHeapMiB: 0, out: null };
   for (let i = 0; i < argv.length; i++) {
     let [a, v] = argv[i].split(/=(.*)/s);
     const val = () => v ?? argv[++i];
@@ -33,6 +36,7 @@ export function parseArgs(argv) {
       case '--no-verify': o.verify = false; break;
       case '--cpu-prof': o.cpuProf = resolve(val()); break;
       case '--node-flags': o.nodeFlags = val().split(/\s+/).filter(Boolean); break;
+      case '--app-heap': o.appHeapMiB = Number(val()); break;
       case '--out': o.out = val(); break;
       case '--help': process.stdout.write(USAGE); process.exit(0); break;
       default: throw new Error(`unknown argument ${argv[i]}\n${USAGE}`);
@@ -41,7 +45,9 @@ export function parseArgs(argv) {
   for (const k of o.only) if (!ALL.includes(k)) throw new Error(`unknown workload ${k}`);
   for (const m of o.modes) if (!MODES.includes(m)) throw new Error(`unknown mode ${m}`);
   if (o.rounds != null && !(o.rounds >= 1)) throw new Error('--rounds must be ≥ 1');
-  o.full = !o.quick && o.rounds == null && o.only === ALL && o.modes === MODES && o.verify && !o.cpuProf && !o.nodeFlags.length;
+  if (!(o.appHeapMiB >= 0)) throw new Error('--app-heap must be a number of MiB ≥ 0');
+  process.env.BENCH_APP_HEAP_MIB = String(o.appHeapMiB); // read by app-heap.cjs in each server
+  o.full = !o.quick && o.rounds == null && o.only === ALL && o.modes === MODES && o.verify && !o.cpuProf && !o.nodeFlags.length && !o.appHeapMiB;
   o.rounds ??= o.quick ? 2 : 7;
   o.freshRounds = o.quick ? 1 : Math.ceil(o.rounds / 2);
   return o;

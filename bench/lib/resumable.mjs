@@ -57,9 +57,9 @@ export function diskWriteBytes(pid) {
 }
 
 /** Starts resumable-main.mjs as bench/lib/server-process.mjs starts bench/server.mjs; the same handle. */
-async function startServer(name, dir, { cpuProf, nodeFlags, env } = {}) {
+async function startServer(name, dir, { cpuProf, nodeFlags, appHeapMiB, env } = {}) {
   mkdirSync(dir, { recursive: true });
-  const execArgv = serverExecArgv(name, { cpuProf, nodeFlags });
+  const execArgv = serverExecArgv(name, { cpuProf, nodeFlags, appHeapMiB });
   const child = fork(MAIN, [name, dir], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     execArgv,
@@ -159,7 +159,7 @@ const sameSorted = (a, b) => a.length === b.length && [...a].sort().every((x, i)
  */
 async function freshRun(ctx, name, w, { verify = false, env } = {}) {
   const { files, sha256 } = filesFor(w);
-  const s = await startServer(name, join(ctx.base, `${name}-${ctx.serial++}`), { cpuProf: ctx.cpuProf, nodeFlags: ctx.nodeFlags, env });
+  const s = await startServer(name, join(ctx.base, `${name}-${ctx.serial++}`), { cpuProf: ctx.cpuProf, nodeFlags: ctx.nodeFlags, appHeapMiB: ctx.appHeapMiB, env });
   ctx.live.add(s);
   try {
     await tusUpload(s.port, primer, CHUNK);
@@ -241,7 +241,7 @@ export function tusVersions() {
  */
 export async function resumablePhase({ opts, log, base, live, s3 }) {
   const W = Object.fromEntries(Object.entries(resumableWorkloads(opts)).filter(([k]) => opts.onlyResumable.includes(k)));
-  const ctx = { base, live, cpuProf: opts.cpuProf, nodeFlags: opts.nodeFlags, serial: 0 };
+  const ctx = { base, live, cpuProf: opts.cpuProf, nodeFlags: opts.nodeFlags, appHeapMiB: opts.appHeapMiB, serial: 0 };
   let session = await s3.get();
   const s3Status = { about: session.about, skipped: session.skipped };
   if (session.skipped) log(`resumable S3 pair skipped: ${session.skipped}`);

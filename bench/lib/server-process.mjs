@@ -7,16 +7,17 @@ import { fileURLToPath } from 'node:url';
 import { memory } from './proc.mjs';
 
 const SERVER = join(dirname(fileURLToPath(import.meta.url)), '..', 'server.mjs');
+const APP_HEAP = join(dirname(fileURLToPath(import.meta.url)), 'app-heap.cjs');
 
 export class Server {
   /**
    * @param {string} name  target name (see bench/server.mjs)
    * @param {string} dir   where it stores files; for express-spool's defaults also its TMPDIR
-   * @param {{ cpuProf?: string, nodeFlags?: string[], env?: object }} [options]
+   * @param {{ cpuProf?: string, nodeFlags?: string[], appHeapMiB?: number, env?: object }} [options]
    */
-  static async start(name, dir, { cpuProf, nodeFlags, env } = {}) {
+  static async start(name, dir, { cpuProf, nodeFlags, appHeapMiB, env } = {}) {
     mkdirSync(dir, { recursive: true });
-    const execArgv = serverExecArgv(name, { cpuProf, nodeFlags });
+    const execArgv = serverExecArgv(name, { cpuProf, nodeFlags, appHeapMiB });
     const child = fork(SERVER, [name, dir], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       execArgv,
@@ -88,8 +89,12 @@ export class Server {
   }
 }
 
-/** Node options of a target's server process: `--cpu-prof` when asked, then the run's `--node-flags`. */
-export function serverExecArgv(name, { cpuProf, nodeFlags = [] } = {}) {
+/**
+ * Node options of a target's server process: `--cpu-prof` when asked, the run's `--node-flags`, and with
+ * `--app-heap` the preload that holds an application-sized heap (its size travels in BENCH_APP_HEAP_MIB).
+ */
+export function serverExecArgv(name, { cpuProf, nodeFlags = [], appHeapMiB = 0 } = {}) {
   const prof = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`] : [];
-  return [...prof, ...nodeFlags];
+  const heap = appHeapMiB > 0 ? ['--require', APP_HEAP] : [];
+  return [...prof, ...nodeFlags, ...heap];
 }

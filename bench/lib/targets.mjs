@@ -72,7 +72,14 @@ function definitions(W) {
     const ref = of(R, k, m, reference);
     const sp = of(R, k, m, 'spool');
     if (!c || !ref || !sp) return null;
-    return `${label} \`${ceilingTarget}\` reaches ${x2(c.rate.med, ref.rate.med)} \`${reference}\`; express-spool reaches ${x2(sp.rate.med, c.rate.med)} of it`;
+    return `${label} \`${ceilingTarget}\` reaches ${x2(c.rate.med, ref.rate.med)} \`${reference}\`; express-spool reaches ${x2(sp.rate.med, c.rate.med)} of it${twinNoise(R, k, m)}`;
+  };
+  /** With hashing off by default, `spool-nohash` runs the very same options as `spool`: their ratio is the run's noise. */
+  const twinNoise = (R, k, m) => {
+    const sp = of(R, k, m, 'spool');
+    const twin = of(R, k, m, 'spool-nohash');
+    if (!sp || !twin || sp.sha256 !== 'false') return '';
+    return `; \`spool-nohash\` (the same options, hashing being off by default) reached ${x2(twin.rate.med, sp.rate.med)} \`spool\`'s throughput in the same rounds: the noise between two identical servers`;
   };
   /** CPU: the parser alone (`busboy-drop`) plus the raw write (`ceiling-disk`) is the least a multipart-to-disk server spends. */
   const diskCpuFloor = (k) => (R, m) => {
