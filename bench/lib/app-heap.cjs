@@ -1,5 +1,5 @@
-// Preloaded into every server process by `node bench/run.mjs --app-heap MIB`: holds about MIB MiB of live
-// JS objects for the whole run, as an application's own state would (routes, caches, sessions). The bare
+// Preloaded into every server process by `node bench/run.mjs --app-heap MIB`: allocates JS objects until
+// the heap in use has grown by MIB MiB (48 leaves ~40 MiB live after a full GC) and holds them for the whole run, as an application's own state would (routes, caches, sessions). The bare
 // bench servers hold ~8 MB, and V8 sizes its old-generation limit from that: see bench/README.md,
 // "Large uploads and V8's old-generation limit".
 'use strict';

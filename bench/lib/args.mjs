@@ -17,7 +17,7 @@ export const USAGE = `usage: node bench/run.mjs [--quick] [--rounds N] [--only a
   --cpu-prof    servers run under node --cpu-prof (summarise: node bench/profile-summary.mjs DIR/*.cpuprofile)
   --node-flags  Node options for every server process, e.g. "--initial-old-space-size=128"
                 (bench/README.md, "Large uploads and V8's old-generation limit")
-  --app-heap    every server process holds about MIB MiB of live JS objects, as an application would
+  --app-heap    every server process holds about MIB MiB of JS objects, as an application would
                 (the bare servers hold ~8 MB; same README section)
   --out         report file (default bench/results/latest.md for a full default run, else partial.md)
 `;

@@ -97,7 +97,7 @@ export function report({ opts, machine, W, R, digest, targets, targetModes, s3, 
   const L = ['# express-spool benchmark', ''];
   if (!opts.full) L.push(`> ${opts.quick ? 'Quick' : 'Partial'} run (options changed from the defaults): a smoke test, not a result to quote.`, '');
   if (opts.nodeFlags?.length) L.push(`> Every server process ran with the Node options \`${opts.nodeFlags.join(' ')}\`.`, '');
-  if (opts.appHeapMiB) L.push(`> Every server process held ${opts.appHeapMiB} MiB of live JS objects for the whole run (\`--app-heap\`), as an application would; idle RSS includes them.`, '');
+  if (opts.appHeapMiB) L.push(`> Every server process held about ${opts.appHeapMiB} MiB of JS objects for the whole run (\`--app-heap\`), as an application would; idle RSS includes them.`, '');
   L.push(
     `${machine.date} · ${machine.os} · ${machine.cores}× ${machine.cpu} · ${machine.memGiB} GiB RAM · load average before / after ${machine.load[0]} / ${machine.loadAfter?.[0] ?? '?'} · tmpdir ${machine.tmpdir}`,
     '',
