@@ -8,10 +8,11 @@
 // the bytes the target actually kept, re-read from disk, memory or S3.
 //
 // IPC from the client: { cmd: 'verify', on } | { cmd: 'cpu' } (answers process.cpuUsage(): all threads,
-// µs) | { cmd: 'cleanup' } (deletes what an S3 target stored) | { cmd: 'exit' }; each answered with
+// µs, and the number of full (mark-compact) GCs so far) | { cmd: 'cleanup' } (deletes what an S3 target stored) | { cmd: 'exit' }; each answered with
 // { ack: id, … }.
 
 import { mkdirSync } from 'node:fs';
+import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { state } from './lib/servers/common.mjs';
 
 const load = (file, extra) => async (options) => (await import(file)).default({ ...options, ...extra });
@@ -41,6 +42,13 @@ server.keepAliveTimeout = 60_000;
 server.requestTimeout = 0;
 server.headersTimeout = 60_000;
 
+// Full GCs are counted because on a small heap V8 can run one every few dozen ms during large uploads
+// (bench/README.md, "Large uploads and V8's old-generation limit"): the report prints them per run.
+let majorGcs = 0;
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) majorGcs++;
+}).observe({ entryTypes: ['gc'] });
+
 process.on('message', async (m) => {
   const ack = (extra) => process.send({ ack: m.id, ...extra });
   try {
@@ -49,7 +57,7 @@ process.on('message', async (m) => {
       ack();
     } else if (m?.cmd === 'cpu') {
       const u = process.cpuUsage();
-      ack({ cpuMicros: u.user + u.system });
+      ack({ cpuMicros: u.user + u.system, majorGcs });
     } else if (m?.cmd === 'cleanup') {
       await cleanup?.();
       ack();

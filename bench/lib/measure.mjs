@@ -17,7 +17,7 @@ export async function runOnce(server, w, body, { mode, verify = false }) {
   const head = requestHead({ port: server.port, contentType: body.headers['content-type'], length: body.body.length, keepAlive });
   if (verify) await server.setVerify(true);
   const rssBefore = server.rss();
-  const cpu0 = await server.cpuSeconds();
+  const usage0 = await server.usage();
   const busy0 = machineBusySeconds();
   const self0 = process.cpuUsage();
   const problems = [];
@@ -52,7 +52,8 @@ export async function runOnce(server, w, body, { mode, verify = false }) {
   });
   const seconds = (now() - t0) / 1e3;
   const mem = peak.stop();
-  const cpu = (await server.cpuSeconds()) - cpu0;
+  const usage = await server.usage();
+  const cpu = usage.cpu - usage0.cpu;
   const selfCpu = process.cpuUsage(self0);
   const client = (selfCpu.user + selfCpu.system) / 1e6;
   // What the rest of the machine did meanwhile (other processes, unattributed kernel work): a noise gauge.
@@ -69,6 +70,7 @@ export async function runOnce(server, w, body, { mode, verify = false }) {
     bytes: w.count * body.body.length,
     requests: w.count,
     cpu,
+    majorGcs: usage.majorGcs - usage0.majorGcs,
     client,
     others,
     peak: mem.peak,

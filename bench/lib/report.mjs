@@ -30,7 +30,7 @@ function targetsTable(targets, modes) {
 function workloadTable(w, byMode) {
   const u = units(w);
   const cpuDigits = w.perRequest ? 0 : 2;
-  const cols = ['target', 'mode', 'median s', 'min–max s', u.rate, `min–max ${u.rate}`, '× ceiling-disk', u.cpu, `min–max ${u.cpu}`, 'server cores', 'client / other cores', 'peak RSS MiB (max)'];
+  const cols = ['target', 'mode', 'median s', 'min–max s', u.rate, `min–max ${u.rate}`, '× ceiling-disk', u.cpu, `min–max ${u.cpu}`, 'server cores', 'client / other cores', 'full GCs per run', 'peak RSS MiB (max)'];
   if (w.fresh) cols.push('idle RSS MiB', 'peak − idle MiB', 'min–max');
   cols.push('file.sha256');
   const L = [`| ${cols.join(' | ')} |`, `|---|---|${cols.slice(2).map(() => '--:').join('|')}|`];
@@ -49,6 +49,7 @@ function workloadTable(w, byMode) {
         range(r.cpuPerUnit, cpuDigits),
         f(r.cpuCores, 2),
         `${f(r.clientCores, 2)} / ${f(r.otherCores, 2)}`,
+        Number.isFinite(r.majorGcs?.med) ? `${f(r.majorGcs.med, 0)} (${f(r.majorGcs.min, 0)}–${f(r.majorGcs.max, 0)})` : '—',
         mib(r.peak.max),
       ];
       if (w.fresh) cells.push(mib(r.idle.med), mib(r.peakOverIdle.med), range(r.peakOverIdle, 0, toMiB));

@@ -58,7 +58,13 @@ export class Server {
 
   /** CPU seconds the server process has used so far (all threads, µs resolution). */
   async cpuSeconds() {
-    return (await this.command('cpu')).cpuMicros / 1e6;
+    return (await this.usage()).cpu;
+  }
+
+  /** CPU seconds so far, and the full (mark-compact) GCs the process has run so far. */
+  async usage() {
+    const u = await this.command('cpu');
+    return { cpu: u.cpuMicros / 1e6, majorGcs: u.majorGcs };
   }
 
   rss() {

@@ -29,6 +29,7 @@ export function summarize(w, runsByTarget) {
       rate: spread(rs.map((r) => rateOf(w, r))),
       cpuPerUnit: spread(rs.map((r) => cpuPerUnitOf(w, r))),
       cpuCores: median(rs.map((r) => r.cpu / r.seconds)),
+      majorGcs: spread(rs.map((r) => r.majorGcs)),
       clientCores: median(rs.map((r) => r.client / r.seconds)),
       otherCores: median(rs.map((r) => r.others / r.seconds)),
       peak: spread(rs.map((r) => r.peak)),

@@ -72,7 +72,12 @@ function definitions(W) {
     const ref = of(R, k, m, reference);
     const sp = of(R, k, m, 'spool');
     if (!c || !ref || !sp) return null;
-    return `${label} \`${ceilingTarget}\` reaches ${x2(c.rate.med, ref.rate.med)} \`${reference}\`; express-spool reaches ${x2(sp.rate.med, c.rate.med)} of it${twinNoise(R, k, m)}`;
+    return `${label} \`${ceilingTarget}\` reaches ${x2(c.rate.med, ref.rate.med)} \`${reference}\`; express-spool reaches ${x2(sp.rate.med, c.rate.med)} of it${fullGcs(sp, ref, reference)}${twinNoise(R, k, m)}`;
+  };
+  /** V8's full GCs per run on the bare servers' small heaps (bench/README, "Large uploads and V8's old-generation limit"). */
+  const fullGcs = (sp, ref, reference) => {
+    if (!Number.isFinite(sp.majorGcs?.med) || !Number.isFinite(ref.majorGcs?.med)) return '';
+    return `; full GCs per run (median): express-spool ${sp.majorGcs.med.toFixed(0)}, \`${reference}\` ${ref.majorGcs.med.toFixed(0)} (V8 counts the socket buffers read since the last full GC against an old-generation limit sized from the live heap, ~8 MB on these bare servers: bench/README.md, "Large uploads and V8's old-generation limit")`;
   };
   /** With hashing off by default, `spool-nohash` runs the very same options as `spool`: their ratio is the run's noise. */
   const twinNoise = (R, k, m) => {
