@@ -12,7 +12,7 @@
 // { ack: id, … }.
 
 import { mkdirSync } from 'node:fs';
-import { PerformanceObserver, constants } from 'node:perf_hooks';
+import { GCProfiler } from 'node:v8';
 import { state } from './lib/servers/common.mjs';
 
 const load = (file, extra) => async (options) => (await import(file)).default({ ...options, ...extra });
@@ -44,10 +44,18 @@ server.headersTimeout = 60_000;
 
 // Full GCs are counted because on a small heap V8 can run one every few dozen ms during large uploads
 // (bench/README.md, "Large uploads and V8's old-generation limit"): the report prints them per run.
+// V8's GCProfiler records each GC in C++; a PerformanceObserver would allocate JS objects after every GC,
+// which itself makes full GCs more likely on these small heaps (measured: it tipped runs into the cycle).
 let majorGcs = 0;
-new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) majorGcs++;
-}).observe({ entryTypes: ['gc'] });
+let gcProfiler = new GCProfiler();
+gcProfiler.start();
+function countMajorGcs() {
+  const { statistics } = gcProfiler.stop();
+  for (const s of statistics) if (s.gcType === 'MarkSweepCompact') majorGcs++;
+  gcProfiler = new GCProfiler();
+  gcProfiler.start();
+  return majorGcs;
+}
 
 process.on('message', async (m) => {
   const ack = (extra) => process.send({ ack: m.id, ...extra });
@@ -57,7 +65,7 @@ process.on('message', async (m) => {
       ack();
     } else if (m?.cmd === 'cpu') {
       const u = process.cpuUsage();
-      ack({ cpuMicros: u.user + u.system, majorGcs });
+      ack({ cpuMicros: u.user + u.system, majorGcs: countMajorGcs() });
     } else if (m?.cmd === 'cleanup') {
       await cleanup?.();
       ack();
