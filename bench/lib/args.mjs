@@ -46,7 +46,6 @@ export function parseArgs(argv) {
   for (const m of o.modes) if (!MODES.includes(m)) throw new Error(`unknown mode ${m}`);
   if (o.rounds != null && !(o.rounds >= 1)) throw new Error('--rounds must be ≥ 1');
   if (!(o.appHeapMiB >= 0)) throw new Error('--app-heap must be a number of MiB ≥ 0');
-  process.env.BENCH_APP_HEAP_MIB = String(o.appHeapMiB); // read by app-heap.cjs in each server
   o.full = !o.quick && o.rounds == null && o.only === ALL && o.modes === MODES && o.verify && !o.cpuProf && !o.nodeFlags.length && !o.appHeapMiB;
   o.rounds ??= o.quick ? 2 : 7;
   o.freshRounds = o.quick ? 1 : Math.ceil(o.rounds / 2);

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { now } from './http-client.mjs';
 import { machineBusySeconds, peakRss } from './proc.mjs';
-import { Server, serverExecArgv } from './server-process.mjs';
+import { Server, serverSpawn } from './server-process.mjs';
 import { spread, summarize } from './stats.mjs';
 import { MiB } from './workloads.mjs';
 
@@ -59,11 +59,11 @@ export function diskWriteBytes(pid) {
 /** Starts resumable-main.mjs as bench/lib/server-process.mjs starts bench/server.mjs; the same handle. */
 async function startServer(name, dir, { cpuProf, nodeFlags, appHeapMiB, env } = {}) {
   mkdirSync(dir, { recursive: true });
-  const execArgv = serverExecArgv(name, { cpuProf, nodeFlags, appHeapMiB });
+  const { execArgv, env: runEnv } = serverSpawn(name, dir, { cpuProf, nodeFlags, appHeapMiB });
   const child = fork(MAIN, [name, dir], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     execArgv,
-    env: { ...process.env, TMPDIR: dir, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env },
+    env: { ...runEnv, ...env },
   });
   const ready = await new Promise((resolve, reject) => {
     child.once('message', resolve);

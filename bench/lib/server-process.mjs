@@ -17,12 +17,11 @@ export class Server {
    */
   static async start(name, dir, { cpuProf, nodeFlags, appHeapMiB, env } = {}) {
     mkdirSync(dir, { recursive: true });
-    const execArgv = serverExecArgv(name, { cpuProf, nodeFlags, appHeapMiB });
+    const { execArgv, env: runEnv } = serverSpawn(name, dir, { cpuProf, nodeFlags, appHeapMiB });
     const child = fork(SERVER, [name, dir], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       execArgv,
-      // (the AWS SDK's notice about future Node versions is noise here)
-      env: { ...process.env, TMPDIR: dir, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env },
+      env: { ...runEnv, ...env },
     });
     const ready = await new Promise((resolve, reject) => {
       child.once('message', resolve);
@@ -96,11 +95,16 @@ export class Server {
 }
 
 /**
- * Node options of a target's server process: `--cpu-prof` when asked, the run's `--node-flags`, and with
- * `--app-heap` the preload that holds an application-sized heap (its size travels in BENCH_APP_HEAP_MIB).
+ * How a target's server process is started (bench/server.mjs and resumable-main.mjs alike): `--cpu-prof` when
+ * asked, the run's `--node-flags`, and with `--app-heap` the preload that holds an application-sized heap (its
+ * size in BENCH_APP_HEAP_MIB); its TMPDIR is the target's directory.
  */
-export function serverExecArgv(name, { cpuProf, nodeFlags = [], appHeapMiB = 0 } = {}) {
+export function serverSpawn(name, dir, { cpuProf, nodeFlags = [], appHeapMiB = 0 } = {}) {
   const prof = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`] : [];
   const heap = appHeapMiB > 0 ? ['--require', APP_HEAP] : [];
-  return [...prof, ...nodeFlags, ...heap];
+  return {
+    execArgv: [...prof, ...nodeFlags, ...heap],
+    // (the AWS SDK's notice about future Node versions is noise here)
+    env: { ...process.env, TMPDIR: dir, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', BENCH_APP_HEAP_MIB: String(appHeapMiB) },
+  };
 }

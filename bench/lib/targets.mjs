@@ -77,7 +77,7 @@ function definitions(W) {
   /** V8's full GCs per run on the bare servers' small heaps (bench/README, "Large uploads and V8's old-generation limit"). */
   const fullGcs = (sp, ref, reference) => {
     if (!Number.isFinite(sp.majorGcs?.med) || !Number.isFinite(ref.majorGcs?.med)) return '';
-    return `; full GCs per run (median): express-spool ${sp.majorGcs.med.toFixed(0)}, \`${reference}\` ${ref.majorGcs.med.toFixed(0)} (V8 counts the socket buffers read since the last full GC against an old-generation limit sized from the live heap, ~8 MB on these bare servers: bench/README.md, "Large uploads and V8's old-generation limit")`;
+    return `; full GCs per run (median): express-spool ${sp.majorGcs.med.toFixed(0)}, \`${reference}\` ${ref.majorGcs.med.toFixed(0)} (V8 counts the socket buffers read since the last full GC against an old-generation limit sized from the live heap, which is small on a bare server: bench/README.md, "Large uploads and V8's old-generation limit")`;
   };
   /** With hashing off by default, `spool-nohash` runs the very same options as `spool`: their ratio is the run's noise. */
   const twinNoise = (R, k, m) => {
