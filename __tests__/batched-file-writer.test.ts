@@ -59,6 +59,23 @@ test('writes byte-exact in batches of at least batchBytes (the last one may be s
   expect(sizes.length).toBeLessThanOrEqual(Math.ceil(data.length / (512 * KiB)));
 });
 
+test('a chunk is copied before its callback: the caller may reuse it at once, the file keeps what was written', async () => {
+  const data = randomData(1536 * KiB + 777);
+  const path = join(dir.path, 'reused');
+  const handle = await open(path, 'wx');
+  const writer = new BatchedFileWriter(handle, 512 * KiB);
+  const scratch = Buffer.alloc(48 * KiB);
+  for (let at = 0; at < data.length; at += scratch.length) {
+    const piece = data.subarray(at, at + scratch.length);
+    piece.copy(scratch);
+    const chunk = scratch.subarray(0, piece.length);
+    await new Promise<void>((resolve, reject) => writer.write(chunk, (err) => (err ? reject(err) : resolve())));
+    scratch.fill(0); // a reference held past the callback would now write zeros
+  }
+  await new Promise<void>((resolve, reject) => writer.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  expect(sha256(readFileSync(path))).toBe(sha256(data));
+});
+
 test('empty and one-byte files', async () => {
   for (const data of [Buffer.alloc(0), Buffer.from('x')]) {
     const path = join(dir.path, `small-${data.length}`);

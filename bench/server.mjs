@@ -20,6 +20,7 @@ const TARGETS = {
   'ceiling-disk': load('./lib/servers/ceiling-disk.mjs'),
   'busboy-mem': load('./lib/servers/busboy.mjs', { keep: true }),
   'busboy-drop': load('./lib/servers/busboy.mjs', { keep: false }),
+  'busboy-disk': load('./lib/servers/busboy.mjs', { keep: 'disk' }),
   'multer-memory': load('./lib/servers/multer.mjs', { kind: 'memory' }),
   'multer-disk': load('./lib/servers/multer.mjs', { kind: 'disk' }),
   'multer-s3': load('./lib/servers/multer.mjs', { kind: 's3' }),

@@ -5,29 +5,30 @@ import { Writable } from 'node:stream';
 type Callback = (error?: Error | null) => void;
 
 /**
- * A batch is also full at this many chunks: a client sending tiny chunks (1-byte HTTP chunks each become
- * a Buffer of ~200 bytes of memory) must not make a batch of `batchBytes` hold a hundred times that.
- */
-const MAX_CHUNKS = 128;
-
-/**
  * A write stream into an open file that hands the kernel batches of `batchBytes` (one `writev` per batch)
  * instead of one write per incoming chunk. Parser chunks are 16–64 KiB, and a write per chunk costs a
  * thread-pool round trip (futex and epoll wake-ups, a callback) larger than the copy into the page cache
  * itself: batching is where a disk upload's CPU per GB goes down (bench/README.md, "Profile").
  *
- * Double-buffered: while one batch is being written the next one fills, so the socket keeps being read;
- * the writer holds at most `2 × batchBytes` (+ the stream's own 64 KiB buffer) by reference, never copied.
+ * Chunks are copied into two buffers of `batchBytes` that the writer owns for the file's whole life (one
+ * filling while the other is written), and released at once. Holding the socket's chunks by reference
+ * until their batch is written instead would keep megabytes of freshly read buffers alive across young
+ * GCs, and V8 counts those against its old-generation limit: with 16 large uploads that alone kept a
+ * server running a full GC every ~45 ms (bench/README.md, "Large uploads and V8's old-generation limit").
+ * The copy costs far less than those GCs, and tiny chunks cannot inflate what a batch holds.
+ *
  * `finish` means every byte was written and the handle closed; destroy closes the handle too.
  */
 export class BatchedFileWriter extends Writable {
   readonly #handle: FileHandle;
   readonly #batchBytes: number;
-  #filling: Buffer[] = [];
+  /** The batch being filled (allocated on first use) and the other one, once its write has returned. */
+  #filling: Buffer | undefined;
+  #spare: Buffer | undefined;
   #fillingBytes = 0;
   #writing = false;
-  /** The callback of a chunk that filled the next batch while the previous one was still being written. */
-  #waiting: Callback | undefined;
+  /** What goes on once the write in flight returns: the rest of a chunk that found both batches full, or the end. */
+  #waiting: (() => void) | undefined;
   /** Set by destroy while a write is in flight: the file is closed once that write returns, never under it. */
   #closeAfterWrite: (() => void) | undefined;
 
@@ -38,15 +39,7 @@ export class BatchedFileWriter extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: Callback): void {
-    this.#filling.push(chunk);
-    this.#fillingBytes += chunk.length;
-    if (!this.#full()) return callback();
-    if (this.#writing) {
-      this.#waiting = callback; // both buffers full: backpressure until the write in flight is done
-      return;
-    }
-    this.#writeBatch();
-    callback();
+    this.#copy(chunk, 0, callback);
   }
 
   override _final(callback: Callback): void {
@@ -60,7 +53,7 @@ export class BatchedFileWriter extends Writable {
   }
 
   override _destroy(err: Error | null, callback: Callback): void {
-    this.#filling = [];
+    this.#filling = this.#spare = undefined;
     this.#fillingBytes = 0;
     this.#waiting = undefined;
     // After _final the handle is closed already; closing again is harmless, and `err` is what counts.
@@ -71,27 +64,44 @@ export class BatchedFileWriter extends Writable {
     else close();
   }
 
-  #full(): boolean {
-    return this.#fillingBytes >= this.#batchBytes || this.#filling.length >= MAX_CHUNKS;
+  /** Copies `chunk` from `from` on into the batches; a full batch goes out as soon as no write is in flight. */
+  #copy(chunk: Buffer, from: number, callback: Callback): void {
+    while (from < chunk.length) {
+      if (this.#fillingBytes === this.#batchBytes) {
+        if (this.#writing) {
+          // Both batches full: backpressure until the write in flight returns.
+          this.#waiting = () => this.#copy(chunk, from, callback);
+          return;
+        }
+        this.#writeBatch();
+      }
+      this.#filling ??= Buffer.allocUnsafeSlow(this.#batchBytes);
+      const copied = chunk.copy(this.#filling, this.#fillingBytes, from);
+      this.#fillingBytes += copied;
+      from += copied;
+    }
+    if (this.#fillingBytes === this.#batchBytes && !this.#writing) this.#writeBatch();
+    callback();
   }
 
   #writeBatch(): void {
-    const buffers = this.#filling;
-    this.#filling = [];
+    const batch = this.#filling as Buffer;
+    const length = this.#fillingBytes;
+    this.#filling = this.#spare;
+    this.#spare = undefined;
     this.#fillingBytes = 0;
     this.#writing = true;
-    writeAll(this.#handle.fd, buffers, () => this.destroyed, (err) => {
+    writeAll(this.#handle.fd, [batch.subarray(0, length)], () => this.destroyed, (err) => {
       this.#writing = false;
       const close = this.#closeAfterWrite;
       this.#closeAfterWrite = undefined;
       if (close) return close();
       if (err) return void this.destroy(err);
       if (this.destroyed) return;
+      this.#spare = batch;
       const waiting = this.#waiting;
       this.#waiting = undefined;
-      if (waiting === undefined) return;
-      if (this.#full()) this.#writeBatch();
-      waiting();
+      waiting?.();
     });
   }
 }

@@ -72,7 +72,14 @@ function definitions(W) {
     const ref = of(R, k, m, reference);
     const sp = of(R, k, m, 'spool');
     if (!c || !ref || !sp) return null;
-    return `${label} \`${ceilingTarget}\` reaches ${x2(c.rate.med, ref.rate.med)} \`${reference}\`; express-spool reaches ${x2(sp.rate.med, c.rate.med)} of it${fullGcs(sp, ref, reference)}${twinNoise(R, k, m)}`;
+    return `${label} \`${ceilingTarget}\` reaches ${x2(c.rate.med, ref.rate.med)} \`${reference}\`; express-spool reaches ${x2(sp.rate.med, c.rate.med)} of it${fullGcs(sp, ref, reference)}${handWritten(R, k, m, ref, reference)}${twinNoise(R, k, m)}`;
+  };
+  /** The textbook handler (the same parser, `stream.pipeline` into `fs.createWriteStream`): what a disk upload costs without any library. */
+  const handWritten = (R, k, m, ref, reference) => {
+    const h = of(R, k, m, 'busboy-disk');
+    if (!h) return '';
+    const gcs = Number.isFinite(h.majorGcs?.med) ? `, ${h.majorGcs.med.toFixed(0)} full GCs per run` : '';
+    return `; the hand-written handler \`busboy-disk\` reaches ${x2(h.rate.med, ref.rate.med)} \`${reference}\`${gcs}`;
   };
   /** V8's full GCs per run on the bare servers' small heaps (bench/README, "Large uploads and V8's old-generation limit"). */
   const fullGcs = (sp, ref, reference) => {

@@ -11,7 +11,7 @@ export const MODES = ['keep-alive', 'close'];
 
 const SPOOLS = ['spool', 'spool-sha256', 'spool-nohash'];
 /** Large files: multer's disk storage and a raw-body-to-file ceiling. */
-const LARGE_TARGETS = [...SPOOLS, 'multer-disk', 'busboy-drop', 'ceiling-disk'];
+const LARGE_TARGETS = [...SPOOLS, 'multer-disk', 'busboy-disk', 'busboy-drop', 'ceiling-disk'];
 /** Small files: multer's memory storage and the bare Express + @fastify/busboy floor. */
 const SMALL_TARGETS = [...SPOOLS, 'multer-memory', 'busboy-mem', 'busboy-drop'];
 const S3_TARGETS = ['spool-s3', 'multer-s3'];
@@ -44,6 +44,7 @@ export function expected(target, fileSize) {
   const spilled = fileSize > MiB; // express-spool's default threshold
   switch (target) {
     case 'ceiling-disk': return { storage: 'disk', raw: true, filesLeft: true };
+    case 'busboy-disk': return { storage: 'disk', filesLeft: true };
     case 'multer-disk': return { storage: 'disk', filesLeft: true };
     case 'multer-memory': case 'busboy-mem': return { storage: 'memory' };
     case 'busboy-drop': return { storage: 'none' };
@@ -75,6 +76,7 @@ export const TARGET_ABOUT = {
   'multer-memory': 'multer 2 `memoryStorage()`',
   'busboy-mem': 'bare Express 5 + @fastify/busboy, file bytes collected into one Buffer (the CPU floor for keeping small files in memory)',
   'busboy-drop': 'bare Express 5 + @fastify/busboy, file bytes counted and dropped',
+  'busboy-disk': 'bare Express 5 + @fastify/busboy, each file `stream.pipeline`d into `fs.createWriteStream` (the textbook hand-written handler; no limits, no cleanup)',
   'ceiling-disk': 'raw node:http, the request body piped into one file (1 MiB write buffer)',
   'spool-s3': 'express-spool, `spool({ rollover: s3Engine({ client, bucket, prefix }) })`, the rest default',
   'multer-s3': 'multer 2 + multer-s3 3 (its defaults)',

@@ -1,11 +1,16 @@
-// `busboy-mem` / `busboy-drop`: bare Express 5 + @fastify/busboy (the parser express-spool wraps), no
-// limits, no bookkeeping. `keep`: the file's bytes are collected into one Buffer (the floor for any
-// Express middleware that keeps small files in memory); otherwise they are counted and dropped.
+// `busboy-mem` / `busboy-drop` / `busboy-disk`: bare Express 5 + @fastify/busboy (the parser express-spool
+// wraps), no limits, no bookkeeping. `keep: true`: the file's bytes are collected into one Buffer (the floor
+// for any Express middleware that keeps small files in memory); `keep: 'disk'`: the textbook hand-written
+// handler, `stream.pipeline(file, fs.createWriteStream(…))` under a random name (no cleanup on errors);
+// otherwise the bytes are counted and dropped.
 
-import { createHash } from 'node:crypto';
-import { expressApp, require, sendJson, sha256Buffer, state } from './common.mjs';
+import { createHash, randomUUID } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { expressApp, require, sendJson, sha256Buffer, sha256File, state } from './common.mjs';
 
-export default function busboyTarget({ keep }) {
+export default function busboyTarget({ keep, directory }) {
   const { Busboy } = require('@fastify/busboy');
   return expressApp((app) =>
     app.post('/upload', (req, res, next) => {
@@ -21,9 +26,10 @@ export default function busboyTarget({ keep }) {
         if (--open === 0) sendJson(res, 200, { files });
       };
       bb.on('file', (_name, stream) => {
-        const rec = { size: 0, storage: keep ? 'memory' : 'none' };
+        const rec = { size: 0, storage: keep === 'disk' ? 'disk' : keep ? 'memory' : 'none' };
         files.push(rec);
         open++;
+        if (keep === 'disk') return void toDisk(stream, rec, directory).then(done, next);
         const chunks = [];
         const h = state.verify && !keep ? createHash('sha256') : null;
         stream.on('data', (c) => {
@@ -46,4 +52,13 @@ export default function busboyTarget({ keep }) {
       req.pipe(bb);
     }),
   );
+}
+
+/** What a hand-written handler does with @fastify/busboy's file stream: pipeline it into a new file. */
+async function toDisk(stream, rec, directory) {
+  const path = join(directory, randomUUID());
+  const file = createWriteStream(path);
+  await pipeline(stream, file);
+  rec.size = file.bytesWritten;
+  if (state.verify) rec.stored = await sha256File(path);
 }
