@@ -72,8 +72,8 @@ const bodyFor = (w) => {
 const primer = { key: 'prime', fileSize: 16 * 1024, count: 1, concurrency: 1 };
 let serial = 0;
 
-async function startServer(name, env) {
-  const s = await Server.start(name, join(base, `${name}-${serial++}`), { cpuProf: opts.cpuProf, nodeFlags: opts.nodeFlags, appHeapMiB: opts.appHeapMiB, env });
+async function startServer(name, env, appHeapMiB = opts.appHeapMiB) {
+  const s = await Server.start(name, join(base, `${name}-${serial++}`), { cpuProf: opts.cpuProf, nodeFlags: opts.nodeFlags, appHeapMiB, env });
   live.add(s);
   return s;
 }
@@ -96,7 +96,7 @@ async function stopServer(s) {
 
 /** A run against a fresh server: start, one small request, idle RSS, the run, stop. */
 async function freshRun(name, w, mode, { verify = false, env } = {}) {
-  const s = await startServer(name, env);
+  const s = await startServer(name, env, Math.max(opts.appHeapMiB, w.appHeapMiB ?? 0));
   try {
     await runOnce(s, primer, bodyFor(primer), { mode: 'keep-alive' });
     await sleep(250);
@@ -141,12 +141,12 @@ async function main() {
     if (opts.verify) {
       const verifyModes = opts.quick ? opts.modes.slice(0, 1) : opts.modes; // --quick: one mode (the server path is the same)
       for (const k of steadyKeys) for (const m of verifyModes) for (const name of W[k].targets) await runOnce(steady.get(name), W[k], bodyFor(W[k]), { mode: m, verify: true });
-      if (W.c) for (const name of W.c.targets) await freshRun(name, W.c, 'keep-alive', { verify: true });
+      for (const w of Object.values(W).filter((w) => w.fresh)) for (const name of w.targets) await freshRun(name, w, 'keep-alive', { verify: true });
       log('verified warm-up done (every stored byte re-read and checked)');
     }
     const runs = emptyRuns(Object.values(W), opts.modes);
     const digestRuns = Object.fromEntries(Object.keys(W).map((k) => [k, []]));
-    const rounds = Math.max(opts.rounds, W.c ? opts.freshRounds : 0);
+    const rounds = Math.max(opts.rounds, Object.values(W).some((w) => w.fresh) ? opts.freshRounds : 0);
     for (let round = 0; round < rounds; round++) {
       for (const [k, w] of Object.entries(W)) {
         if (round >= (w.fresh ? opts.freshRounds : opts.rounds)) continue;

@@ -3,15 +3,15 @@
 import { resolve } from 'node:path';
 import { MODES } from './workloads.mjs';
 
-const ALL = ['a', 'b', 'c', 'd', 's3'];
+const ALL = ['a', 'b', 'c', 'c-app', 'd', 's3'];
 
-export const USAGE = `usage: node bench/run.mjs [--quick] [--rounds N] [--only a,b,c,d,s3] [--modes keep-alive,close]
+export const USAGE = `usage: node bench/run.mjs [--quick] [--rounds N] [--only a,b,c,c-app,d,s3] [--modes keep-alive,close]
                           [--no-verify] [--cpu-prof DIR] [--node-flags "FLAGS"] [--app-heap MIB]
                           [--out FILE.md]
   --quick       2 rounds (c and S3: 1), a 2 runs per round, c 8 × 64 MiB, d 500 requests, verification
                 in one mode: a check that everything works (~3 min; longer on a busy machine)
-  --rounds N    rounds of a, b, d (default 7); c and S3 get ceil(N / 2) (default 4)
-  --only LIST   only these workloads (s3 = the S3 pair)
+  --rounds N    rounds of a, b, d (default 7); c, c-app and S3 get ceil(N / 2) (default 4)
+  --only LIST   only these workloads (s3 = the S3 pair; c-app = c with an app-sized heap in every server)
   --modes LIST  client modes (default both)
   --no-verify   skip the verified warm-up runs
   --cpu-prof    servers run under node --cpu-prof (summarise: node bench/profile-summary.mjs DIR/*.cpuprofile)

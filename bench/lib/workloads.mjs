@@ -15,6 +15,10 @@ const LARGE_TARGETS = [...SPOOLS, 'multer-disk', 'busboy-disk', 'busboy-drop', '
 /** Small files: multer's memory storage and the bare Express + @fastify/busboy floor. */
 const SMALL_TARGETS = [...SPOOLS, 'multer-memory', 'busboy-mem', 'busboy-drop'];
 const S3_TARGETS = ['spool-s3', 'multer-s3'];
+/** c with an app-sized heap: the throughput and CPU comparisons (the hashing pair and RSS stay with c). */
+const APP_TARGETS = ['spool', 'multer-disk', 'busboy-disk', 'busboy-drop', 'ceiling-disk'];
+/** JS objects every `c-app` server holds (~16 MiB live after a full GC on top of the bare ~8 MB). */
+export const APP_HEAP_MIB = 16;
 
 /**
  * `perRound`: timed runs per target in each round (short workloads get more samples); `fresh`: every run
@@ -28,6 +32,10 @@ export function workloads({ quick }) {
     a: { key: 'a', title: '4 × 20 MiB in parallel', fileSize: 20 * MiB, count: 4, concurrency: 4, perRound: quick ? 2 : 3, reportTime: true, targets: LARGE_TARGETS },
     b: { key: 'b', title: 'one 256 MiB file', fileSize: 256 * MiB, count: 1, concurrency: 1, perRound: 1, targets: LARGE_TARGETS },
     c: { key: 'c', title: `${c} × 64 MiB in parallel, fresh server per run (peak RSS)`, fileSize: 64 * MiB, count: c, concurrency: c, perRound: 1, fresh: true, targets: LARGE_TARGETS },
+    // c again with every server holding an application's worth of JS objects (lib/app-heap.cjs): the bare
+    // servers' ~8 MB heaps sit on V8's 8 MB incremental-marking threshold, where full GCs depend on trifles
+    // (bench/README.md, "Large uploads and V8's old-generation limit"); an app's heap does not.
+    'c-app': { key: 'c-app', title: `${c} × 64 MiB in parallel, every server holding ${APP_HEAP_MIB} MiB of application state, fresh server per run`, fileSize: 64 * MiB, count: c, concurrency: c, perRound: 1, fresh: true, appHeapMiB: APP_HEAP_MIB, targets: APP_TARGETS },
     d: { key: 'd', title: `${quick ? 500 : '2,000'} × 16 KiB, 32 in flight`, fileSize: 16 * KiB, count: quick ? 500 : 2000, concurrency: 32, perRound: quick ? 1 : 3, perRoundServers: true, perRequest: true, targets: SMALL_TARGETS },
   };
 }
