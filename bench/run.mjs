@@ -99,6 +99,8 @@ async function freshRun(name, w, mode, { verify = false, env } = {}) {
   const s = await startServer(name, env, Math.max(opts.appHeapMiB, w.appHeapMiB ?? 0));
   try {
     await runOnce(s, primer, bodyFor(primer), { mode: 'keep-alive' });
+    // A long-running server has taken such uploads before (its heap and young generation sized by them).
+    if (w.warmUp) await runOnce(s, w, bodyFor(w), { mode });
     await sleep(250);
     const idle = s.rss();
     return { ...(await runOnce(s, w, bodyFor(w), { mode, verify })), idle };

@@ -34,8 +34,9 @@ export function workloads({ quick }) {
     c: { key: 'c', title: `${c} × 64 MiB in parallel, fresh server per run (peak RSS)`, fileSize: 64 * MiB, count: c, concurrency: c, perRound: 1, fresh: true, targets: LARGE_TARGETS },
     // c again with every server holding an application's worth of JS objects (lib/app-heap.cjs): the bare
     // servers' ~8 MB heaps sit on V8's 8 MB incremental-marking threshold, where full GCs depend on trifles
-    // (bench/README.md, "Large uploads and V8's old-generation limit"); an app's heap does not.
-    'c-app': { key: 'c-app', title: `${c} × 64 MiB in parallel, every server holding ${APP_HEAP_MIB} MiB of application state, fresh server per run`, fileSize: 64 * MiB, count: c, concurrency: c, perRound: 1, fresh: true, appHeapMiB: APP_HEAP_MIB, targets: APP_TARGETS },
+    // (bench/README.md, "Large uploads and V8's old-generation limit"); an app's heap does not. Each run gets a
+    // new server warmed up with one untimed run of the workload, as a long-running app has taken uploads before.
+    'c-app': { key: 'c-app', title: `${c} × 64 MiB in parallel, every server holding ${APP_HEAP_MIB} MiB of application state and warmed up with one untimed run`, fileSize: 64 * MiB, count: c, concurrency: c, perRound: 1, fresh: true, warmUp: true, appHeapMiB: APP_HEAP_MIB, targets: APP_TARGETS },
     d: { key: 'd', title: `${quick ? 500 : '2,000'} × 16 KiB, 32 in flight`, fileSize: 16 * KiB, count: quick ? 500 : 2000, concurrency: 32, perRound: quick ? 1 : 3, perRoundServers: true, perRequest: true, targets: SMALL_TARGETS },
   };
 }
