@@ -94,7 +94,7 @@ async function stopServer(s) {
   rmSync(s.dir, { recursive: true, force: true });
 }
 
-/** A run against a fresh server: start, one small request, idle RSS, the run, stop. */
+/** A run against a fresh server: start, one small request (and for `warmUp` workloads one untimed run), idle RSS, the run, stop. */
 async function freshRun(name, w, mode, { verify = false, env } = {}) {
   const s = await startServer(name, env, Math.max(opts.appHeapMiB, w.appHeapMiB ?? 0));
   try {

@@ -18,8 +18,8 @@ import { state } from './lib/servers/common.mjs';
 const load = (file, extra) => async (options) => (await import(file)).default({ ...options, ...extra });
 const TARGETS = {
   'ceiling-disk': load('./lib/servers/ceiling-disk.mjs'),
-  'busboy-mem': load('./lib/servers/busboy.mjs', { keep: true }),
-  'busboy-drop': load('./lib/servers/busboy.mjs', { keep: false }),
+  'busboy-mem': load('./lib/servers/busboy.mjs', { keep: 'memory' }),
+  'busboy-drop': load('./lib/servers/busboy.mjs', { keep: 'none' }),
   'busboy-disk': load('./lib/servers/busboy.mjs', { keep: 'disk' }),
   'multer-memory': load('./lib/servers/multer.mjs', { kind: 'memory' }),
   'multer-disk': load('./lib/servers/multer.mjs', { kind: 'disk' }),

@@ -101,7 +101,9 @@ export class BatchedFileWriter extends Writable {
       this.#spare = batch;
       const waiting = this.#waiting;
       this.#waiting = undefined;
-      waiting?.();
+      if (waiting) return waiting();
+      // The other batch filled up while this one was written: keep the disk busy.
+      if (this.#fillingBytes === this.#batchBytes) this.#writeBatch();
     });
   }
 }

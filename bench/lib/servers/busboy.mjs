@@ -1,8 +1,8 @@
 // `busboy-mem` / `busboy-drop` / `busboy-disk`: bare Express 5 + @fastify/busboy (the parser express-spool
-// wraps), no limits, no bookkeeping. `keep: true`: the file's bytes are collected into one Buffer (the floor
-// for any Express middleware that keeps small files in memory); `keep: 'disk'`: the textbook hand-written
-// handler, `stream.pipeline(file, fs.createWriteStream(…))` under a random name (no cleanup on errors);
-// otherwise the bytes are counted and dropped.
+// wraps), no limits, no bookkeeping. `keep: 'memory'`: the file's bytes are collected into one Buffer (the
+// floor for any Express middleware that keeps small files in memory); `keep: 'disk'`: the textbook
+// hand-written handler, `stream.pipeline(file, fs.createWriteStream(…))` under a random name (no cleanup on
+// errors); `keep: 'none'`: the bytes are counted and dropped.
 
 import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -26,19 +26,19 @@ export default function busboyTarget({ keep, directory }) {
         if (--open === 0) sendJson(res, 200, { files });
       };
       bb.on('file', (_name, stream) => {
-        const rec = { size: 0, storage: keep === 'disk' ? 'disk' : keep ? 'memory' : 'none' };
+        const rec = { size: 0, storage: keep };
         files.push(rec);
         open++;
         if (keep === 'disk') return void toDisk(stream, rec, directory).then(done, next);
         const chunks = [];
-        const h = state.verify && !keep ? createHash('sha256') : null;
+        const h = state.verify && keep === 'none' ? createHash('sha256') : null;
         stream.on('data', (c) => {
-          if (keep) chunks.push(c);
+          if (keep === 'memory') chunks.push(c);
           else rec.size += c.length;
           h?.update(c);
         });
         stream.on('end', () => {
-          if (keep) {
+          if (keep === 'memory') {
             const buffer = Buffer.concat(chunks);
             rec.size = buffer.length;
             if (state.verify) rec.stored = sha256Buffer(buffer);
