@@ -12,10 +12,10 @@ type Callback = (error?: Error | null) => void;
  *
  * Chunks are copied into two buffers of `batchBytes` that the writer owns for the file's whole life (one
  * filling while the other is written), and released at once. Holding the socket's chunks by reference
- * until their batch is written instead would keep megabytes of freshly read buffers alive across young
- * GCs, and V8 counts those against its old-generation limit: with 16 large uploads that alone kept a
- * server running a full GC every ~45 ms (bench/README.md, "Large uploads and V8's old-generation limit").
- * The copy costs far less than those GCs, and tiny chunks cannot inflate what a batch holds.
+ * until their batch is written instead keeps megabytes of freshly read buffers alive across young GCs
+ * (1 MiB per file), and V8 counts those against its old-generation limit: with 16 large uploads that made
+ * full GCs every few dozen ms more likely (measured: bench/README.md, "Large uploads and V8's
+ * old-generation limit"). The copy is a memcpy per chunk, and tiny chunks cannot inflate what a batch holds.
  *
  * `finish` means every byte was written and the handle closed; destroy closes the handle too.
  */
