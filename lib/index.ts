@@ -18,18 +18,47 @@ export { diskEngine } from '../engines/disk';
 export type { DiskEngineOptions, DiskDetails, DiskLifetime, DiskNameFunction, DiskCallback } from '../engines/disk';
 export { spoolEngine } from '../engines/spool';
 export type { SpoolEngineOptions } from '../engines/spool';
-export { s3Engine } from '../engines/s3';
 export type { S3EngineOptions, S3Details, S3ExtraParams } from '../engines/s3';
-export { toMulterStorage } from './multer/to-multer-storage';
 export type { ToMulterStorageOptions } from './multer/to-multer-storage';
-export { fromMulterStorage } from './multer/from-multer-storage';
 export type { FromMulterStorageOptions } from './multer/from-multer-storage';
 export type { MulterFile, MulterStorageEngine } from './multer/multer-types';
 export type { ResumableStore, ResumableUpload, NewUpload, UploadChanges, ResumableContext, AppendContext, AppendProgress } from './resumable/upload-store';
-export { resumable } from './resumable/handler';
 export type { Resumable } from './resumable/handler';
 export type { ResumableOptions, ResumableLimits, ResumableProtocol } from './resumable/options';
-export { redisLocker } from '../engines/redis-locker'; export type { RedisLocker, RedisLockerOptions } from '../engines/redis-locker'; export type { UploadLocker, UploadFence } from './resumable/upload-locker';
-export { resumableDiskStore } from '../engines/resumable-disk';
+export type { RedisLocker, RedisLockerOptions } from '../engines/redis-locker';
+export type { UploadLocker, UploadFence } from './resumable/upload-locker';
 export type { ResumableDiskOptions, ResumableDiskDetails } from '../engines/resumable-disk';
-export { s3ResumableStore, type ResumableS3Options } from '../engines/resumable-s3';
+export type { ResumableS3Options } from '../engines/resumable-s3';
+
+// Features an app may never use (S3, multer interop, resumable uploads) are loaded on their first call, so an
+// app that only takes multipart uploads does not carry their code: ~0.6 MB less old-generation heap. On a
+// small heap that decides how often V8 runs full GCs during large uploads (bench/README.md, "Large uploads
+// and V8's old-generation limit"). Each export keeps the exact type of the function it loads.
+type S3Module = typeof import('../engines/s3');
+type ToMulterModule = typeof import('./multer/to-multer-storage');
+type FromMulterModule = typeof import('./multer/from-multer-storage');
+type ResumableModule = typeof import('./resumable/handler');
+type RedisLockerModule = typeof import('../engines/redis-locker');
+type ResumableDiskModule = typeof import('../engines/resumable-disk');
+type ResumableS3Module = typeof import('../engines/resumable-s3');
+
+/** A storage engine that streams each file to S3 (or an S3-compatible store). See the README, "S3". */
+export const s3Engine: S3Module['s3Engine'] = (options) => (require('../engines/s3') as S3Module).s3Engine(options);
+/** Wraps an express-spool engine as a multer storage engine. */
+export const toMulterStorage: ToMulterModule['toMulterStorage'] = (engine, options) =>
+  (require('./multer/to-multer-storage') as ToMulterModule).toMulterStorage(engine, options);
+/** Wraps a multer storage engine (multer-s3, …) as an express-spool engine. */
+export const fromMulterStorage: FromMulterModule['fromMulterStorage'] = (storage, options) =>
+  (require('./multer/from-multer-storage') as FromMulterModule).fromMulterStorage(storage, options);
+/** Resumable uploads (tus 1.0 and the IETF draft) as an Express router. See the README, "Resumable uploads". */
+export const resumable: ResumableModule['resumable'] = (options) =>
+  (require('./resumable/handler') as ResumableModule).resumable(options);
+/** Upload locks shared by many instances through Redis. */
+export const redisLocker: RedisLockerModule['redisLocker'] = (options) =>
+  (require('../engines/redis-locker') as RedisLockerModule).redisLocker(options);
+/** A resumable-upload store on the local filesystem. */
+export const resumableDiskStore: ResumableDiskModule['resumableDiskStore'] = (options) =>
+  (require('../engines/resumable-disk') as ResumableDiskModule).resumableDiskStore(options);
+/** A resumable-upload store on S3 (multipart uploads, no local disk). */
+export const s3ResumableStore: ResumableS3Module['s3ResumableStore'] = (options) =>
+  (require('../engines/resumable-s3') as ResumableS3Module).s3ResumableStore(options);
