@@ -7,6 +7,7 @@ import express from 'express';
 import request from 'supertest';
 import { diskEngine, MemoryBudget, spool, type IncomingFile, type StoreContext } from '../lib';
 import { BatchedFileWriter } from '../engines/batched-file-writer';
+import { BufferPool } from '../lib/core/buffer-pool';
 import { eventually, tempDir } from './helpers/app';
 import { randomData, sha256 } from './helpers/multipart';
 
@@ -194,4 +195,63 @@ test('through the middleware: a 3 MiB upload is byte-exact and the budget is bac
   expect(res.status).toBe(200);
   expect(sha256(readFileSync(res.body.path))).toBe(sha256(data));
   expect(budget.used).toBe(0);
+});
+
+describe('batch buffers are reused from a pool, and given back only when no write uses them', () => {
+  test('two files in a row: the second takes the first one\'s buffers; both byte-exact', async () => {
+    const pool = new BufferPool(256 * KiB);
+    const taken: Buffer[] = [];
+    const take = pool.take.bind(pool);
+    jest.spyOn(pool, 'take').mockImplementation(() => {
+      const b = take();
+      taken.push(b);
+      return b;
+    });
+    const first = randomData(1500 * KiB);
+    const second = randomData(1300 * KiB);
+    const [p1, p2] = [join(dir.path, 'pool-1'), join(dir.path, 'pool-2')];
+    await pipeline(chunked(first, 64 * KiB), new BatchedFileWriter(await open(p1, 'wx'), 256 * KiB, pool));
+    expect(pool.idle).toBe(2);
+    await pipeline(chunked(second, 64 * KiB), new BatchedFileWriter(await open(p2, 'wx'), 256 * KiB, pool));
+    expect(pool.idle).toBe(2);
+    expect(new Set(taken.map((b) => b.buffer)).size).toBe(2);
+    expect(sha256(readFileSync(p1))).toBe(sha256(first));
+    expect(sha256(readFileSync(p2))).toBe(sha256(second));
+  });
+
+  test('destroyed with a write in flight: its buffers go back only after that write returned, so another file never shares them', async () => {
+    const pool = new BufferPool(256 * KiB);
+    const held: Array<() => void> = [];
+    const real = fs.writev;
+    let holdWrites = true;
+    jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], cb: never) => {
+      const go = () => (real as (...a: unknown[]) => void)(fd, buffers, cb);
+      if (holdWrites) held.push(go);
+      else go();
+    }) as never);
+    const writer = new BatchedFileWriter(await open(join(dir.path, 'pool-cut'), 'wx'), 256 * KiB, pool);
+    writer.write(randomData(600 * KiB)); // one batch in flight, the other filling
+    await new Promise((r) => setImmediate(r));
+    expect(held.length).toBe(1);
+    const closed = new Promise((r) => writer.once('close', r));
+    writer.destroy();
+    await new Promise((r) => setImmediate(r));
+    expect(pool.idle).toBe(0); // the write in flight still reads its batch
+
+    // Another file written meanwhile gets buffers of its own, and stays byte-exact.
+    holdWrites = false;
+    const data = randomData(900 * KiB);
+    const path = join(dir.path, 'pool-other');
+    const other = pipeline(chunked(data, 64 * KiB), new BatchedFileWriter(await open(path, 'wx'), 256 * KiB, pool));
+    for (const go of held) go();
+    await Promise.all([closed, other]);
+    expect(sha256(readFileSync(path))).toBe(sha256(data));
+    expect(pool.idle).toBe(4);
+  });
+
+  test('a pool of another size is refused', async () => {
+    const handle = await open(join(dir.path, 'pool-size'), 'wx');
+    expect(() => new BatchedFileWriter(handle, 512 * KiB, new BufferPool(64 * KiB))).toThrow(RangeError);
+    await handle.close();
+  });
 });

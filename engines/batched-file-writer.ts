@@ -1,6 +1,7 @@
 import { writev } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
+import { bufferPool, type BufferPool } from '../lib/core/buffer-pool';
 
 type Callback = (error?: Error | null) => void;
 
@@ -11,7 +12,9 @@ type Callback = (error?: Error | null) => void;
  * itself: batching is where a disk upload's CPU per GB goes down (bench/README.md, "Profile").
  *
  * Chunks are copied into two buffers of `batchBytes` that the writer owns for the file's whole life (one
- * filling while the other is written), and released at once. Holding the socket's chunks by reference
+ * filling while the other is written), and released at once. The two buffers come from a process-wide pool
+ * and go back to it once the file is closed: allocated per file, they would die in V8's old generation
+ * after every upload (see BufferPool). Holding the socket's chunks by reference
  * until their batch is written instead keeps megabytes of freshly read buffers alive across young GCs
  * (1 MiB per file), and V8 counts those against its old-generation limit: with 16 large uploads that made
  * full GCs every few dozen ms more likely (measured: bench/README.md, "Large uploads and V8's
@@ -22,6 +25,9 @@ type Callback = (error?: Error | null) => void;
 export class BatchedFileWriter extends Writable {
   readonly #handle: FileHandle;
   readonly #batchBytes: number;
+  readonly #pool: BufferPool;
+  /** The batch buffers taken from the pool, given back once the handle is closed (no write in flight). */
+  #owned: Buffer[] = [];
   /** The batch being filled (allocated on first use) and the other one, once its write has returned. */
   #filling: Buffer | undefined;
   #spare: Buffer | undefined;
@@ -32,10 +38,12 @@ export class BatchedFileWriter extends Writable {
   /** Set by destroy while a write is in flight: the file is closed once that write returns, never under it. */
   #closeAfterWrite: (() => void) | undefined;
 
-  constructor(handle: FileHandle, batchBytes: number) {
+  constructor(handle: FileHandle, batchBytes: number, pool: BufferPool = bufferPool(batchBytes)) {
     super({ highWaterMark: 64 * 1024 });
+    if (pool.size !== batchBytes) throw new RangeError(`The pool's buffers are ${pool.size} bytes, batches ${batchBytes}`);
     this.#handle = handle;
     this.#batchBytes = batchBytes;
+    this.#pool = pool;
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: Callback): void {
@@ -44,7 +52,7 @@ export class BatchedFileWriter extends Writable {
 
   override _final(callback: Callback): void {
     const finish = () => {
-      if (this.#fillingBytes === 0) return void this.#handle.close().then(() => callback(), callback);
+      if (this.#fillingBytes === 0) return void this.#close().then(() => callback(), callback);
       this.#writeBatch();
       this.#waiting = finish;
     };
@@ -57,11 +65,20 @@ export class BatchedFileWriter extends Writable {
     this.#fillingBytes = 0;
     this.#waiting = undefined;
     // After _final the handle is closed already; closing again is harmless, and `err` is what counts.
-    const close = () => void this.#handle.close().then(() => callback(err), () => callback(err));
+    const close = () => void this.#close().then(() => callback(err), () => callback(err));
     // A writev in flight still uses the descriptor: closing now would let the kernel hand its number to the
     // next file opened, and the rest of a short write would land there.
     if (this.#writing) this.#closeAfterWrite = close;
     else close();
+  }
+
+  /** Closes the file; the batches go back to the pool, since no write can use them any more. */
+  #close(): Promise<void> {
+    const owned = this.#owned;
+    this.#owned = [];
+    this.#filling = this.#spare = undefined;
+    for (const buffer of owned) this.#pool.give(buffer);
+    return this.#handle.close();
   }
 
   /** Copies `chunk` from `from` on into the batches; a full batch goes out as soon as no write is in flight. */
@@ -75,7 +92,7 @@ export class BatchedFileWriter extends Writable {
         }
         this.#writeBatch();
       }
-      this.#filling ??= Buffer.allocUnsafeSlow(this.#batchBytes);
+      if (this.#filling === undefined) this.#owned.push((this.#filling = this.#pool.take()));
       const copied = chunk.copy(this.#filling, this.#fillingBytes, from);
       this.#fillingBytes += copied;
       from += copied;

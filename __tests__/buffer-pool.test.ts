@@ -1,0 +1,43 @@
+import { BufferPool, bufferPool } from '../lib/core/buffer-pool';
+
+const KiB = 1024;
+
+test('a buffer given back is the one the next take returns; a new one is allocated only when none waits', () => {
+  const pool = new BufferPool(64 * KiB);
+  const a = pool.take();
+  const b = pool.take();
+  expect(a.length).toBe(64 * KiB);
+  expect(a.buffer).not.toBe(b.buffer);
+  pool.give(a);
+  expect(pool.idle).toBe(1);
+  expect(pool.take()).toBe(a);
+  expect(pool.idle).toBe(0);
+});
+
+test('at most maxIdleBytes wait for reuse; buffers of another size are not kept', () => {
+  const pool = new BufferPool(64 * KiB, { maxIdleBytes: 3 * 64 * KiB });
+  const taken = Array.from({ length: 5 }, () => pool.take());
+  for (const b of taken) pool.give(b);
+  expect(pool.idle).toBe(3);
+  pool.give(Buffer.alloc(32 * KiB));
+  expect(pool.idle).toBe(3);
+});
+
+test('idle buffers are let go once a whole idle period passed without a take', async () => {
+  const pool = new BufferPool(64 * KiB, { idleMs: 40 });
+  const a = pool.take();
+  pool.give(a);
+  // Taken and given back within the first period: kept through the next check.
+  pool.give(pool.take());
+  await new Promise((r) => setTimeout(r, 60));
+  expect(pool.idle).toBe(1);
+  await new Promise((r) => setTimeout(r, 60));
+  expect(pool.idle).toBe(0);
+  expect(pool.take()).not.toBe(a);
+});
+
+test('one process-wide pool per size', () => {
+  expect(bufferPool(128 * KiB)).toBe(bufferPool(128 * KiB));
+  expect(bufferPool(128 * KiB)).not.toBe(bufferPool(256 * KiB));
+  expect(bufferPool(128 * KiB).size).toBe(128 * KiB);
+});
