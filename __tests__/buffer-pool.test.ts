@@ -41,3 +41,20 @@ test('one process-wide pool per size', () => {
   expect(bufferPool(128 * KiB)).not.toBe(bufferPool(256 * KiB));
   expect(bufferPool(128 * KiB).size).toBe(128 * KiB);
 });
+
+test('pools sharing an account share its cap on idle bytes', () => {
+  const account = { bytes: 0, max: 256 * KiB };
+  const big = new BufferPool(128 * KiB, { account });
+  const small = new BufferPool(64 * KiB, { account });
+  const b = [big.take(), big.take()];
+  const s = [small.take(), small.take()];
+  for (const x of b) big.give(x);
+  for (const x of s) small.give(x);
+  expect(big.idle).toBe(2);
+  expect(small.idle).toBe(0);
+  expect(account.bytes).toBe(256 * KiB);
+  big.take();
+  small.give(s[0]);
+  expect(small.idle).toBe(1);
+  expect(account.bytes).toBe(192 * KiB);
+});

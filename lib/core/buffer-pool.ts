@@ -1,4 +1,4 @@
-/** How many bytes of one size may wait for reuse, and how long after the last take they are kept. */
+/** How many bytes may wait for reuse (all of the process's pools together), and how long after a take. */
 const MAX_IDLE_BYTES = 16 * 1024 * 1024;
 const IDLE_MS = 10_000;
 
@@ -11,20 +11,22 @@ const IDLE_MS = 10_000;
  * (bench/README.md, "Large uploads and V8's old-generation limit"). Reused, a burst of uploads allocates
  * nothing new after the first.
  *
- * Bounded: at most 16 MiB per size wait for reuse, and all of them are let go after 10 s without a take.
+ * Bounded: at most 16 MiB wait for reuse in all of the process's pools together (the same bytes would
+ * otherwise be garbage waiting for a full GC), and a pool lets its idle buffers go after 10 s without a take.
  * Only the writer that took a buffer gives it back, once nothing (no write in flight) uses it any more.
  */
 export class BufferPool {
   readonly size: number;
-  readonly #maxIdle: number;
+  /** Idle bytes, shared by the pools that share a cap. */
+  readonly #account: IdleAccount;
   readonly #idleMs: number;
   #idle: Buffer[] = [];
   #takenSinceCheck = false;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(size: number, { maxIdleBytes = MAX_IDLE_BYTES, idleMs = IDLE_MS } = {}) {
+  constructor(size: number, { maxIdleBytes = MAX_IDLE_BYTES, idleMs = IDLE_MS, account = { bytes: 0, max: maxIdleBytes } }: PoolOptions = {}) {
     this.size = size;
-    this.#maxIdle = Math.floor(maxIdleBytes / size);
+    this.#account = account;
     this.#idleMs = idleMs;
   }
 
@@ -36,13 +38,17 @@ export class BufferPool {
   /** A buffer of `size` bytes with arbitrary content (like `Buffer.allocUnsafeSlow`). */
   take(): Buffer {
     this.#takenSinceCheck = true;
-    return this.#idle.pop() ?? Buffer.allocUnsafeSlow(this.size);
+    const reused = this.#idle.pop();
+    if (reused === undefined) return Buffer.allocUnsafeSlow(this.size);
+    this.#account.bytes -= this.size;
+    return reused;
   }
 
   /** Returns a buffer from `take()` that nothing references any more. */
   give(buffer: Buffer): void {
-    if (buffer.length !== this.size || this.#idle.length >= this.#maxIdle) return;
+    if (buffer.length !== this.size || this.#account.bytes + this.size > this.#account.max) return;
     this.#idle.push(buffer);
+    this.#account.bytes += this.size;
     this.#timer ??= setTimeout(() => this.#checkIdle(), this.#idleMs).unref();
   }
 
@@ -53,15 +59,31 @@ export class BufferPool {
       if (this.#idle.length > 0) this.#timer = setTimeout(() => this.#checkIdle(), this.#idleMs).unref();
       return;
     }
+    this.#account.bytes -= this.#idle.length * this.size;
     this.#idle = [];
   }
 }
 
+/** Idle bytes of the pools that share one cap. */
+export interface IdleAccount {
+  bytes: number;
+  readonly max: number;
+}
+
+export interface PoolOptions {
+  /** Cap on idle bytes for a pool of its own (ignored with `account`). */
+  maxIdleBytes?: number;
+  idleMs?: number;
+  /** Shares a cap with other pools. */
+  account?: IdleAccount;
+}
+
 const pools = new Map<number, BufferPool>();
+const processIdle: IdleAccount = { bytes: 0, max: MAX_IDLE_BYTES };
 
 /** The process's pool of buffers of `size` bytes. */
 export function bufferPool(size: number): BufferPool {
   let pool = pools.get(size);
-  if (pool === undefined) pools.set(size, (pool = new BufferPool(size)));
+  if (pool === undefined) pools.set(size, (pool = new BufferPool(size, { account: processIdle })));
   return pool;
 }
