@@ -92,3 +92,27 @@ test.each(['cjs', 'esm'] as const)('an upload through the installed package work
   });
   expect(readdirSync(join(app, 'node_modules', 'express-spool'))).toContain('dist');
 });
+
+test.each(['cjs', 'esm'] as const)('from %s the entry loads S3, multer interop and resumable uploads only when first called', (flavour) => {
+  const file = join(app, flavour === 'cjs' ? 'lazy.cjs' : 'lazy.mjs');
+  const load = flavour === 'cjs'
+    ? "const { spool, resumable, resumableDiskStore, toMulterStorage, diskEngine } = require('express-spool');\nconst { createRequire } = require('node:module');"
+    : "import { spool, resumable, resumableDiskStore, toMulterStorage, diskEngine } from 'express-spool';\nimport { createRequire } from 'node:module';";
+  writeFileSync(file, `${load}
+const cache = createRequire(process.cwd() + '/').cache;
+const loaded = () => Object.keys(cache).filter((p) => p.includes('express-spool')).map((p) => p.split('express-spool/')[1]);
+const optional = /s3|resumable|multer|redis/;
+spool();
+const atStart = loaded().filter((p) => optional.test(p));
+const router = resumable({ store: resumableDiskStore({ directory: process.cwd() + '/resumable' }) });
+const storage = toMulterStorage(diskEngine());
+console.log(JSON.stringify({ atStart, router: typeof router, handle: typeof storage._handleFile, after: loaded().filter((p) => optional.test(p)) }));
+router.close?.();
+`);
+  const result = JSON.parse(run('node', [file], app).trim());
+  expect(result.atStart).toEqual([]);
+  expect(result.router).toBe('function');
+  expect(result.handle).toBe('function');
+  expect(result.after).toEqual(expect.arrayContaining(['dist/lib/resumable/handler.js', 'dist/engines/resumable-disk.js', 'dist/lib/multer/to-multer-storage.js']));
+  expect(result.after.filter((p: string) => /engines\/s3|redis/.test(p))).toEqual([]);
+});
