@@ -12,13 +12,13 @@ type Callback = (error?: Error | null) => void;
  * itself: batching is where a disk upload's CPU per GB goes down (bench/README.md, "Profile").
  *
  * Chunks are copied into two buffers of `batchBytes` that the writer owns for the file's whole life (one
- * filling while the other is written), and released at once. The two buffers come from a process-wide pool
- * and go back to it once the file is closed: allocated per file, they would die in V8's old generation
- * after every upload (see BufferPool). Holding the socket's chunks by reference
+ * filling while the other is written), and released at once. Holding the socket's chunks by reference
  * until their batch is written instead keeps megabytes of freshly read buffers alive across young GCs
  * (1 MiB per file), and V8 counts those against its old-generation limit: with 16 large uploads that made
  * full GCs every few dozen ms more likely (measured: bench/README.md, "Large uploads and V8's
  * old-generation limit"). The copy is a memcpy per chunk, and tiny chunks cannot inflate what a batch holds.
+ * The two buffers come from a process-wide pool and go back to it once the file is closed: allocated per
+ * file, they would die in V8's old generation after every upload (see BufferPool).
  *
  * `finish` means every byte was written and the handle closed; destroy closes the handle too.
  */

@@ -31,7 +31,7 @@ export type { ResumableDiskOptions, ResumableDiskDetails } from '../engines/resu
 export type { ResumableS3Options } from '../engines/resumable-s3';
 
 // Features an app may never use (S3, multer interop, resumable uploads) are loaded on their first call, so an
-// app that only takes multipart uploads does not carry their code: ~0.6 MB less old-generation heap. On a
+// app that only takes multipart uploads does not carry their code: ~0.5 MB less old-generation heap. On a
 // small heap that decides how often V8 runs full GCs during large uploads (bench/README.md, "Large uploads
 // and V8's old-generation limit"). Each export keeps the exact type of the function it loads.
 type S3Module = typeof import('../engines/s3');
