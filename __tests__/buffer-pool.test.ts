@@ -58,3 +58,30 @@ test('pools sharing an account share its cap on idle bytes', () => {
   expect(small.idle).toBe(1);
   expect(account.bytes).toBe(192 * KiB);
 });
+
+test("the process's pools: at most 16 MiB idle across all sizes, let go once 10 s passed without a take", () => {
+  jest.useFakeTimers();
+  try {
+    let fresh!: typeof import('../lib/core/buffer-pool');
+    jest.isolateModules(() => {
+      fresh = require('../lib/core/buffer-pool');
+    });
+    const large = fresh.bufferPool(512 * KiB);
+    const small = fresh.bufferPool(64 * KiB);
+    const taken = Array.from({ length: 40 }, () => large.take());
+    const smallOne = small.take();
+    for (const b of taken) large.give(b);
+    small.give(smallOne);
+    expect(large.idle).toBe(32); // 32 × 512 KiB = 16 MiB
+    expect(small.idle).toBe(0); // the shared cap is full
+    large.give(large.take()); // a take within the first 10 s keeps them through the next check
+    jest.advanceTimersByTime(10_000);
+    expect(large.idle).toBe(32);
+    jest.advanceTimersByTime(10_000);
+    expect(large.idle).toBe(0);
+    small.give(smallOne); // the cap counts what is idle now
+    expect(small.idle).toBe(1);
+  } finally {
+    jest.useRealTimers();
+  }
+});

@@ -26,9 +26,10 @@ export class BatchedFileWriter extends Writable {
   readonly #handle: FileHandle;
   readonly #batchBytes: number;
   readonly #pool: BufferPool;
-  /** The batch buffers taken from the pool, given back once the handle is closed (no write in flight). */
-  #owned: Buffer[] = [];
-  /** The batch being filled (allocated on first use) and the other one, once its write has returned. */
+  /**
+   * The batch being filled (taken from the pool on first use) and the other one, once its write has
+   * returned: with no write in flight these two are all the buffers the writer holds.
+   */
   #filling: Buffer | undefined;
   #spare: Buffer | undefined;
   #fillingBytes = 0;
@@ -61,7 +62,6 @@ export class BatchedFileWriter extends Writable {
   }
 
   override _destroy(err: Error | null, callback: Callback): void {
-    this.#filling = this.#spare = undefined;
     this.#fillingBytes = 0;
     this.#waiting = undefined;
     // After _final the handle is closed already; closing again is harmless, and `err` is what counts.
@@ -74,10 +74,9 @@ export class BatchedFileWriter extends Writable {
 
   /** Closes the file; the batches go back to the pool, since no write can use them any more. */
   #close(): Promise<void> {
-    const owned = this.#owned;
-    this.#owned = [];
+    if (this.#filling) this.#pool.give(this.#filling);
+    if (this.#spare) this.#pool.give(this.#spare);
     this.#filling = this.#spare = undefined;
-    for (const buffer of owned) this.#pool.give(buffer);
     return this.#handle.close();
   }
 
@@ -92,7 +91,7 @@ export class BatchedFileWriter extends Writable {
         }
         this.#writeBatch();
       }
-      if (this.#filling === undefined) this.#owned.push((this.#filling = this.#pool.take()));
+      this.#filling ??= this.#pool.take();
       const copied = chunk.copy(this.#filling, this.#fillingBytes, from);
       this.#fillingBytes += copied;
       from += copied;
@@ -110,12 +109,12 @@ export class BatchedFileWriter extends Writable {
     this.#writing = true;
     writeAll(this.#handle.fd, [batch.subarray(0, length)], () => this.destroyed, (err) => {
       this.#writing = false;
+      this.#spare = batch;
       const close = this.#closeAfterWrite;
       this.#closeAfterWrite = undefined;
       if (close) return close();
       if (err) return void this.destroy(err);
       if (this.destroyed) return;
-      this.#spare = batch;
       const waiting = this.#waiting;
       this.#waiting = undefined;
       if (waiting) return waiting();

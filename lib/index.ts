@@ -34,31 +34,33 @@ export type { ResumableS3Options } from '../engines/resumable-s3';
 // app that only takes multipart uploads does not carry their code: ~0.5 MB less old-generation heap. On a
 // small heap that decides how often V8 runs full GCs during large uploads (bench/README.md, "Large uploads
 // and V8's old-generation limit"). Each export keeps the exact type of the function it loads.
-type S3Module = typeof import('../engines/s3');
-type ToMulterModule = typeof import('./multer/to-multer-storage');
-type FromMulterModule = typeof import('./multer/from-multer-storage');
-type ResumableModule = typeof import('./resumable/handler');
-type RedisLockerModule = typeof import('../engines/redis-locker');
-type ResumableDiskModule = typeof import('../engines/resumable-disk');
-type ResumableS3Module = typeof import('../engines/resumable-s3');
+function onFirstCall<M, K extends keyof M>(load: () => M, name: K): M[K] {
+  return ((...args: unknown[]) => (load()[name] as (...a: unknown[]) => unknown)(...args)) as M[K];
+}
 
 /** A storage engine that streams each file to S3 (or an S3-compatible store). See the README, "S3". */
-export const s3Engine: S3Module['s3Engine'] = (options) => (require('../engines/s3') as S3Module).s3Engine(options);
+export const s3Engine = onFirstCall(() => require('../engines/s3') as typeof import('../engines/s3'), 's3Engine');
 /** Wraps an express-spool engine as a multer storage engine. */
-export const toMulterStorage: ToMulterModule['toMulterStorage'] = (engine, options) =>
-  (require('./multer/to-multer-storage') as ToMulterModule).toMulterStorage(engine, options);
+export const toMulterStorage = onFirstCall(
+  () => require('./multer/to-multer-storage') as typeof import('./multer/to-multer-storage'),
+  'toMulterStorage',
+);
 /** Wraps a multer storage engine (multer-s3, …) as an express-spool engine. */
-export const fromMulterStorage: FromMulterModule['fromMulterStorage'] = (storage, options) =>
-  (require('./multer/from-multer-storage') as FromMulterModule).fromMulterStorage(storage, options);
+export const fromMulterStorage = onFirstCall(
+  () => require('./multer/from-multer-storage') as typeof import('./multer/from-multer-storage'),
+  'fromMulterStorage',
+);
 /** Resumable uploads (tus 1.0 and the IETF draft) as an Express router. See the README, "Resumable uploads". */
-export const resumable: ResumableModule['resumable'] = (options) =>
-  (require('./resumable/handler') as ResumableModule).resumable(options);
+export const resumable = onFirstCall(() => require('./resumable/handler') as typeof import('./resumable/handler'), 'resumable');
 /** Upload locks shared by many instances through Redis. */
-export const redisLocker: RedisLockerModule['redisLocker'] = (options) =>
-  (require('../engines/redis-locker') as RedisLockerModule).redisLocker(options);
+export const redisLocker = onFirstCall(() => require('../engines/redis-locker') as typeof import('../engines/redis-locker'), 'redisLocker');
 /** A resumable-upload store on the local filesystem. */
-export const resumableDiskStore: ResumableDiskModule['resumableDiskStore'] = (options) =>
-  (require('../engines/resumable-disk') as ResumableDiskModule).resumableDiskStore(options);
+export const resumableDiskStore = onFirstCall(
+  () => require('../engines/resumable-disk') as typeof import('../engines/resumable-disk'),
+  'resumableDiskStore',
+);
 /** A resumable-upload store on S3 (multipart uploads, no local disk). */
-export const s3ResumableStore: ResumableS3Module['s3ResumableStore'] = (options) =>
-  (require('../engines/resumable-s3') as ResumableS3Module).s3ResumableStore(options);
+export const s3ResumableStore = onFirstCall(
+  () => require('../engines/resumable-s3') as typeof import('../engines/resumable-s3'),
+  's3ResumableStore',
+);
