@@ -497,14 +497,21 @@ class S3Store implements ResumableStore {
       .finally(() => this.#healing.delete(id));
   }
 
-  /** Once the bytes are one object: every other object of the upload goes but state `n`, and every multipart upload. */
+  /**
+   * Once the bytes are one object: every other object of the upload goes but state `n` and any later state,
+   * and every multipart upload. A later state is another instance's commit after the completion (an update
+   * of the upload's fields) whose own clean-up removes `n`: deleting it here too would leave no state at all.
+   */
   async #cleanUp(id: string, n: number): Promise<void> {
     const objects = this.#objects;
     const key = objects.key(id);
     await objects.abortAll(key); // an upload a crash left open, a copy-out that was overtaken
-    const last = objects.stateKey(id, n);
     const rest = [];
-    for await (const entry of objects.objects(`${key}.`)) if (entry.key !== last) rest.push(entry.key);
+    for await (const entry of objects.objects(`${key}.`)) {
+      const state = objects.parseStateKey(entry.key, ID);
+      if (state?.id === id && state.n >= n) continue;
+      rest.push(entry.key);
+    }
     await objects.deleteMany(rest);
   }
 
