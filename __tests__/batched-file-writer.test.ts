@@ -2,12 +2,12 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import express from 'express';
 import request from 'supertest';
 import { diskEngine, MemoryBudget, spool, type IncomingFile, type StoreContext } from '../lib';
 import { BatchedFileWriter } from '../engines/batched-file-writer';
 import { BufferPool } from '../lib/core/buffer-pool';
+import { streamInto } from '../lib/core/chunk-sink';
 import { eventually, tempDir } from './helpers/app';
 import { randomData, sha256 } from './helpers/multipart';
 
@@ -52,7 +52,7 @@ test('writes byte-exact in batches of at least batchBytes (the last one may be s
   const path = join(dir.path, 'exact');
   const sizes = await writevSizes(async () => {
     const handle = await open(path, 'wx');
-    await pipeline(chunked(data, 100 * KiB), new BatchedFileWriter(handle, 512 * KiB));
+    await streamInto(chunked(data, 100 * KiB), new BatchedFileWriter(handle, 512 * KiB));
   });
   expect(sha256(readFileSync(path))).toBe(sha256(data));
   expect(sizes.reduce((a, b) => a + b, 0)).toBe(data.length);
@@ -60,7 +60,7 @@ test('writes byte-exact in batches of at least batchBytes (the last one may be s
   expect(sizes.length).toBeLessThanOrEqual(Math.ceil(data.length / (512 * KiB)));
 });
 
-test('a chunk is copied before its callback: the caller may reuse it at once, the file keeps what was written', async () => {
+test('a chunk is copied before write() returns true: the caller may reuse it at once, the file keeps what was written', async () => {
   const data = randomData(1536 * KiB + 777);
   const path = join(dir.path, 'reused');
   const handle = await open(path, 'wx');
@@ -70,10 +70,12 @@ test('a chunk is copied before its callback: the caller may reuse it at once, th
     const piece = data.subarray(at, at + scratch.length);
     piece.copy(scratch);
     const chunk = scratch.subarray(0, piece.length);
-    await new Promise<void>((resolve, reject) => writer.write(chunk, (err) => (err ? reject(err) : resolve())));
-    scratch.fill(0); // a reference held past the callback would now write zeros
+    await new Promise<void>((resolve) => {
+      if (writer.write(chunk, resolve)) resolve();
+    });
+    scratch.fill(0); // a reference held past the write would now write zeros
   }
-  await new Promise<void>((resolve, reject) => writer.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  await writer.end();
   expect(sha256(readFileSync(path))).toBe(sha256(data));
 });
 
@@ -81,7 +83,7 @@ test('empty and one-byte files', async () => {
   for (const data of [Buffer.alloc(0), Buffer.from('x')]) {
     const path = join(dir.path, `small-${data.length}`);
     const handle = await open(path, 'wx');
-    await pipeline(Readable.from([data]), new BatchedFileWriter(handle, 512 * KiB));
+    await streamInto(Readable.from([data]), new BatchedFileWriter(handle, 512 * KiB));
     expect(readFileSync(path)).toEqual(data);
   }
 });
@@ -102,25 +104,27 @@ test('short writes are continued where they stopped', async () => {
     return (real as (...a: unknown[]) => void)(fd, limited, cb);
   }) as never);
   const handle = await open(path, 'wx');
-  await pipeline(chunked(data, 64 * KiB), new BatchedFileWriter(handle, 512 * KiB));
+  await streamInto(chunked(data, 64 * KiB), new BatchedFileWriter(handle, 512 * KiB));
   expect(sha256(readFileSync(path))).toBe(sha256(data));
 });
 
-test('a failing write ends the pipeline with its error and closes the file', async () => {
+test('a failing write rejects with its error, destroys the source and closes the file', async () => {
   const fds = openFds();
   jest.spyOn(fs, 'writev').mockImplementation(((_fd: number, _b: Buffer[], cb: (e: Error) => void) => {
     setImmediate(() => cb(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })));
   }) as never);
   const handle = await open(join(dir.path, 'enospc'), 'wx');
-  await expect(pipeline(chunked(randomData(2 * 1024 * KiB), 64 * KiB), new BatchedFileWriter(handle, 512 * KiB))).rejects.toMatchObject({ code: 'ENOSPC' });
+  const source = chunked(randomData(2 * 1024 * KiB), 64 * KiB);
+  await expect(streamInto(source, new BatchedFileWriter(handle, 512 * KiB))).rejects.toMatchObject({ code: 'ENOSPC' });
+  expect(source.destroyed).toBe(true);
   await eventually(() => expect(openFds()).toBeLessThanOrEqual(fds));
 });
 
-test('a source destroyed mid-file ends the pipeline and closes the file', async () => {
+test('a source destroyed mid-file rejects and closes the file', async () => {
   const fds = openFds();
   const handle = await open(join(dir.path, 'cut'), 'wx');
   const source = new Readable({ read() {} });
-  const done = pipeline(source, new BatchedFileWriter(handle, 512 * KiB));
+  const done = streamInto(source, new BatchedFileWriter(handle, 512 * KiB));
   source.push(randomData(700 * KiB));
   setImmediate(() => source.destroy(new Error('client went away')));
   await expect(done).rejects.toThrow('client went away');
@@ -135,16 +139,24 @@ test('backpressure: at most two batches and the stream buffer are held', async (
   jest.spyOn(fs, 'writev').mockImplementation(((_fd: number, _b: Buffer[], cb: (err: Error | null, written: number) => void) => void held.push(cb)) as never);
   let accepted = 0;
   const chunk = Buffer.alloc(16 * KiB);
-  while (writer.write(chunk)) accepted += chunk.length;
+  let drained = false;
+  while (writer.write(chunk, () => (drained = true))) accepted += chunk.length;
   await new Promise((r) => setImmediate(r));
-  expect(accepted).toBeLessThanOrEqual(2 * 256 * KiB + 64 * KiB);
-  // Destroyed with a write in flight: the file is closed only once that write has returned.
-  const closed = new Promise((r) => writer.once('close', r));
-  writer.destroy();
+  expect(accepted).toBeLessThanOrEqual(2 * 256 * KiB);
+  expect(held.length).toBe(1);
+  expect(drained).toBe(false);
+  // Aborted with a write in flight: the file is closed only once that write has returned.
+  const closeSpy = jest.spyOn(handle, 'close');
+  let closed = false;
+  const aborted = writer.abort().then(() => (closed = true));
+  const again = writer.abort(); // twice is harmless, and settles too
   await new Promise((r) => setImmediate(r));
-  expect(writer.listenerCount('close')).toBe(1); // not closed yet
+  expect(closed).toBe(false);
+  expect(closeSpy).not.toHaveBeenCalled();
   for (const cb of held) cb(null, 0);
-  await closed;
+  await Promise.all([aborted, again]);
+  expect(closeSpy).toHaveBeenCalledTimes(1);
+  expect(drained).toBe(false); // an aborted writer takes nothing more
 });
 
 describe('diskEngine: the large batch comes from the memory budget, only while it is at most half used', () => {
@@ -210,9 +222,9 @@ describe('batch buffers are reused from a pool, and given back only when no writ
     const first = randomData(1500 * KiB);
     const second = randomData(1300 * KiB);
     const [p1, p2] = [join(dir.path, 'pool-1'), join(dir.path, 'pool-2')];
-    await pipeline(chunked(first, 64 * KiB), new BatchedFileWriter(await open(p1, 'wx'), 256 * KiB, pool));
+    await streamInto(chunked(first, 64 * KiB), new BatchedFileWriter(await open(p1, 'wx'), 256 * KiB, pool));
     expect(pool.idle).toBe(2);
-    await pipeline(chunked(second, 64 * KiB), new BatchedFileWriter(await open(p2, 'wx'), 256 * KiB, pool));
+    await streamInto(chunked(second, 64 * KiB), new BatchedFileWriter(await open(p2, 'wx'), 256 * KiB, pool));
     expect(pool.idle).toBe(2);
     expect(new Set(taken.map((b) => b.buffer)).size).toBe(2);
     expect(sha256(readFileSync(p1))).toBe(sha256(first));
@@ -230,11 +242,10 @@ describe('batch buffers are reused from a pool, and given back only when no writ
       else go();
     }) as never);
     const writer = new BatchedFileWriter(await open(join(dir.path, 'pool-cut'), 'wx'), 256 * KiB, pool);
-    writer.write(randomData(600 * KiB)); // one batch in flight, the other filling
+    writer.write(randomData(600 * KiB), () => undefined); // one batch in flight, the other filling
     await new Promise((r) => setImmediate(r));
     expect(held.length).toBe(1);
-    const closed = new Promise((r) => writer.once('close', r));
-    writer.destroy();
+    const closed = writer.abort();
     await new Promise((r) => setImmediate(r));
     expect(pool.idle).toBe(0); // the write in flight still reads its batch
 
@@ -242,7 +253,7 @@ describe('batch buffers are reused from a pool, and given back only when no writ
     holdWrites = false;
     const data = randomData(900 * KiB);
     const path = join(dir.path, 'pool-other');
-    const other = pipeline(chunked(data, 64 * KiB), new BatchedFileWriter(await open(path, 'wx'), 256 * KiB, pool));
+    const other = streamInto(chunked(data, 64 * KiB), new BatchedFileWriter(await open(path, 'wx'), 256 * KiB, pool));
     for (const go of held) go();
     await Promise.all([closed, other]);
     expect(sha256(readFileSync(path))).toBe(sha256(data));

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { BatchedFileWriter } from '../engines/batched-file-writer';
 import { tempDir } from './helpers/app';
 
-// BatchedFileWriter._destroy closes the file handle while a writev is still in flight (fs.WriteStream
-// waits for its pending write before closing). When that writev was short, writeAll() continues it from
+// BatchedFileWriter.abort() must not close the file handle while a writev is still in flight (fs.WriteStream
+// waits for its pending write before closing too): when that writev was short, writeAll() continues it from
 // its callback with the same fd NUMBER — which by then may belong to a file another request opened.
 // The kernel may write less than asked (a nearly full disk, RLIMIT_FSIZE); the short write is simulated
 // here exactly as __tests__/batched-file-writer.test.ts does. Other requests open files all the time.
@@ -32,9 +32,8 @@ test('an aborted upload never writes into a file another request opened meanwhil
   for (let round = 0; round < 200 && contaminated.length === 0; round++) {
     const handle = await open(join(dir.path, `aborted-${round}`), 'wx');
     const writer = new BatchedFileWriter(handle, 512 * 1024);
-    writer.on('error', () => undefined);
-    writer.write(Buffer.alloc(512 * 1024, 0x41)); // a full batch: one writev goes out
-    writer.destroy(new Error('client went away')); // the request fails while it is in flight
+    writer.write(Buffer.alloc(512 * 1024, 0x41), () => undefined); // a full batch: one writev goes out
+    void writer.abort(); // the request fails while it is in flight
     // Other requests open files meanwhile (a busy server).
     const others: FileHandle[] = [];
     const paths: string[] = [];

@@ -1,15 +1,18 @@
 import { writev } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { Writable } from 'node:stream';
 import { bufferPool, type BufferPool } from '../lib/core/buffer-pool';
+import type { ChunkSink } from '../lib/core/chunk-sink';
 
 type Callback = (error?: Error | null) => void;
+/** An `end()` waiting for the last writes and the close. */
+type Ending = { resolve: () => void; reject: (err: Error) => void };
 
 /**
- * A write stream into an open file that hands the kernel batches of `batchBytes` (one `writev` per batch)
- * instead of one write per incoming chunk. Parser chunks are 16–64 KiB, and a write per chunk costs a
- * thread-pool round trip (futex and epoll wake-ups, a callback) larger than the copy into the page cache
- * itself: batching is where a disk upload's CPU per GB goes down (bench/README.md, "Profile").
+ * A sink into an open file that hands the kernel batches of `batchBytes` (one `writev` per batch) instead
+ * of one write per incoming chunk. Parser chunks are 16–64 KiB, and a write per chunk costs a thread-pool
+ * round trip (futex and epoll wake-ups, a callback) larger than the copy into the page cache itself:
+ * batching is where a disk upload's CPU per GB goes down (bench/README.md, "Profile"). It is a ChunkSink,
+ * not a Writable: the core's tap calls `write()` from the parser's events, with no stream hop between.
  *
  * Chunks are copied into two buffers of `batchBytes` that the writer owns for the file's whole life (one
  * filling while the other is written), and released at once. Holding the socket's chunks by reference
@@ -20,9 +23,10 @@ type Callback = (error?: Error | null) => void;
  * The two buffers come from a process-wide pool and go back to it once the file is closed: allocated per
  * file, they would die in V8's old generation after every upload (see BufferPool).
  *
- * `finish` means every byte was written and the handle closed; destroy closes the handle too.
+ * `end()` resolves once every byte is written and the file closed; `abort()` closes it too, never under
+ * a write in flight.
  */
-export class BatchedFileWriter extends Writable {
+export class BatchedFileWriter implements ChunkSink {
   readonly #handle: FileHandle;
   readonly #batchBytes: number;
   readonly #pool: BufferPool;
@@ -34,60 +38,85 @@ export class BatchedFileWriter extends Writable {
   #spare: Buffer | undefined;
   #fillingBytes = 0;
   #writing = false;
-  /** What goes on once the write in flight returns: the rest of a chunk that found both batches full, or the end. */
+  /** What goes on once the write in flight returns: the rest of a chunk that found both batches full. */
   #waiting: (() => void) | undefined;
-  /** Set by destroy while a write is in flight: the file is closed once that write returns, never under it. */
+  /** Aborted or failed: chunks are dropped, and the file is closed once no write is in flight. */
+  #stopped = false;
+  #closing: Promise<void> | undefined;
+  /** Set by abort while a write is in flight: the file is closed once that write returns, never under it. */
   #closeAfterWrite: (() => void) | undefined;
+  #closedAfterWrite: Promise<void> | undefined;
+  #onFailure: ((err: Error) => void) | undefined;
+  #ending: Ending | undefined;
 
   constructor(handle: FileHandle, batchBytes: number, pool: BufferPool = bufferPool(batchBytes)) {
-    super({ highWaterMark: 64 * 1024 });
     if (pool.size !== batchBytes) throw new RangeError(`The pool's buffers are ${pool.size} bytes, batches ${batchBytes}`);
     this.#handle = handle;
     this.#batchBytes = batchBytes;
     this.#pool = pool;
   }
 
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: Callback): void {
-    this.#copy(chunk, 0, callback);
+  write(chunk: Buffer, drained: () => void): boolean {
+    return this.#stopped || this.#copy(chunk, 0, drained);
   }
 
-  override _final(callback: Callback): void {
-    const finish = () => {
-      if (this.#fillingBytes === 0) return void this.#close().then(() => callback(), callback);
-      this.#writeBatch();
-      this.#waiting = finish;
-    };
-    if (this.#writing) this.#waiting = finish;
-    else finish();
+  failed(fail: (err: Error) => void): void {
+    this.#onFailure = fail;
   }
 
-  override _destroy(err: Error | null, callback: Callback): void {
-    this.#fillingBytes = 0;
-    this.#waiting = undefined;
-    // After _final the handle is closed already; closing again is harmless, and `err` is what counts.
-    const close = () => void this.#close().then(() => callback(err), () => callback(err));
+  end(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.#stopped) return reject(new Error('The writer was stopped before its end'));
+      this.#ending = { resolve, reject };
+      // A stream may end while the rest of its last chunk waits for room: that goes first.
+      if (!this.#writing) this.#finish();
+    });
+  }
+
+  /** With no write in flight: the last batch goes out, then the file is closed. */
+  #finish(): void {
+    if (this.#fillingBytes > 0) return this.#writeBatch(); // its callback comes back here
+    const ending = this.#ending as Ending;
+    this.#ending = undefined;
+    this.#close().then(ending.resolve, ending.reject);
+  }
+
+  abort(): Promise<void> {
+    this.#stop();
     // A writev in flight still uses the descriptor: closing now would let the kernel hand its number to the
     // next file opened, and the rest of a short write would land there.
-    if (this.#writing) this.#closeAfterWrite = close;
-    else close();
+    if (this.#writing) return (this.#closedAfterWrite ??= new Promise((resolve) => (this.#closeAfterWrite = resolve)));
+    return this.#close().catch(() => undefined);
   }
 
-  /** Closes the file; the batches go back to the pool, since no write can use them any more. */
+  #stop(): void {
+    this.#stopped = true;
+    this.#fillingBytes = 0;
+    this.#waiting = undefined;
+  }
+
+  /** Closes the file (once); the batches go back to the pool, since no write can use them any more. */
   #close(): Promise<void> {
+    if (this.#closing) return this.#closing;
     if (this.#filling) this.#pool.give(this.#filling);
     if (this.#spare) this.#pool.give(this.#spare);
     this.#filling = this.#spare = undefined;
-    return this.#handle.close();
+    return (this.#closing = this.#handle.close());
   }
 
-  /** Copies `chunk` from `from` on into the batches; a full batch goes out as soon as no write is in flight. */
-  #copy(chunk: Buffer, from: number, callback: Callback): void {
+  /**
+   * Copies `chunk` from `from` on into the batches; a full batch goes out as soon as no write is in
+   * flight. False when both batches are full: the rest is copied (and `drained` called) once the write
+   * in flight returns.
+   */
+  #copy(chunk: Buffer, from: number, drained: () => void): boolean {
     while (from < chunk.length) {
       if (this.#fillingBytes === this.#batchBytes) {
         if (this.#writing) {
-          // Both batches full: backpressure until the write in flight returns.
-          this.#waiting = () => this.#copy(chunk, from, callback);
-          return;
+          this.#waiting = () => {
+            if (this.#copy(chunk, from, drained)) drained();
+          };
+          return false;
         }
         this.#writeBatch();
       }
@@ -97,7 +126,7 @@ export class BatchedFileWriter extends Writable {
       from += copied;
     }
     if (this.#fillingBytes === this.#batchBytes && !this.#writing) this.#writeBatch();
-    callback();
+    return true;
   }
 
   #writeBatch(): void {
@@ -107,20 +136,33 @@ export class BatchedFileWriter extends Writable {
     this.#spare = undefined;
     this.#fillingBytes = 0;
     this.#writing = true;
-    writeAll(this.#handle.fd, [batch.subarray(0, length)], () => this.destroyed, (err) => {
+    writeAll(this.#handle.fd, [batch.subarray(0, length)], () => this.#stopped, (err) => {
       this.#writing = false;
       this.#spare = batch;
       const close = this.#closeAfterWrite;
       this.#closeAfterWrite = undefined;
-      if (close) return close();
-      if (err) return void this.destroy(err);
-      if (this.destroyed) return;
+      if (close) return void this.#close().then(close, close);
+      if (this.#stopped) return;
+      if (err) return this.#fail(err);
       const waiting = this.#waiting;
       this.#waiting = undefined;
-      if (waiting) return waiting();
+      waiting?.(); // the rest of a chunk that found both batches full (it may start the next write)
+      if (this.#writing) return;
+      if (this.#ending) this.#finish();
       // The other batch filled up while this one was written: keep the disk busy.
-      if (this.#fillingBytes === this.#batchBytes) this.#writeBatch();
+      else if (this.#fillingBytes === this.#batchBytes) this.#writeBatch();
     });
+  }
+
+  #fail(err: Error): void {
+    this.#stop();
+    const ending = this.#ending;
+    this.#ending = undefined;
+    void this.#close().then(
+      () => ending?.reject(err),
+      () => ending?.reject(err),
+    );
+    if (!ending) this.#onFailure?.(err);
   }
 }
 

@@ -4,9 +4,9 @@ import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { AppRequest, IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/core/engine';
 import { SpoolError } from '../lib/core/errors';
+import { streamInto } from '../lib/core/chunk-sink';
 import { BatchedFileWriter } from './batched-file-writer';
 import { describe } from '../lib/core/sizes';
 
@@ -120,10 +120,10 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
       // Only a file this call created may be removed: 'wx' refuses to open an existing one.
       const handle = await create(destination, name, fixed !== undefined, file);
       try {
-        // No signal: the core destroys `stream` when the request fails, which ends the pipeline.
+        // No signal: the core destroys `stream` when the request fails, which aborts the writer.
         await writeBatched(stream, handle, context);
       } catch (err) {
-        await handle.close().catch(() => undefined); // already closed by the stream in most cases
+        await handle.close().catch(() => undefined); // closed by the writer already, unless it never got one
         await rm(path, { force: true });
         throw err;
       }
@@ -142,13 +142,13 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
 /**
  * Writes `stream` into `handle` in batches: large ones reserved from the request's memory budget while the
  * budget is at most half used (an optional speed-up must not crowd out what requests need), small ones
- * otherwise. The handle is closed when the pipeline ends either way.
+ * otherwise. The writer closes the handle either way.
  */
 async function writeBatched(stream: Readable, handle: FileHandle, context: StoreContext): Promise<void> {
   const memory = context.memory;
   const reserved = typeof memory?.tryReserveSpare === 'function' && memory.tryReserveSpare(2 * LARGE_BATCH);
   try {
-    await pipeline(stream, new BatchedFileWriter(handle, reserved ? LARGE_BATCH : SMALL_BATCH));
+    await streamInto(stream, new BatchedFileWriter(handle, reserved ? LARGE_BATCH : SMALL_BATCH));
   } finally {
     if (reserved) memory.release(2 * LARGE_BATCH);
   }

@@ -75,6 +75,7 @@ export function collectChunks(
  * handed on whole — no copy, no extra stream hop.
  */
 export function putBack(stream: Readable, collected: Collected): void {
+  if (stream instanceof FileTap && stream.unread(collected)) return;
   if (collected.overflow) stream.unshift(collected.overflow);
   for (let i = collected.chunks.length - 1; i >= 0; i--) stream.unshift(collected.chunks[i]);
 }

@@ -1,5 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import type { ChunkSink } from './chunk-sink';
 import type { Collected, Reservations } from './collect-chunks';
 
 /** A `collect()` in progress: chunks go straight from the source into `chunks`. */
@@ -12,10 +13,19 @@ interface Collector {
   readonly reject: (err: unknown) => void;
 }
 
+/** A `forward()` in progress. */
+interface Forward {
+  readonly sink: ChunkSink;
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
 /**
  * The stream an engine reads: the parser's file stream, counted (and hashed, when asked) on the way
  * through. A plain Readable fed by hand (not a Transform) keeps one cheap hop per chunk; backpressure is
- * passed to the parser by pausing its file stream when we are full.
+ * passed to the parser by pausing its file stream when we are full. Two paths skip even that hop:
+ * `collect()` (chunks into a list, for the memory and spool engines) and `forward()` (chunks into a
+ * ChunkSink, for the disk engine).
  *
  * It is also the one channel of cancellation: when the request fails, the core destroys the tap with the
  * error, so an engine that only reads its stream stops without knowing about any signal.
@@ -30,8 +40,17 @@ export class FileTap extends Readable {
   #digest: string | undefined;
   #sourceEnded = false;
   #collector: Collector | undefined;
-  /** Every byte went to a collector: the tap is done without ever having been read. */
+  /** Every byte went to a collector or a sink: the tap is done without ever having been read. */
   #collected = false;
+  #forward: Forward | undefined;
+  /**
+   * Chunks a collector took and gave back (`unread()`), in order: they go out before the source's next
+   * ones, through `_read()` or `forward()`. Kept here rather than `unshift()`ed into the Readable buffer
+   * so that `forward()` can hand them on one by one.
+   */
+  #pending: Buffer[] = [];
+  /** The last collect stopped on its own (past the threshold or the budget), with the source paused. */
+  #overflowed = false;
 
   constructor(source: Readable, hash: boolean) {
     super({ highWaterMark: 64 * 1024 });
@@ -50,7 +69,7 @@ export class FileTap extends Readable {
     return this.#digest;
   }
 
-  /** Whether every byte was consumed, by a reader or by `collect()`. */
+  /** Whether every byte was consumed, by a reader, by `collect()` or by a sink. */
   get consumed(): boolean {
     return this.#collected || this.readableEnded;
   }
@@ -64,6 +83,8 @@ export class FileTap extends Readable {
   get collectable(): boolean {
     return (
       this.#collector === undefined &&
+      this.#forward === undefined &&
+      this.#pending.length === 0 &&
       !this.#sourceEnded &&
       !this.destroyed &&
       this.readableFlowing === null &&
@@ -85,26 +106,108 @@ export class FileTap extends Readable {
     });
   }
 
+  /**
+   * Gives back what the last `collect()` took (its chunks and overflow), to go out first. Only right after
+   * a collect that stopped on its own, with nothing read since; false otherwise (use `unshift()` then).
+   */
+  unread(collected: Collected): boolean {
+    if (!this.#overflowed || collected.overflow === undefined || this.readableLength > 0 || this.#pending.length > 0) return false;
+    this.#overflowed = false;
+    this.#pending = [...collected.chunks, collected.overflow];
+    return true;
+  }
+
+  /** Whether `forward()` may take over: nobody reads the tap, and it has not failed. */
+  get forwardable(): boolean {
+    return (
+      this.#collector === undefined &&
+      this.#forward === undefined &&
+      !this.destroyed &&
+      this.readableFlowing !== true &&
+      this.listenerCount('data') === 0 &&
+      this.listenerCount('readable') === 0
+    );
+  }
+
+  /**
+   * `streamInto()` for the tap itself (the disk engine's path): chunks go from the source's `data` events
+   * straight into `sink`, after any the tap holds, with the source paused while the sink is full. A
+   * destroyed tap (the request failed) aborts the sink and rejects; a failing sink destroys the tap.
+   */
+  forward(sink: ChunkSink): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#forward = { sink, resolve, reject };
+      this.#overflowed = false;
+      sink.failed((err) => this.destroy(err));
+      // Nothing from the source until what the tap holds is out (`#pump` resumes it).
+      this.#source.pause();
+      // Chunks pushed before anyone read the tap (at most about one highWaterMark): one small copy.
+      if (this.readableLength > 0) this.#pending.unshift(this.read() as Buffer);
+      this.#pump();
+    });
+  }
+
   override _read(): void {
-    this.#source.resume();
+    if (this.#forward !== undefined) return;
+    const pending = this.#pending;
+    while (pending.length > 0) {
+      if (!this.push(pending.shift())) return;
+    }
+    if (this.#sourceEnded) this.push(null);
+    else this.#source.resume();
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     this.#detach();
     // Let the parser go on past this part: the request is failing, or the engine gave up on it.
     this.#source.resume();
+    this.#pending = [];
     const collector = this.#collector;
     if (collector) {
       this.#collector = undefined;
       collector.lease.release(collector.size);
       collector.reject(err ?? new Error('Premature close'));
     }
+    const forward = this.#forward;
+    if (forward) {
+      this.#forward = undefined;
+      void forward.sink.abort().then(() => forward.reject(err ?? new Error('Premature close')));
+    }
     callback(err);
+  }
+
+  /** Hands the sink what the tap holds, then lets the source flow into it (or ends it). */
+  #pump = (): void => {
+    const forward = this.#forward;
+    if (forward === undefined) return;
+    const pending = this.#pending;
+    while (pending.length > 0) {
+      if (!forward.sink.write(pending.shift() as Buffer, this.#pump)) return;
+    }
+    if (this.#sourceEnded) this.#endForward(forward);
+    else this.#source.resume();
+  };
+
+  #endForward(forward: Forward): void {
+    this.#forward = undefined;
+    this.#collected = true;
+    forward.sink.end().then(forward.resolve, forward.reject);
   }
 
   #onData = (chunk: Buffer): void => {
     this.#bytes += chunk.length;
     this.#hash?.update(chunk);
+    const forward = this.#forward;
+    if (forward !== undefined) {
+      // The source is resumed only once nothing is pending; a chunk already on its way waits its turn.
+      if (this.#pending.length > 0) {
+        this.#pending.push(chunk);
+        this.#source.pause();
+      } else if (!forward.sink.write(chunk, this.#pump)) {
+        this.#source.pause();
+      }
+      return;
+    }
     const collector = this.#collector;
     if (collector === undefined) {
       if (!this.push(chunk)) this.#source.pause();
@@ -115,6 +218,7 @@ export class FileTap extends Readable {
       // Past the limit or the budget: stop, and leave the rest to whoever reads the tap next.
       this.#source.pause();
       this.#collector = undefined;
+      this.#overflowed = true;
       collector.resolve({ chunks: collector.chunks, size: collector.size, overflow: chunk });
     }
   };
@@ -123,8 +227,17 @@ export class FileTap extends Readable {
     // No detach: an ended source sends nothing more, and removing three listeners per file is not free.
     this.#sourceEnded = true;
     if (this.#hash) this.#digest = this.#hash.digest('hex');
+    const forward = this.#forward;
+    if (forward !== undefined) {
+      if (this.#pending.length === 0) this.#endForward(forward);
+      return;
+    }
     const collector = this.#collector;
-    if (collector === undefined) return void this.push(null);
+    if (collector === undefined) {
+      // After pending chunks, `_read()` ends the tap once they are out.
+      if (this.#pending.length === 0) this.push(null);
+      return;
+    }
     this.#collector = undefined;
     this.#collected = true;
     collector.resolve({ chunks: collector.chunks, size: collector.size });
