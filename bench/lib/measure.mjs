@@ -70,6 +70,8 @@ export async function runOnce(server, w, body, { mode, verify = false }) {
     bytes: w.count * body.body.length,
     requests: w.count,
     cpu,
+    cpuUser: usage.user - usage0.user,
+    cpuSystem: usage.system - usage0.system,
     majorGcs: usage.majorGcs - usage0.majorGcs,
     client,
     others,

@@ -30,7 +30,7 @@ function targetsTable(targets, modes) {
 function workloadTable(w, byMode) {
   const u = units(w);
   const cpuDigits = w.perRequest ? 0 : 2;
-  const cols = ['target', 'mode', 'median s', 'min–max s', u.rate, `min–max ${u.rate}`, '× ceiling-disk', u.cpu, `min–max ${u.cpu}`, 'server cores', 'client / other cores', 'full GCs per run', 'peak RSS MiB (max)'];
+  const cols = ['target', 'mode', 'median s', 'min–max s', u.rate, `min–max ${u.rate}`, '× ceiling-disk', u.cpu, `min–max ${u.cpu}`, 'of which user / kernel', 'server cores', 'client / other cores', 'full GCs per run', 'peak RSS MiB (max)'];
   if (w.fresh) cols.push('idle RSS MiB', 'peak − idle MiB', 'min–max');
   cols.push('file.sha256');
   const L = [`| ${cols.join(' | ')} |`, `|---|---|${cols.slice(2).map(() => '--:').join('|')}|`];
@@ -47,6 +47,7 @@ function workloadTable(w, byMode) {
         ceil ? `${f(r.rate.med / ceil.rate.med, 2)}×` : '—',
         f(r.cpuPerUnit.med, cpuDigits),
         range(r.cpuPerUnit, cpuDigits),
+        `${f(r.userPerUnit?.med, cpuDigits)} / ${f(r.systemPerUnit?.med, cpuDigits)}`,
         f(r.cpuCores, 2),
         `${f(r.clientCores, 2)} / ${f(r.otherCores, 2)}`,
         Number.isFinite(r.majorGcs?.med) ? `${f(r.majorGcs.med, 0)} (${f(r.majorGcs.min, 0)}–${f(r.majorGcs.max, 0)})` : '—',

@@ -28,6 +28,9 @@ export function summarize(w, runsByTarget) {
       seconds: spread(rs.map((r) => r.seconds)),
       rate: spread(rs.map((r) => rateOf(w, r))),
       cpuPerUnit: spread(rs.map((r) => cpuPerUnitOf(w, r))),
+      // The same split into user mode (JS, the parser, copies) and the kernel's (socket reads, writes into the page cache).
+      userPerUnit: spread(rs.map((r) => cpuPerUnitOf(w, { ...r, cpu: r.cpuUser }))),
+      systemPerUnit: spread(rs.map((r) => cpuPerUnitOf(w, { ...r, cpu: r.cpuSystem }))),
       cpuCores: median(rs.map((r) => r.cpu / r.seconds)),
       majorGcs: spread(rs.map((r) => r.majorGcs)),
       clientCores: median(rs.map((r) => r.client / r.seconds)),

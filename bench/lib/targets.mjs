@@ -72,7 +72,7 @@ function definitions(W) {
     const ref = of(R, k, m, reference);
     const sp = of(R, k, m, 'spool');
     if (!c || !ref || !sp) return null;
-    return `${label} \`${ceilingTarget}\` reaches ${x2(c.rate.med, ref.rate.med)} \`${reference}\`; express-spool reaches ${x2(sp.rate.med, c.rate.med)} of it${fullGcs(sp, ref, reference)}${handWritten(R, k, m, ref, reference)}${twinNoise(R, k, m)}`;
+    return `${label} \`${ceilingTarget}\` reaches ${x2(c.rate.med, ref.rate.med)} \`${reference}\`; express-spool reaches ${x2(sp.rate.med, c.rate.med)} of it${fullGcs(sp, ref, reference)}${handWritten(R, k, m, ref, reference)}${cpuAgainstFloor(R, k, m, ref, reference)}${twinNoise(R, k, m)}`;
   };
   /** The textbook handler (the same parser, `stream.pipeline` into `fs.createWriteStream`): what a disk upload costs without any library. */
   const handWritten = (R, k, m, ref, reference) => {
@@ -94,13 +94,35 @@ function definitions(W) {
     if (!sp || !twin || sp.sha256 !== 'false') return '';
     return `; \`spool-nohash\` (the same options, hashing being off by default) reached ${x2(twin.rate.med, sp.rate.med)} \`spool\`'s throughput in the same rounds: the noise between two identical servers`;
   };
-  /** CPU: the parser alone (`busboy-drop`) plus the raw write (`ceiling-disk`) is the least a multipart-to-disk server spends. */
+  /** CPU split into user mode (JS, the parser, copies) and the kernel's (socket reads, page-cache writes). */
+  const split = (k, r) => (Number.isFinite(r.userPerUnit?.med) ? ` (${cpuF(k, r.userPerUnit.med)} user + ${cpuF(k, r.systemPerUnit.med)} kernel)` : '');
+  /**
+   * The least a multipart-to-disk server spends: the parser's user time (`busboy-drop`) plus the kernel time of
+   * the raw body-to-file server (`ceiling-disk`: socket reads and page-cache writes of the same bytes).
+   */
+  const floorCpu = (k, m, R) => {
+    const p = of(R, k, m, 'busboy-drop');
+    const w = of(R, k, m, 'ceiling-disk');
+    if (!p || !w || !Number.isFinite(p.userPerUnit?.med) || !Number.isFinite(w.systemPerUnit?.med)) return null;
+    return { value: p.userPerUnit.med + w.systemPerUnit.med, text: `the parser's user time (\`busboy-drop\`) ${cpuF(k, p.userPerUnit.med)} + the raw write's kernel time (\`ceiling-disk\`) ${cpuF(k, w.systemPerUnit.med)} = ${cpuF(k, p.userPerUnit.med + w.systemPerUnit.med)} ${cpuU(k)}` };
+  };
   const diskCpuFloor = (k) => (R, m) => {
     const p = of(R, k, m, 'busboy-drop');
     const w = of(R, k, m, 'ceiling-disk');
     const sp = of(R, k, m, 'spool');
     if (!p || !w || !sp) return null;
-    return `parser alone (\`busboy-drop\`) ${cpuF(k, p.cpuPerUnit.med)} + raw write (\`ceiling-disk\`) ${cpuF(k, w.cpuPerUnit.med)} = ${cpuF(k, p.cpuPerUnit.med + w.cpuPerUnit.med)} ${cpuU(k)} (each counts the socket reads once: an upper bound of the floor); express-spool ${cpuF(k, sp.cpuPerUnit.med)}`;
+    const tight = floorCpu(k, m, R);
+    const least = tight
+      ? `the least a multipart-to-disk server spends: ${tight.text}; express-spool ${cpuF(k, sp.cpuPerUnit.med)}${split(k, sp)}, ${x2(sp.cpuPerUnit.med, tight.value)} that floor`
+      : `parser alone (\`busboy-drop\`) ${cpuF(k, p.cpuPerUnit.med)} + raw write (\`ceiling-disk\`) ${cpuF(k, w.cpuPerUnit.med)} = ${cpuF(k, p.cpuPerUnit.med + w.cpuPerUnit.med)} ${cpuU(k)} (each counts the socket reads once: an upper bound of the floor); express-spool ${cpuF(k, sp.cpuPerUnit.med)}`;
+    return least;
+  };
+  /** Throughput vs a reference: the CPU each spends per GB against the floor, when the run is CPU-bound. */
+  const cpuAgainstFloor = (R, k, m, ref, reference) => {
+    const sp = of(R, k, m, 'spool');
+    const tight = floorCpu(k, m, R);
+    if (!sp || !tight) return '';
+    return `; CPU per GB: express-spool ${cpuF(k, sp.cpuPerUnit.med)}${split(k, sp)}, \`${reference}\` ${cpuF(k, ref.cpuPerUnit.med)}${split(k, ref)}, and the least any multipart-to-disk server spends, ${tight.text} (\`${reference}\` spends ${x2(ref.cpuPerUnit.med, tight.value)} that floor)`;
   };
   /** sha256: the hash is the digest's own update per chunk; the difference of two medians carries the runs' spread. */
   const shaFloor = (k) => (R, m, digest) => {
