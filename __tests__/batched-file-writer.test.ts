@@ -8,6 +8,7 @@ import { diskEngine, MemoryBudget, spool, type IncomingFile, type StoreContext }
 import { BatchedFileWriter } from '../engines/batched-file-writer';
 import { BufferPool } from '../lib/core/buffer-pool';
 import { streamInto } from '../lib/core/chunk-sink';
+import { FileTap } from '../lib/core/file-tap';
 import { eventually, tempDir } from './helpers/app';
 import { randomData, sha256 } from './helpers/multipart';
 
@@ -196,7 +197,8 @@ describe('diskEngine: the large batch comes from the memory budget, only while i
   });
 });
 
-test('through the middleware: a 3 MiB upload is byte-exact and the budget is back to 0 after the response', async () => {
+test('through the middleware: a 3 MiB upload goes from the parser into the writer with no stream between, byte-exact; the budget is back to 0 after the response', async () => {
+  const forward = jest.spyOn(FileTap.prototype, 'forward');
   const budget = new MemoryBudget('64MiB');
   const app = express();
   app.post('/u', spool({ storage: diskEngine({ directory: join(dir.path, 'mw') }), memoryBudget: budget }).single('f'), (req, res) => {
@@ -207,6 +209,7 @@ test('through the middleware: a 3 MiB upload is byte-exact and the budget is bac
   expect(res.status).toBe(200);
   expect(sha256(readFileSync(res.body.path))).toBe(sha256(data));
   expect(budget.used).toBe(0);
+  expect(forward).toHaveBeenCalledTimes(1); // the tap fed the writer itself (spool's first MiB, then the rest)
 });
 
 describe('batch buffers are reused from a pool, and given back only when no write uses them', () => {
