@@ -48,6 +48,7 @@ export class BatchedFileWriter implements ChunkSink {
   #closedAfterWrite: Promise<void> | undefined;
   #onFailure: ((err: Error) => void) | undefined;
   #ending: Ending | undefined;
+  #ended: Promise<void> | undefined;
 
   constructor(handle: FileHandle, batchBytes: number, pool: BufferPool = bufferPool(batchBytes)) {
     if (pool.size !== batchBytes) throw new RangeError(`The pool's buffers are ${pool.size} bytes, batches ${batchBytes}`);
@@ -65,12 +66,12 @@ export class BatchedFileWriter implements ChunkSink {
   }
 
   end(): Promise<void> {
-    return new Promise((resolve, reject) => {
+    return (this.#ended ??= new Promise((resolve, reject) => {
       if (this.#stopped) return reject(new Error('The writer was stopped before its end'));
       this.#ending = { resolve, reject };
       // A stream may end while the rest of its last chunk waits for room: that goes first.
       if (!this.#writing) this.#finish();
-    });
+    }));
   }
 
   /** With no write in flight: the last batch goes out, then the file is closed. */
@@ -83,6 +84,10 @@ export class BatchedFileWriter implements ChunkSink {
 
   abort(): Promise<void> {
     this.#stop();
+    // An end() still waiting for its last writes will not get them.
+    const ending = this.#ending;
+    this.#ending = undefined;
+    ending?.reject(new Error('The writer was aborted before its end'));
     // A writev in flight still uses the descriptor: closing now would let the kernel hand its number to the
     // next file opened, and the rest of a short write would land there.
     if (this.#writing) return (this.#closedAfterWrite ??= new Promise((resolve) => (this.#closeAfterWrite = resolve)));

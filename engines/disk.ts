@@ -123,7 +123,7 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
         // No signal: the core destroys `stream` when the request fails, which aborts the writer.
         await writeBatched(stream, handle, context);
       } catch (err) {
-        await handle.close().catch(() => undefined); // closed by the writer already, unless it never got one
+        await handle.close().catch(() => undefined); // (the writer has closed it already; this is for safety)
         await rm(path, { force: true });
         throw err;
       }

@@ -26,8 +26,8 @@ export interface ChunkSink {
 
 /**
  * Feeds `stream` into `sink` to its end. Settles once the sink has stored everything (or failed): on a
- * stream error the sink is aborted; on a sink error the stream is destroyed (for the core's tap that lets
- * the parser go on past the part) — `pipeline()`'s contract, without the Writable.
+ * stream error (or a close before the end) the sink is aborted; on a sink error the stream is destroyed
+ * (for the core's tap that lets the parser go on past the part).
  */
 export function streamInto(stream: Readable, sink: ChunkSink): Promise<void> {
   // The core's own stream, not yet read: it calls the sink from its source's events directly.
@@ -60,6 +60,7 @@ export function streamInto(stream: Readable, sink: ChunkSink): Promise<void> {
     const onClose = () => fail(new Error('Premature close'));
 
     sink.failed(fail);
+    if (stream.readableEnded) return onEnd(); // (a stream that does not destroy itself at its end)
     if (stream.destroyed) return fail(stream.errored ?? new Error('Premature close'));
     stream.on('data', onData).once('end', onEnd).once('error', onError).once('close', onClose);
     // A 'data' listener does not restart a stream someone paused (e.g. the spool handing over a rollover).

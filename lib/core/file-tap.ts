@@ -49,14 +49,22 @@ export class FileTap extends Readable {
    * so that `forward()` can hand them on one by one.
    */
   #pending: Buffer[] = [];
-  /** The last collect stopped on its own (past the threshold or the budget), with the source paused. */
+  /**
+   * The last collect stopped on its own (past the threshold or the budget) and its chunks are not back yet.
+   * The source is paused, but its 'end' may already be on its way: the tap must not end before them.
+   */
   #overflowed = false;
+  /** `push(null)` was called: nothing can go out through the Readable side any more. */
+  #eofPushed = false;
 
   constructor(source: Readable, hash: boolean) {
     super({ highWaterMark: 64 * 1024 });
     this.#source = source;
     if (hash) this.#hash = createHash('sha256');
     source.on('data', this.#onData).on('end', this.#onEnd).on('error', this.#onError);
+    // Nothing flows until a consumer comes (a reader's `_read()`, `collect()` or `forward()`): the tap
+    // never holds chunks of its own before then, so the fast paths can take over whole.
+    source.pause();
   }
 
   /** Bytes that went through so far. */
@@ -103,6 +111,7 @@ export class FileTap extends Readable {
   collect(lease: Reservations, maxBytes: number): Promise<Collected> {
     return new Promise((resolve, reject) => {
       this.#collector = { lease, maxBytes, chunks: [], size: 0, resolve, reject };
+      this.#source.resume();
     });
   }
 
@@ -111,18 +120,20 @@ export class FileTap extends Readable {
    * a collect that stopped on its own, with nothing read since; false otherwise (use `unshift()` then).
    */
   unread(collected: Collected): boolean {
-    if (!this.#overflowed || collected.overflow === undefined || this.readableLength > 0 || this.#pending.length > 0) return false;
+    if (!this.#overflowed || this.#eofPushed || collected.overflow === undefined || this.readableLength > 0 || this.#pending.length > 0) return false;
     this.#overflowed = false;
     this.#pending = [...collected.chunks, collected.overflow];
     return true;
   }
 
-  /** Whether `forward()` may take over: nobody reads the tap, and it has not failed. */
+  /** Whether `forward()` may take over: nobody reads the tap or has read any of it, and it has not failed. */
   get forwardable(): boolean {
     return (
       this.#collector === undefined &&
       this.#forward === undefined &&
       !this.destroyed &&
+      !this.#eofPushed &&
+      this.readableLength === 0 &&
       this.readableFlowing !== true &&
       this.listenerCount('data') === 0 &&
       this.listenerCount('readable') === 0
@@ -138,11 +149,10 @@ export class FileTap extends Readable {
     return new Promise((resolve, reject) => {
       this.#forward = { sink, resolve, reject };
       this.#overflowed = false;
-      sink.failed((err) => this.destroy(err));
+      // (an 'error' listener of our own: a tap used outside the core may have none, and the error is reported here)
+      sink.failed((err) => this.on('error', ignore).destroy(err));
       // Nothing from the source until what the tap holds is out (`#pump` resumes it).
       this.#source.pause();
-      // Chunks pushed before anyone read the tap (at most about one highWaterMark): one small copy.
-      if (this.readableLength > 0) this.#pending.unshift(this.read() as Buffer);
       this.#pump();
     });
   }
@@ -153,8 +163,14 @@ export class FileTap extends Readable {
     while (pending.length > 0) {
       if (!this.push(pending.shift())) return;
     }
-    if (this.#sourceEnded) this.push(null);
+    if (this.#sourceEnded) this.#pushEof();
     else this.#source.resume();
+  }
+
+  #pushEof(): void {
+    if (this.#eofPushed) return;
+    this.#eofPushed = true;
+    this.push(null);
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
@@ -234,8 +250,8 @@ export class FileTap extends Readable {
     }
     const collector = this.#collector;
     if (collector === undefined) {
-      // After pending chunks, `_read()` ends the tap once they are out.
-      if (this.#pending.length === 0) this.push(null);
+      // After pending chunks (or a collect's that are not back yet), `_read()` ends the tap once they are out.
+      if (this.#pending.length === 0 && !this.#overflowed) this.#pushEof();
       return;
     }
     this.#collector = undefined;
@@ -251,3 +267,5 @@ export class FileTap extends Readable {
     this.#source.off('data', this.#onData).off('end', this.#onEnd).off('error', this.#onError);
   }
 }
+
+function ignore(): void {}
