@@ -61,10 +61,11 @@ export class FileTap extends Readable {
     super({ highWaterMark: 64 * 1024 });
     this.#source = source;
     if (hash) this.#hash = createHash('sha256');
-    source.on('data', this.#onData).on('end', this.#onEnd).on('error', this.#onError);
     // Nothing flows until a consumer comes (a reader's `_read()`, `collect()` or `forward()`): the tap
-    // never holds chunks of its own before then, so the fast paths can take over whole.
+    // never holds chunks of its own before then, so the fast paths can take over whole. (Paused first, a
+    // 'data' listener does not schedule a resume.)
     source.pause();
+    source.on('data', this.#onData).on('end', this.#onEnd).on('error', this.#onError);
   }
 
   /** Bytes that went through so far. */
