@@ -40,7 +40,6 @@ export function streamInto(stream: Readable, sink: ChunkSink): Promise<void> {
       settled = true;
       detach();
       if (!stream.destroyed) stream.on('error', ignore).destroy(err); // its error is ours to report
-
       void sink.abort().then(() => reject(err));
     };
     const resume = () => {

@@ -160,6 +160,7 @@ export class FileTap extends Readable {
 
   override _read(): void {
     if (this.#forward !== undefined) return;
+    this.#overflowed = false; // read from here on: a later unread() would come after bytes already out
     const pending = this.#pending;
     while (pending.length > 0) {
       if (!this.push(pending.shift())) return;
