@@ -37,10 +37,10 @@ function chunked(data: Buffer, max: number): Readable {
 async function writevSizes(run: () => Promise<void>, onCall?: () => void): Promise<number[]> {
   const sizes: number[] = [];
   const real = fs.writev;
-  jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], cb: never) => {
+  jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], position: number | null, cb: never) => {
     sizes.push(buffers.reduce((n, b) => n + b.length, 0));
     onCall?.();
-    return (real as (...a: unknown[]) => void)(fd, buffers, cb);
+    return (real as (...a: unknown[]) => void)(fd, buffers, position, cb);
   }) as never);
   await run();
   return sizes;
@@ -94,7 +94,7 @@ test('short writes are continued where they stopped', async () => {
   const path = join(dir.path, 'short');
   const real = fs.writev;
   // The kernel may write less than asked: hand it at most 100,000 bytes per call.
-  jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], cb: (e: Error | null, n: number) => void) => {
+  jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], position: number | null, cb: (e: Error | null, n: number) => void) => {
     const limited: Buffer[] = [];
     let room = 100_000;
     for (const b of buffers) {
@@ -102,7 +102,7 @@ test('short writes are continued where they stopped', async () => {
       limited.push(b.subarray(0, room));
       room -= Math.min(room, b.length);
     }
-    return (real as (...a: unknown[]) => void)(fd, limited, cb);
+    return (real as (...a: unknown[]) => void)(fd, limited, position, cb);
   }) as never);
   const handle = await open(path, 'wx');
   await streamInto(chunked(data, 64 * KiB), new BatchedFileWriter(handle, 512 * KiB));
@@ -111,7 +111,7 @@ test('short writes are continued where they stopped', async () => {
 
 test('a failing write rejects with its error, destroys the source and closes the file', async () => {
   const fds = openFds();
-  jest.spyOn(fs, 'writev').mockImplementation(((_fd: number, _b: Buffer[], cb: (e: Error) => void) => {
+  jest.spyOn(fs, 'writev').mockImplementation(((_fd: number, _b: Buffer[], _position: number | null, cb: (e: Error) => void) => {
     setImmediate(() => cb(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })));
   }) as never);
   const handle = await open(join(dir.path, 'enospc'), 'wx');
@@ -137,7 +137,7 @@ test('backpressure: at most two batches and the stream buffer are held', async (
   const writer = new BatchedFileWriter(handle, 256 * KiB);
   // Writes that never finish: the writer must stop accepting once both batches are full.
   const held: Array<(err: Error | null, written: number) => void> = [];
-  jest.spyOn(fs, 'writev').mockImplementation(((_fd: number, _b: Buffer[], cb: (err: Error | null, written: number) => void) => void held.push(cb)) as never);
+  jest.spyOn(fs, 'writev').mockImplementation(((_fd: number, _b: Buffer[], _position: number | null, cb: (err: Error | null, written: number) => void) => void held.push(cb)) as never);
   let accepted = 0;
   const chunk = Buffer.alloc(16 * KiB);
   let drained = false;
@@ -239,8 +239,8 @@ describe('batch buffers are reused from a pool, and given back only when no writ
     const held: Array<() => void> = [];
     const real = fs.writev;
     let holdWrites = true;
-    jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], cb: never) => {
-      const go = () => (real as (...a: unknown[]) => void)(fd, buffers, cb);
+    jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], position: number | null, cb: never) => {
+      const go = () => (real as (...a: unknown[]) => void)(fd, buffers, position, cb);
       if (holdWrites) held.push(go);
       else go();
     }) as never);

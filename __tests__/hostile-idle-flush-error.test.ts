@@ -1,6 +1,6 @@
-import { open } from 'node:fs/promises';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { enospc, onDataWrites } from './helpers/data-writes';
 import { request, startResumable, TUS, type ResumableServer } from './helpers/resumable';
 
 // resumableDiskStore.append: a write (or state record) that fails during the idle flush (the client paused
@@ -23,16 +23,9 @@ test('ENOSPC on the idle flush is reported as such (507), not as a store that st
   const data = randomBytes(256 * KiB);
   const created = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Length': data.length });
   const path = new URL(srv.url + created.headers.location!).pathname;
-  const probe = await open(`${srv.dir.path}/probe`, 'w');
-  const proto = Object.getPrototypeOf(probe) as { writev: (...a: unknown[]) => Promise<unknown> };
-  await probe.close();
-  const writev = proto.writev;
   let calls = 0;
-  jest.spyOn(proto, 'writev').mockImplementation(function (this: unknown, ...args: unknown[]) {
-    // The first data write (the idle flush) hits a full disk; the disk has room again right after.
-    if (calls++ === 0) return Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28 }));
-    return writev.apply(this, args);
-  });
+  // The first data write (the idle flush) hits a full disk; the disk has room again right after.
+  onDataWrites(() => (calls++ === 0 ? enospc() : undefined));
   const socket = net.connect(Number(new URL(srv.url).port), '127.0.0.1');
   socket.on('error', () => undefined);
   let response = '';

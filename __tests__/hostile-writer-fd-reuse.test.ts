@@ -18,7 +18,7 @@ afterEach(() => jest.restoreAllMocks());
 
 test('an aborted upload never writes into a file another request opened meanwhile', async () => {
   const real = fs.writev;
-  jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], cb: (e: Error | null, n: number) => void) => {
+  jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], position: number | null, cb: (e: Error | null, n: number) => void) => {
     const limited: Buffer[] = [];
     let room = 100_000;
     for (const b of buffers) {
@@ -26,7 +26,7 @@ test('an aborted upload never writes into a file another request opened meanwhil
       limited.push(b.subarray(0, room));
       room -= Math.min(room, b.length);
     }
-    return (real as (...a: unknown[]) => void)(fd, limited, cb);
+    return (real as (...a: unknown[]) => void)(fd, limited, position, cb);
   }) as never);
   const contaminated: string[] = [];
   for (let round = 0; round < 200 && contaminated.length === 0; round++) {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { open } from 'node:fs/promises';
 import http from 'node:http';
+import { enospc, onDataWrites } from './helpers/data-writes';
 import { request, startResumable, type ResumableServer } from './helpers/resumable';
 
 // A store failure after progress 104s: the final (error) response must carry the offset the store holds
@@ -22,15 +22,8 @@ test('the final response after a failing store never reports less than a 104 ack
   const data = randomBytes(2 * 1024 * KiB);
   const created = await request(srv.endpoint, 'POST', { ...V8, 'Upload-Complete': '?0', 'Upload-Length': String(data.length) });
   const path = created.headers.location!;
-  const probe = await open(`${srv.dir.path}/probe`, 'w');
-  const proto = Object.getPrototypeOf(probe) as { writev: (...a: unknown[]) => Promise<unknown> };
-  await probe.close();
-  const writev = proto.writev;
   let diskFull = false;
-  jest.spyOn(proto, 'writev').mockImplementation(function (this: unknown, ...args: unknown[]) {
-    if (diskFull) return Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
-    return writev.apply(this, args);
-  });
+  onDataWrites(() => (diskFull ? enospc() : undefined));
   const acknowledged: number[] = [];
   const final = await new Promise<{ status: number; offset: string | undefined }>((resolve, reject) => {
     const req = http.request(srv.url + path, {

@@ -133,11 +133,11 @@ for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, top)) out.pu
 out.push('', 'By owner: self time plus the node internals each JS package called directly (streams, events, crypto, AbortController…):', '');
 for (const [k, v] of [...ownerAreas].sort((a, b) => b[1] - a[1]).slice(0, 15)) out.push(`  ${pct(v).padStart(6)}  ${v.toFixed(0).padStart(7)} ms  ${k}`);
 out.push('', `express-spool functions (lib/, engines/) by owned time (self + node internals they call, not other JS), top ${top}:`, '');
-for (const [k, v] of [...owners].filter(([k]) => /\s(lib|engines)\//.test(k)).sort((a, b) => b[1] - a[1]).slice(0, top)) {
+for (const [k, v] of [...owners].filter(([k]) => /\s(dist\/)?(lib|engines)\//.test(k)).sort((a, b) => b[1] - a[1]).slice(0, top)) {
   out.push(`  ${pct(v).padStart(6)}  ${v.toFixed(0).padStart(7)} ms  owned   (self ${(self.get(k) ?? 0).toFixed(0)} ms)  ${k}`);
 }
 out.push('', `express-spool functions (lib/, engines/) by total time (self + callees), top ${top}:`, '');
-for (const [k, v] of [...incl].filter(([k]) => /\s(lib|engines)\//.test(k)).sort((a, b) => b[1] - a[1]).slice(0, top)) {
+for (const [k, v] of [...incl].filter(([k]) => /\s(dist\/)?(lib|engines)\//.test(k)).sort((a, b) => b[1] - a[1]).slice(0, top)) {
   out.push(`  ${pct(v).padStart(6)}  ${v.toFixed(0).padStart(7)} ms  total   (self ${(self.get(k) ?? 0).toFixed(0)} ms)  ${k}`);
 }
 process.stdout.write(`${out.join('\n')}\n`);

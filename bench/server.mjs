@@ -8,7 +8,7 @@
 // the bytes the target actually kept, re-read from disk, memory or S3.
 //
 // IPC from the client: { cmd: 'verify', on } | { cmd: 'cpu' } (answers process.cpuUsage(): all threads,
-// µs, in total and split into user and kernel time, and the number of full (mark-compact) GCs so far) | { cmd: 'cleanup' } (deletes what an S3 target stored) | { cmd: 'exit' }; each answered with
+// µs, in total and split into user and kernel time, the number of full (mark-compact) GCs and of minor page faults so far) | { cmd: 'cleanup' } (deletes what an S3 target stored) | { cmd: 'exit' }; each answered with
 // { ack: id, … }.
 
 import { mkdirSync } from 'node:fs';
@@ -66,7 +66,7 @@ process.on('message', async (m) => {
       ack();
     } else if (m?.cmd === 'cpu') {
       const u = process.cpuUsage();
-      ack({ cpuMicros: u.user + u.system, userMicros: u.user, systemMicros: u.system, majorGcs: countMajorGcs() });
+      ack({ cpuMicros: u.user + u.system, userMicros: u.user, systemMicros: u.system, majorGcs: countMajorGcs(), minorFaults: process.resourceUsage().minorPageFault });
     } else if (m?.cmd === 'cleanup') {
       await cleanup?.();
       ack();

@@ -4,6 +4,13 @@ import { bufferPool, type BufferPool } from '../lib/core/buffer-pool';
 import type { ChunkSink } from '../lib/core/chunk-sink';
 
 type Callback = (error?: Error | null) => void;
+
+export interface BatchedFileWriterOptions {
+  /** Where the first byte goes (`pwritev`); by default the file's own position, advanced by each write. */
+  readonly position?: number;
+  /** Told how many bytes this writer has written, after each batch's write returns. */
+  readonly written?: (bytes: number) => void;
+}
 /** An `end()` waiting for the last writes and the close. */
 type Ending = { resolve: () => void; reject: (err: Error) => void };
 
@@ -49,16 +56,39 @@ export class BatchedFileWriter implements ChunkSink {
   #onFailure: ((err: Error) => void) | undefined;
   #ending: Ending | undefined;
   #ended: Promise<void> | undefined;
+  /** Where the next batch goes; null: at the file's own position. */
+  #position: number | null;
+  #bytesWritten = 0;
+  readonly #onWritten: ((bytes: number) => void) | undefined;
+  /** flush() came while a write was in flight: the filling batch goes out when that write returns. */
+  #flushWanted = false;
 
-  constructor(handle: FileHandle, batchBytes: number, pool: BufferPool = bufferPool(batchBytes)) {
+  constructor(handle: FileHandle, batchBytes: number, pool: BufferPool = bufferPool(batchBytes), options: BatchedFileWriterOptions = {}) {
     if (pool.size !== batchBytes) throw new RangeError(`The pool's buffers are ${pool.size} bytes, batches ${batchBytes}`);
     this.#handle = handle;
     this.#batchBytes = batchBytes;
     this.#pool = pool;
+    this.#position = options.position ?? null;
+    this.#onWritten = options.written;
+  }
+
+  /** Bytes written to the file so far (whole batches whose write has returned). */
+  get bytesWritten(): number {
+    return this.#bytesWritten;
   }
 
   write(chunk: Buffer, drained: () => void): boolean {
     return this.#stopped || this.#copy(chunk, 0, drained);
+  }
+
+  /**
+   * Writes what the filling batch holds now instead of once it is full (a client that pauses, a progress
+   * point the caller wants on disk); after the write in flight if there is one.
+   */
+  flush(): void {
+    if (this.#stopped || this.#fillingBytes === 0) return;
+    if (this.#writing) this.#flushWanted = true;
+    else this.#writeBatch();
   }
 
   failed(fail: (err: Error) => void): void {
@@ -141,7 +171,10 @@ export class BatchedFileWriter implements ChunkSink {
     this.#spare = undefined;
     this.#fillingBytes = 0;
     this.#writing = true;
-    writeAll(this.#handle.fd, [batch.subarray(0, length)], () => this.#stopped, (err) => {
+    this.#flushWanted = false;
+    const position = this.#position;
+    if (position !== null) this.#position = position + length;
+    writeAll(this.#handle.fd, [batch.subarray(0, length)], position, () => this.#stopped, (err) => {
       this.#writing = false;
       this.#spare = batch;
       const close = this.#closeAfterWrite;
@@ -149,13 +182,16 @@ export class BatchedFileWriter implements ChunkSink {
       if (close) return void this.#close().then(close, close);
       if (this.#stopped) return;
       if (err) return this.#fail(err);
+      this.#bytesWritten += length;
+      this.#onWritten?.(this.#bytesWritten);
+      if (this.#stopped) return; // (the callback may stop the writer)
       const waiting = this.#waiting;
       this.#waiting = undefined;
       waiting?.(); // the rest of a chunk that found both batches full (it may start the next write)
       if (this.#writing) return;
       if (this.#ending) this.#finish();
-      // The other batch filled up while this one was written: keep the disk busy.
-      else if (this.#fillingBytes === this.#batchBytes) this.#writeBatch();
+      // The other batch filled up while this one was written (or a flush waited): keep the disk busy.
+      else if (this.#fillingBytes === this.#batchBytes || (this.#flushWanted && this.#fillingBytes > 0)) this.#writeBatch();
     });
   }
 
@@ -171,9 +207,12 @@ export class BatchedFileWriter implements ChunkSink {
   }
 }
 
-/** `writev` until every byte is written (a regular file rarely writes short, but it may), or `stopped()`. */
-function writeAll(fd: number, buffers: Buffer[], stopped: () => boolean, callback: Callback): void {
-  writev(fd, buffers, (err, written) => {
+/**
+ * `writev` until every byte is written (a regular file rarely writes short, but it may), or `stopped()`;
+ * at `position`, or at the file's own position when null.
+ */
+function writeAll(fd: number, buffers: Buffer[], position: number | null, stopped: () => boolean, callback: Callback): void {
+  writev(fd, buffers, position, (err, written) => {
     if (err || stopped()) return callback(err);
     let rest = written;
     let i = 0;
@@ -181,6 +220,6 @@ function writeAll(fd: number, buffers: Buffer[], stopped: () => boolean, callbac
     if (i === buffers.length) return callback();
     const remaining = buffers.slice(i);
     remaining[0] = remaining[0].subarray(rest);
-    writeAll(fd, remaining, stopped, callback);
+    writeAll(fd, remaining, position === null ? null : position + written, stopped, callback);
   });
 }

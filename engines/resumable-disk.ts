@@ -1,13 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import type { StoredFile } from '../lib/core/engine';
+import { streamIntoKeeping } from '../lib/core/chunk-sink';
 import { SpoolError } from '../lib/core/errors';
 import { describe } from '../lib/core/sizes';
 import type { AppendContext, NewUpload, ResumableStore, ResumableUpload, UploadChanges } from '../lib/resumable/upload-store';
+import { BatchedFileWriter } from './batched-file-writer';
+import { Checkpoints } from './checkpoints';
 
 export interface ResumableDiskOptions {
   /**
@@ -31,11 +34,9 @@ const STATE = '.json';
 const TEMP = '.tmp';
 /** An append records its offset this often, so a crash (kill -9, power) loses at most this much of it. */
 const CHECKPOINT = 8 * 1024 * 1024;
-/** Bytes per write while the memory budget has room (reserved per append), and otherwise. */
+/** Bytes per write while the memory budget has room (two batches reserved per append), and otherwise. */
 const LARGE_BATCH = 512 * 1024;
 const SMALL_BATCH = 64 * 1024;
-/** A batch is also full at this many chunks: 1-byte HTTP chunks each cost ~200 bytes of memory as Buffers. */
-const MAX_CHUNKS = 128;
 /** Bytes gathered for a batch are written once the client has sent nothing more for this long (ms). */
 const IDLE_FLUSH = 10;
 /** Leftovers of a crash (temporary state, bytes without state) older than this are removed by `list()`. */
@@ -105,72 +106,56 @@ class DiskStore implements ResumableStore {
       stream.destroy();
       throw err;
     }
-    // A large batch while the memory budget has room for it (an optional speed-up), a small one otherwise.
-    const memory = context.memory;
-    const reserved = typeof memory?.tryReserveSpare === 'function' && memory.tryReserveSpare(LARGE_BATCH);
-    const batchBytes = reserved ? LARGE_BATCH : SMALL_BATCH;
-    let position = start;
-    let recorded = start;
-    let interrupted = false;
-    const progress = context.atomic ? undefined : context.progress;
-    const record = async () => {
-      await this.#record(upload.id, position);
-      recorded = position;
-      progress?.persisted(position);
-    };
     try {
       await handle.truncate(start); // drop whatever lies past the recorded offset
-      // Chunks are gathered into batches (one writev each: a write per parser-sized chunk costs a thread-pool
-      // round trip, bench/README.md "Profile"). Whatever the stream handed over is written before we stop, also
-      // when it errors, so an interrupted append keeps exactly the bytes received.
-      const chunks = stream[Symbol.asyncIterator]();
-      let pending: Buffer[] = [];
-      let pendingBytes = 0;
-      const flush = async () => {
-        if (pendingBytes === 0) return;
-        await writeAll(handle, pending, position);
-        position += pendingBytes;
-        pending = [];
-        pendingBytes = 0;
-        // A checkpoint every CHECKPOINT bytes, and whenever the handler wants a progress point (IETF 104):
-        // the state names only bytes already written, so what it reports is what a restart resumes from.
-        if (!context.atomic && (position - recorded >= CHECKPOINT || progress?.wanted(position))) await record();
-      };
-      for (;;) {
-        let next: IteratorResult<Buffer>;
-        const coming = chunks.next();
-        // A client that pauses does not leave its bytes waiting in memory: they are written meanwhile. A write
-        // error here is the store's (the outer catch), not the body's; the pending read is then abandoned.
-        if (pendingBytes > 0 && (await idleFor(coming, IDLE_FLUSH))) {
-          coming.catch(() => undefined);
-          await flush();
-        }
-        try {
-          next = await coming;
-        } catch {
-          interrupted = true;
-          break;
-        }
-        if (next.done) break;
-        pending.push(next.value);
-        pendingBytes += next.value.length;
-        // Full by bytes or by chunks (tiny chunks cost far more memory than their bytes); early too when the
-        // handler wants a progress point (IETF 104) at what the batch would reach.
-        if (pendingBytes >= batchBytes || pending.length >= MAX_CHUNKS || progress?.wanted(position + pendingBytes)) await flush();
-      }
-      await flush();
+    } catch (err) {
+      stream.destroy();
+      await handle.close();
+      throw err;
+    }
+    // Two large batches while the memory budget has room for them (an optional speed-up), small ones otherwise.
+    const memory = context.memory;
+    const reserved = typeof memory?.tryReserveSpare === 'function' && memory.tryReserveSpare(2 * LARGE_BATCH);
+    const progress = context.atomic ? undefined : context.progress;
+    // The state names only bytes already written, so what it reports is what a restart resumes from: a
+    // checkpoint every CHECKPOINT bytes, and whenever the handler wants a progress point (IETF 104).
+    const checkpoints = new Checkpoints(start, CHECKPOINT, (offset) => this.#record(upload.id, offset), progress, (err) => stream.destroy(err));
+    // The chunks are copied into batches, one writev each (bench/README.md "Profile"); the writer closes the file.
+    const writer = new BatchedFileWriter(handle, reserved ? LARGE_BATCH : SMALL_BATCH, undefined, {
+      position: start,
+      written: context.atomic ? undefined : (bytes) => checkpoints.written(start + bytes),
+    });
+    // A client that pauses does not leave its bytes waiting in memory: they are written meanwhile.
+    const idle = setTimeout(() => writer.flush(), IDLE_FLUSH).unref();
+    let accepted = start;
+    try {
+      // Whatever the stream handed over is written, also when it errors, so an interrupted append keeps
+      // exactly the bytes received (an atomic one keeps none).
+      const interrupted = await streamIntoKeeping(stream, writer, {
+        chunk: (chunk) => {
+          idle.refresh();
+          accepted += chunk.length;
+          // Early when the handler wants a progress point (IETF 104) at what the batch holds.
+          if (progress?.wanted(accepted)) writer.flush();
+        },
+        discard: () => context.atomic,
+      });
+      clearTimeout(idle);
+      await checkpoints.settled();
       if (interrupted && context.atomic) {
-        await handle.truncate(start);
+        await truncate(this.#data(upload.id), start);
         return start;
       }
-      if (position !== recorded) await record();
+      const position = start + writer.bytesWritten;
+      await checkpoints.record(position);
       return position;
     } catch (err) {
       stream.destroy();
+      await checkpoints.settled().catch(() => undefined);
       throw err; // the state keeps the last recorded offset; the next append cuts the rest off
     } finally {
-      if (reserved) memory.release(LARGE_BATCH);
-      await handle.close();
+      clearTimeout(idle);
+      if (reserved) memory.release(2 * LARGE_BATCH);
     }
   }
 
@@ -287,18 +272,6 @@ class DiskStore implements ResumableStore {
   #state(id: string): string {
     return join(this.#directory, id + STATE);
   }
-}
-
-/** Whether `coming` is still unsettled after `ms` (it is not awaited for its result here). */
-function idleFor(coming: Promise<unknown>, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(true), ms);
-    const settled = () => {
-      clearTimeout(timer);
-      resolve(false);
-    };
-    coming.then(settled, settled);
-  });
 }
 
 /** Writes `buffers` at `position`, continuing after short writes. */

@@ -73,6 +73,7 @@ export async function runOnce(server, w, body, { mode, verify = false }) {
     cpuUser: usage.user - usage0.user,
     cpuSystem: usage.system - usage0.system,
     majorGcs: usage.majorGcs - usage0.majorGcs,
+    minorFaults: usage.minorFaults - usage0.minorFaults,
     client,
     others,
     peak: mem.peak,

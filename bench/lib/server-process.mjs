@@ -60,10 +60,14 @@ export class Server {
     return (await this.usage()).cpu;
   }
 
-  /** CPU seconds so far (in all, in user and in kernel mode), and the full (mark-compact) GCs the process has run so far. */
+  /**
+   * CPU seconds so far (in all, in user and in kernel mode), the full (mark-compact) GCs the process has run
+   * so far, and its minor page faults (pages of memory it touched for the first time, or again after giving
+   * them back).
+   */
   async usage() {
     const u = await this.command('cpu');
-    return { cpu: u.cpuMicros / 1e6, user: u.userMicros / 1e6, system: u.systemMicros / 1e6, majorGcs: u.majorGcs };
+    return { cpu: u.cpuMicros / 1e6, user: u.userMicros / 1e6, system: u.systemMicros / 1e6, majorGcs: u.majorGcs, minorFaults: u.minorFaults };
   }
 
   rss() {

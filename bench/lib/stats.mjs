@@ -33,6 +33,7 @@ export function summarize(w, runsByTarget) {
       systemPerUnit: spread(rs.map((r) => cpuPerUnitOf(w, { ...r, cpu: r.cpuSystem }))),
       cpuCores: median(rs.map((r) => r.cpu / r.seconds)),
       majorGcs: spread(rs.map((r) => r.majorGcs)),
+      minorFaults: spread(rs.map((r) => r.minorFaults)),
       clientCores: median(rs.map((r) => r.client / r.seconds)),
       otherCores: median(rs.map((r) => r.others / r.seconds)),
       peak: spread(rs.map((r) => r.peak)),

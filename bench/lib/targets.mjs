@@ -76,7 +76,7 @@ function definitions(W) {
     const ref = of(R, k, m, reference);
     const sp = of(R, k, m, 'spool');
     if (!c || !ref || !sp) return null;
-    return `${label} \`${ceilingTarget}\` reaches ${x2(c.rate.med, ref.rate.med)} \`${reference}\`; express-spool reaches ${x2(sp.rate.med, c.rate.med)} of it${fullGcs(sp, ref, reference)}${handWritten(R, k, m, ref, reference)}${cpuAgainstFloor(R, k, m, ref, reference)}${twinNoise(R, k, m)}`;
+    return `${label} \`${ceilingTarget}\` reaches ${x2(c.rate.med, ref.rate.med)} \`${reference}\`; express-spool reaches ${x2(sp.rate.med, c.rate.med)} of it${fullGcs(sp, ref, reference)}${handWritten(R, k, m, ref, reference)}${cpuAgainstFloor(R, k, m, ref, reference)}${newMemory(k, sp, ref, reference)}${twinNoise(R, k, m)}`;
   };
   /** The textbook handler (the same parser, `stream.pipeline` into `fs.createWriteStream`): what a disk upload costs without any library. */
   const handWritten = (R, k, m, ref, reference) => {
@@ -90,6 +90,15 @@ function definitions(W) {
     if (!Number.isFinite(sp.majorGcs?.med) || !Number.isFinite(ref.majorGcs?.med)) return '';
     if (sp.majorGcs.med <= ref.majorGcs.med + 2) return `; full GCs per run (median): express-spool ${sp.majorGcs.med.toFixed(0)}, \`${reference}\` ${ref.majorGcs.med.toFixed(0)}`;
     return `; full GCs per run (median): express-spool ${sp.majorGcs.med.toFixed(0)}, \`${reference}\` ${ref.majorGcs.med.toFixed(0)} (V8 counts the ArrayBuffers allocated since the last full GC, socket reads included until a young GC sweeps them, against an old-generation limit sized from the live heap; a bare server's ~8 MB heap sits on V8's 8 MB marking threshold, where trifles decide: bench/README.md, "Large uploads and V8's old-generation limit", and the \`c-app\` rows)`;
+  };
+  /**
+   * Fresh servers: the pages each touched for the first time per run. On a VM that hands freed memory back to
+   * its host (free page reporting), a new page costs a fault in the hypervisor too, billed as kernel time.
+   */
+  const newMemory = (k, sp, ref, reference) => {
+    if (!W[k].fresh || !Number.isFinite(sp.minorFaults?.med) || !Number.isFinite(ref.minorFaults?.med)) return '';
+    const mib = (n) => ((n * 4096) / MiB).toFixed(0);
+    return `; minor page faults per run (median, each a page of memory touched for the first time; a fresh server's first run pays for every page it keeps): express-spool ${sp.minorFaults.med.toFixed(0)} (${mib(sp.minorFaults.med)} MiB), \`${reference}\` ${ref.minorFaults.med.toFixed(0)} (${mib(ref.minorFaults.med)} MiB); express-spool keeps the first MiB of each file in memory by design (the spool threshold) and two 512 KiB write batches per file, reused by later uploads (bench/README.md, "New memory on a fresh server")`;
   };
   /** With hashing off by default, `spool-nohash` runs the very same options as `spool`: their ratio is the run's noise. */
   const twinNoise = (R, k, m) => {
@@ -119,7 +128,8 @@ function definitions(W) {
     const least = tight
       ? `the least a multipart-to-disk server spends: ${tight.text}; express-spool ${cpuF(k, sp.cpuPerUnit.med)}${split(k, sp)}, ${x2(sp.cpuPerUnit.med, tight.value)} that floor`
       : `parser alone (\`busboy-drop\`) ${cpuF(k, p.cpuPerUnit.med)} + raw write (\`ceiling-disk\`) ${cpuF(k, w.cpuPerUnit.med)} = ${cpuF(k, p.cpuPerUnit.med + w.cpuPerUnit.med)} ${cpuU(k)} (each counts the socket reads once: an upper bound of the floor); express-spool ${cpuF(k, sp.cpuPerUnit.med)}`;
-    return least;
+    const multer = of(R, k, m, 'multer-disk');
+    return multer ? least + newMemory(k, sp, multer, 'multer-disk') : least;
   };
   /** Throughput vs a reference: the CPU each spends per GB against the floor, when the run is CPU-bound. */
   const cpuAgainstFloor = (R, k, m, ref, reference) => {

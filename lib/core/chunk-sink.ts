@@ -32,35 +32,69 @@ export interface ChunkSink {
 export function streamInto(stream: Readable, sink: ChunkSink): Promise<void> {
   // The core's own stream, not yet read: it calls the sink from its source's events directly.
   if (stream instanceof FileTap && stream.forwardable) return stream.forward(sink);
+  return feed(stream, sink, {}).then(ignore);
+}
+
+export interface KeepingOptions {
+  /** Called after each chunk was handed to the sink (a progress check, an idle timer's refresh). */
+  readonly chunk?: (chunk: Buffer) => void;
+  /** On an interrupted stream, let go of what the sink holds (abort) instead of storing it (end). */
+  readonly discard?: () => boolean;
+}
+
+/**
+ * Like streamInto, for a sink that keeps what it got when the stream does not end cleanly (a resumable
+ * append keeps the bytes received before a cut): an error or a premature close ends the sink (or aborts
+ * it, when `discard()` says so) and resolves with true, "interrupted". The stream's error is not reported
+ * here: its owner knows it. Rejects when the sink fails (the stream is then destroyed).
+ */
+export function streamIntoKeeping(stream: Readable, sink: ChunkSink, options: KeepingOptions = {}): Promise<boolean> {
+  return feed(stream, sink, { keep: true, ...options });
+}
+
+function feed(stream: Readable, sink: ChunkSink, { keep = false, chunk: onChunk, discard }: KeepingOptions & { keep?: boolean }): Promise<boolean> {
   return new Promise((resolve, reject) => {
     let settled = false;
     const detach = () => stream.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
-    const fail = (err: Error) => {
-      if (settled) return;
+    const settle = () => {
+      if (settled) return false;
       settled = true;
       detach();
-      if (!stream.destroyed) stream.on('error', ignore).destroy(err); // its error is ours to report
+      return true;
+    };
+    /** The sink failed: the stream goes (its error is ours to report). */
+    const sinkFailed = (err: Error) => {
+      if (!settle()) return;
+      if (!stream.destroyed) stream.on('error', ignore).destroy(err);
       void sink.abort().then(() => reject(err));
+    };
+    const interrupted = (err: Error) => {
+      if (!settle()) return;
+      if (!keep) {
+        if (!stream.destroyed) stream.on('error', ignore).destroy(err);
+        return void sink.abort().then(() => reject(err));
+      }
+      if (discard?.()) return void sink.abort().then(() => resolve(true));
+      sink.end().then(() => resolve(true), reject);
     };
     const resume = () => {
       if (!settled) stream.resume();
     };
     const onData = (chunk: Buffer) => {
       if (!sink.write(chunk, resume)) stream.pause();
+      onChunk?.(chunk);
     };
     const onEnd = () => {
-      if (settled) return;
-      settled = true;
-      detach();
-      sink.end().then(resolve, reject);
+      if (!settle()) return;
+      sink.end().then(() => resolve(false), reject);
     };
-    const onError = (err: Error) => fail(err);
+    const onError = (err: Error) => interrupted(err);
     // Destroyed without an error: it will never end.
-    const onClose = () => fail(new Error('Premature close'));
+    const onClose = () => interrupted(new Error('Premature close'));
 
-    sink.failed(fail);
+    sink.failed(sinkFailed);
     if (stream.readableEnded) return onEnd(); // (a stream that does not destroy itself at its end)
-    if (stream.destroyed) return fail(stream.errored ?? new Error('Premature close'));
+    if (stream.destroyed) return interrupted(stream.errored ?? new Error('Premature close'));
     stream.on('data', onData).once('end', onEnd).once('error', onError).once('close', onClose);
     // A 'data' listener does not restart a stream someone paused (e.g. the spool handing over a rollover).
     stream.resume();

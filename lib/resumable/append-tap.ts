@@ -28,6 +28,9 @@ export interface AppendTapOptions {
  * It is the one channel of cancellation: `fail(err)` destroys it, and the store stops (keeping what it
  * stored unless the append is atomic). `failure` tells why it did not end cleanly.
  */
+/** Fewer bytes than this, buffered by the request, are read once the socket read has been parsed. */
+const GATHER_BYTES = 16 * 1024;
+
 export class AppendTap extends Readable {
   readonly #source: IncomingMessage;
   readonly #options: AppendTapOptions;
@@ -37,6 +40,8 @@ export class AppendTap extends Readable {
   #waitingSince: number | undefined;
   /** The store asked for more (`_read()`) and nothing has been handed over since. */
   #wanted = false;
+  /** A read of a few buffered bytes waits for the rest of the socket read (see #onReadable). */
+  #gathering: NodeJS.Immediate | undefined;
 
   constructor(source: IncomingMessage, options: AppendTapOptions) {
     super({ highWaterMark: 0 });
@@ -82,9 +87,20 @@ export class AppendTap extends Readable {
     this.#pull();
   }
 
-  /** More of the body is buffered (or it ended): read it if the store is waiting, else at its next `_read()`. */
+  /**
+   * More of the body is buffered (or it ended): read it if the store is waiting, else at its next `_read()`.
+   * A few bytes wait for the rest of the socket read: the HTTP parser hands each HTTP chunk over on its own,
+   * and a client sending 1-byte chunks would otherwise cost a Buffer and a push per byte.
+   */
   #onReadable = (): void => {
-    if (this.#wanted) this.#pull();
+    if (!this.#wanted) return;
+    if (this.#source.readableLength >= GATHER_BYTES || this.#source.readableEnded) return this.#pull();
+    this.#gathering ??= setImmediate(this.#pullGathered);
+  };
+
+  #pullGathered = (): void => {
+    this.#gathering = undefined;
+    this.#pull();
   };
 
   /** Hands over what the request has buffered, as one Buffer, while the store wants more. */
@@ -116,6 +132,8 @@ export class AppendTap extends Readable {
   };
 
   #detach(): void {
+    if (this.#gathering) clearImmediate(this.#gathering);
+    this.#gathering = undefined;
     this.#source.off('readable', this.#onReadable).off('end', this.#onEnd).off('error', this.#onAborted).off('close', this.#onClose);
     // Errors after we stopped listening (a reset while the answer is written) must not crash the process.
     this.#source.on('error', ignore);
