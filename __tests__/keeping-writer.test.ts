@@ -134,15 +134,20 @@ describe('Checkpoints', () => {
     expect(failed).toHaveBeenCalledTimes(1);
   });
 
-  test('progress: a state write whenever the handler wants a progress point, and persisted() after it', async () => {
+  test('progress: a state write when the handler wants a progress point and none is under way, persisted() after it', async () => {
     const persisted: number[] = [];
+    const saved: number[] = [];
     const progress = { wanted: (at: number) => at % 2 === 0, persisted: (at: number) => void persisted.push(at) };
-    const c = new Checkpoints(0, 1_000_000, async () => undefined, progress, () => undefined);
+    const c = new Checkpoints(0, 1_000_000, async (at) => void saved.push(at), progress, () => undefined);
     c.written(3);
     c.written(4);
-    c.written(5);
-    c.written(6);
+    expect(c.recording).toBe(true);
+    c.written(6); // 4 is still being recorded: one progress record at a time
     await c.settled();
-    expect(persisted).toEqual([4, 6]);
+    expect(c.recording).toBe(false);
+    c.written(8);
+    await c.settled();
+    expect(saved).toEqual([4, 8]);
+    expect(persisted).toEqual([4, 8]);
   });
 });

@@ -14,6 +14,8 @@ export class Checkpoints {
   /** The offset of the last state write asked for (written or on its way). */
   #asked: number;
   #chain: Promise<void> = Promise.resolve();
+  /** State writes queued or under way. */
+  #queued = 0;
   #error: Error | undefined;
 
   constructor(start: number, every: number, save: (offset: number) => Promise<void>, progress: AppendProgress | undefined, failed: (err: Error) => void) {
@@ -24,23 +26,35 @@ export class Checkpoints {
     this.#failed = failed;
   }
 
-  /** Bytes up to `offset` are written: record them if a checkpoint or a progress point is due. */
+  /** A state write is queued or under way. */
+  get recording(): boolean {
+    return this.#queued > 0;
+  }
+
+  /**
+   * Bytes up to `offset` are written: record them if a checkpoint is due, or if the handler wants a progress
+   * point and none is being recorded (it stays wanted until the record is done: asking again on every batch
+   * written meanwhile would queue a state write per batch).
+   */
   written(offset: number): void {
-    if (offset - this.#asked >= this.#every || this.#progress?.wanted(offset)) void this.record(offset).catch(ignore);
+    if (offset - this.#asked >= this.#every || (!this.recording && this.#progress?.wanted(offset))) void this.record(offset).catch(ignore);
   }
 
   /** Records `offset` after the state writes before it; rejects with the first failure of any of them. */
   record(offset: number): Promise<void> {
     if (offset !== this.#asked) {
       this.#asked = offset;
+      this.#queued++;
       this.#chain = this.#chain.then(async () => {
-        if (this.#error) return;
         try {
+          if (this.#error) return;
           await this.#save(offset);
           this.#progress?.persisted(offset);
         } catch (err) {
           this.#error = err instanceof Error ? err : new Error(String(err));
           this.#failed(this.#error);
+        } finally {
+          this.#queued--;
         }
       });
     }

@@ -36,7 +36,8 @@ const TEMP = '.tmp';
 const CHECKPOINT = 8 * 1024 * 1024;
 /** Bytes per write while the memory budget has room (two batches reserved per append), and otherwise. */
 const LARGE_BATCH = 512 * 1024;
-const SMALL_BATCH = 64 * 1024;
+/** Two of these are the 64 KiB the append's share of the budget stands for (with the socket's buffers). */
+const SMALL_BATCHES = 32 * 1024;
 /** Bytes gathered for a batch are written once the client has sent nothing more for this long (ms). */
 const IDLE_FLUSH = 10;
 /** Leftovers of a crash (temporary state, bytes without state) older than this are removed by `list()`. */
@@ -121,13 +122,15 @@ class DiskStore implements ResumableStore {
     // checkpoint every CHECKPOINT bytes, and whenever the handler wants a progress point (IETF 104).
     const checkpoints = new Checkpoints(start, CHECKPOINT, (offset) => this.#record(upload.id, offset), progress, (err) => stream.destroy(err));
     // The chunks are copied into batches, one writev each (bench/README.md "Profile"); the writer closes the file.
-    const writer = new BatchedFileWriter(handle, reserved ? LARGE_BATCH : SMALL_BATCH, undefined, {
+    const writer = new BatchedFileWriter(handle, reserved ? LARGE_BATCH : SMALL_BATCHES, undefined, {
       position: start,
       written: context.atomic ? undefined : (bytes) => checkpoints.written(start + bytes),
     });
     // A client that pauses does not leave its bytes waiting in memory: they are written meanwhile.
     const idle = setTimeout(() => writer.flush(), IDLE_FLUSH).unref();
     let accepted = start;
+    /** Where the last flush for a progress point ended: the next one waits until it is written and recorded. */
+    let progressFlushedTo = start;
     try {
       // Whatever the stream handed over is written, also when it errors, so an interrupted append keeps
       // exactly the bytes received (an atomic one keeps none).
@@ -135,15 +138,21 @@ class DiskStore implements ResumableStore {
         chunk: (chunk) => {
           idle.refresh();
           accepted += chunk.length;
-          // Early when the handler wants a progress point (IETF 104) at what the batch holds.
-          if (progress?.wanted(accepted)) writer.flush();
+          // Early when the handler wants a progress point (IETF 104) at what the batch holds: once per point.
+          if (progress && start + writer.bytesWritten >= progressFlushedTo && !checkpoints.recording && progress.wanted(accepted)) {
+            progressFlushedTo = accepted;
+            writer.flush();
+          }
         },
         discard: () => context.atomic,
       });
       clearTimeout(idle);
       await checkpoints.settled();
       if (interrupted && context.atomic) {
-        await truncate(this.#data(upload.id), start);
+        // (A data file removed meanwhile, with its upload, has nothing to cut.)
+        await truncate(this.#data(upload.id), start).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+        });
         return start;
       }
       const position = start + writer.bytesWritten;
