@@ -92,13 +92,15 @@ function definitions(W) {
     return `; full GCs per run (median): express-spool ${sp.majorGcs.med.toFixed(0)}, \`${reference}\` ${ref.majorGcs.med.toFixed(0)} (V8 counts the ArrayBuffers allocated since the last full GC, socket reads included until a young GC sweeps them, against an old-generation limit sized from the live heap; a bare server's ~8 MB heap sits on V8's 8 MB marking threshold, where trifles decide: bench/README.md, "Large uploads and V8's old-generation limit", and the \`c-app\` rows)`;
   };
   /**
-   * Fresh servers: the pages each touched for the first time per run. On a VM that hands freed memory back to
-   * its host (free page reporting), a new page costs a fault in the hypervisor too, billed as kernel time.
+   * Fresh servers: the pages each took from the kernel per run (new memory, or memory malloc had given back).
+   * On a VM that hands freed memory back to its host (free page reporting), such a page costs a fault in the
+   * hypervisor too, billed as kernel time.
    */
   const newMemory = (k, sp, ref, reference) => {
-    if (!W[k].fresh || !Number.isFinite(sp.minorFaults?.med) || !Number.isFinite(ref.minorFaults?.med)) return '';
+    if (!Number.isFinite(sp.minorFaults?.med) || !Number.isFinite(ref.minorFaults?.med)) return '';
+    if (!W[k].fresh && sp.minorFaults.med < 1000) return '';
     const mib = (n) => ((n * 4096) / MiB).toFixed(0);
-    return `; minor page faults per run (median, each a page of memory touched for the first time; a fresh server's first run pays for every page it keeps): express-spool ${sp.minorFaults.med.toFixed(0)} (${mib(sp.minorFaults.med)} MiB), \`${reference}\` ${ref.minorFaults.med.toFixed(0)} (${mib(ref.minorFaults.med)} MiB); express-spool keeps the first MiB of each file in memory by design (the spool threshold) and two 512 KiB write batches per file, reused by later uploads (bench/README.md, "New memory on a fresh server")`;
+    return `; minor page faults per run (median; each a page the process took from the kernel: new memory, or memory malloc had given back): express-spool ${sp.minorFaults.med.toFixed(0)} (${mib(sp.minorFaults.med)} MiB), \`${reference}\` ${ref.minorFaults.med.toFixed(0)} (${mib(ref.minorFaults.med)} MiB); ${W[k].fresh ? 'express-spool holds the first MiB of each file in memory by design (the spool threshold) and two 512 KiB write batches per file, the batches reused by later uploads' : 'the servers of a and b sit idle while the other workloads run, and after an idle minute V8 shrinks the bare heap: express-spool\'s server then takes pages back per file where multer-disk\'s takes none'} (bench/README.md, "New memory on a fresh server")`;
   };
   /** With hashing off by default, `spool-nohash` runs the very same options as `spool`: their ratio is the run's noise. */
   const twinNoise = (R, k, m) => {
