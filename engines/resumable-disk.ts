@@ -122,15 +122,23 @@ class DiskStore implements ResumableStore {
     // checkpoint every CHECKPOINT bytes, and whenever the handler wants a progress point (IETF 104).
     const checkpoints = new Checkpoints(start, CHECKPOINT, (offset) => this.#record(upload.id, offset), progress, (err) => stream.destroy(err));
     // The chunks are copied into batches, one writev each (bench/README.md "Profile"); the writer closes the file.
+    /** A progress point being made durable: the body waits until its bytes are written and recorded. */
+    let progressPoint: { at: number; done: () => void } | undefined;
     const writer = new BatchedFileWriter(handle, reserved ? LARGE_BATCH : SMALL_BATCHES, undefined, {
       position: start,
-      written: context.atomic ? undefined : (bytes) => checkpoints.written(start + bytes),
+      written: context.atomic
+        ? undefined
+        : (bytes) => {
+            const at = start + bytes;
+            const point = progressPoint;
+            if (point === undefined || at < point.at) return checkpoints.written(at);
+            progressPoint = undefined;
+            checkpoints.record(at).then(point.done, point.done); // (a failure stops the append on its own)
+          },
     });
     // A client that pauses does not leave its bytes waiting in memory: they are written meanwhile.
     const idle = setTimeout(() => writer.flush(), IDLE_FLUSH).unref();
     let accepted = start;
-    /** Where the last flush for a progress point ended: the next one waits until it is written and recorded. */
-    let progressFlushedTo = start;
     try {
       // Whatever the stream handed over is written, also when it errors, so an interrupted append keeps
       // exactly the bytes received (an atomic one keeps none).
@@ -138,13 +146,14 @@ class DiskStore implements ResumableStore {
         chunk: (chunk) => {
           idle.refresh();
           accepted += chunk.length;
-          // Early when the handler wants a progress point (IETF 104) at what the batch holds: once per point.
-          if (progress && start + writer.bytesWritten >= progressFlushedTo && !checkpoints.recording && progress.wanted(accepted)) {
-            progressFlushedTo = accepted;
-            writer.flush();
-          }
+          // A progress point (IETF 104) the handler wants at what the batch holds: written now, recorded, sent,
+          // and only then the next bytes (as the rate asks, however fast the client sends).
+          if (!progress || progressPoint || checkpoints.recording || !progress.wanted(accepted)) return;
+          const reached = new Promise<void>((done) => (progressPoint = { at: accepted, done }));
+          writer.flush();
+          return reached;
         },
-        discard: () => context.atomic,
+        discard: context.atomic,
       });
       clearTimeout(idle);
       await checkpoints.settled();

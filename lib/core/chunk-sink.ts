@@ -36,16 +36,19 @@ export function streamInto(stream: Readable, sink: ChunkSink): Promise<void> {
 }
 
 export interface KeepingOptions {
-  /** Called after each chunk was handed to the sink (a progress check, an idle timer's refresh). */
-  readonly chunk?: (chunk: Buffer) => void;
+  /**
+   * Called after each chunk was handed to the sink (a progress check, an idle timer's refresh). A promise
+   * returned holds the stream (nothing more is read) until it settles.
+   */
+  readonly chunk?: (chunk: Buffer) => Promise<unknown> | void;
   /** On an interrupted stream, let go of what the sink holds (abort) instead of storing it (end). */
-  readonly discard?: () => boolean;
+  readonly discard?: boolean;
 }
 
 /**
  * Like streamInto, for a sink that keeps what it got when the stream does not end cleanly (a resumable
  * append keeps the bytes received before a cut): an error or a premature close ends the sink (or aborts
- * it, when `discard()` says so) and resolves with true, "interrupted". The stream's error is not reported
+ * it, with `discard`) and resolves with true, "interrupted". The stream's error is not reported
  * here: its owner knows it. Rejects when the sink fails (the stream is then destroyed).
  */
 export function streamIntoKeeping(stream: Readable, sink: ChunkSink, options: KeepingOptions = {}): Promise<boolean> {
@@ -74,15 +77,22 @@ function feed(stream: Readable, sink: ChunkSink, { keep = false, chunk: onChunk,
         if (!stream.destroyed) stream.on('error', ignore).destroy(err);
         return void sink.abort().then(() => reject(err));
       }
-      if (discard?.()) return void sink.abort().then(() => resolve(true));
+      if (discard) return void sink.abort().then(() => resolve(true));
       sink.end().then(() => resolve(true), reject);
     };
-    const resume = () => {
-      if (!settled) stream.resume();
+    /** What holds the stream: the sink being full, a promise of the chunk hook. It flows when none does. */
+    let holds = 0;
+    const release = () => {
+      if (--holds === 0 && !settled) stream.resume();
     };
     const onData = (chunk: Buffer) => {
-      if (!sink.write(chunk, resume)) stream.pause();
-      onChunk?.(chunk);
+      if (!sink.write(chunk, release)) holds++;
+      const wait = onChunk?.(chunk);
+      if (wait) {
+        holds++;
+        wait.then(release, release);
+      }
+      if (holds > 0) stream.pause();
     };
     const onEnd = () => {
       if (!settle()) return;
