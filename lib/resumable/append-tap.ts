@@ -94,7 +94,7 @@ export class AppendTap extends Readable {
    */
   #onReadable = (): void => {
     if (!this.#wanted) return;
-    if (this.#source.readableLength >= GATHER_BYTES || this.#source.readableEnded) return this.#pull();
+    if (this.#source.readableLength >= GATHER_BYTES) return this.#pull();
     this.#gathering ??= setImmediate(this.#pullGathered);
   };
 
