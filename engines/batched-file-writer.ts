@@ -10,13 +10,21 @@ export interface BatchedFileWriterOptions {
   readonly position?: number;
   /** Told how many bytes this writer has written, after each batch's write returns. */
   readonly written?: (bytes: number) => void;
+  /**
+   * Write what the filling batch holds as soon as no write is in flight, instead of once it is full:
+   * batches then grow (up to `batchBytes`) only while the disk is busy, like fs.WriteStream's. Under many
+   * concurrent files this spent less kernel time per GB than full, aligned batches (bench/README.md,
+   * "Session 11: when batches go out").
+   */
+  readonly eager?: boolean;
 }
 /** An `end()` waiting for the last writes and the close. */
 type Ending = { resolve: () => void; reject: (err: Error) => void };
 
 /**
- * A sink into an open file that hands the kernel batches of `batchBytes` (one `writev` per batch) instead
- * of one write per incoming chunk. Parser chunks are 16–64 KiB, and a write per chunk costs a thread-pool
+ * A sink into an open file that hands the kernel batches of chunks (one `writev` per batch, at most
+ * `batchBytes`) instead of one write per incoming chunk: full batches by default, or in `eager` mode
+ * whatever arrived while the last write was in flight. Parser chunks are 16–64 KiB, and a write per chunk costs a thread-pool
  * round trip (futex and epoll wake-ups, a callback) larger than the copy into the page cache itself:
  * batching is where a disk upload's CPU per GB goes down (bench/README.md, "Profile"). It is a ChunkSink,
  * not a Writable: the core's tap calls `write()` from the parser's events, with no stream hop between.
@@ -62,6 +70,7 @@ export class BatchedFileWriter implements ChunkSink {
   readonly #onWritten: ((bytes: number) => void) | undefined;
   /** flush() came while a write was in flight: the filling batch goes out when that write returns. */
   #flushWanted = false;
+  readonly #eager: boolean;
 
   constructor(handle: FileHandle, batchBytes: number, pool: BufferPool = bufferPool(batchBytes), options: BatchedFileWriterOptions = {}) {
     if (pool.size !== batchBytes) throw new RangeError(`The pool's buffers are ${pool.size} bytes, batches ${batchBytes}`);
@@ -70,6 +79,7 @@ export class BatchedFileWriter implements ChunkSink {
     this.#pool = pool;
     this.#position = options.position ?? null;
     this.#onWritten = options.written;
+    this.#eager = options.eager === true;
   }
 
   /** Bytes written to the file so far (whole batches whose write has returned). */
@@ -160,8 +170,13 @@ export class BatchedFileWriter implements ChunkSink {
       this.#fillingBytes += copied;
       from += copied;
     }
-    if (this.#fillingBytes === this.#batchBytes && !this.#writing) this.#writeBatch();
+    if (!this.#writing && this.#batchReady()) this.#writeBatch();
     return true;
+  }
+
+  /** Whether the filling batch goes out once no write is in flight: full, flushed, or anything in eager mode. */
+  #batchReady(): boolean {
+    return this.#fillingBytes === this.#batchBytes || (this.#fillingBytes > 0 && (this.#eager || this.#flushWanted));
   }
 
   #writeBatch(): void {
@@ -190,8 +205,8 @@ export class BatchedFileWriter implements ChunkSink {
       waiting?.(); // the rest of a chunk that found both batches full (it may start the next write)
       if (this.#writing) return;
       if (this.#ending) this.#finish();
-      // The other batch filled up while this one was written (or a flush waited): keep the disk busy.
-      else if (this.#fillingBytes === this.#batchBytes || (this.#flushWanted && this.#fillingBytes > 0)) this.#writeBatch();
+      // The other batch filled up while this one was written (or a flush waited, or eager): keep the disk busy.
+      else if (this.#batchReady()) this.#writeBatch();
     });
   }
 

@@ -60,9 +60,11 @@ export interface DiskDetails {
 
 const SAFE_NAME = /^[^/\\\0]+$/;
 /**
- * Bytes per write while the memory budget has room (two batches, one filling while one is written, are
- * reserved per file): one `writev` per 512 KiB instead of one write per parser chunk roughly halves a disk
- * upload's CPU per GB (bench/README.md, "Profile").
+ * Bytes per write at most while the memory budget has room (two batches, one filling while one is written,
+ * are reserved per file). Batches go out eagerly: what arrived while the last write was in flight, so they
+ * grow to 512 KiB only while the disk is busy. One `writev` per batch instead of one per parser chunk
+ * roughly halves a disk upload's CPU per GB (bench/README.md, "Profile"); full 512 KiB batches cost more
+ * kernel time with many files at once than eager ones (same file, "Session 11: when batches go out").
  */
 const LARGE_BATCH = 512 * 1024;
 /** Bytes per write otherwise: small, since the memory bound counts them outside the budget for every file. */
@@ -148,7 +150,7 @@ async function writeBatched(stream: Readable, handle: FileHandle, context: Store
   const memory = context.memory;
   const reserved = typeof memory?.tryReserveSpare === 'function' && memory.tryReserveSpare(2 * LARGE_BATCH);
   try {
-    await streamInto(stream, new BatchedFileWriter(handle, reserved ? LARGE_BATCH : SMALL_BATCH));
+    await streamInto(stream, new BatchedFileWriter(handle, reserved ? LARGE_BATCH : SMALL_BATCH, undefined, { eager: true }));
   } finally {
     if (reserved) memory.release(2 * LARGE_BATCH);
   }
