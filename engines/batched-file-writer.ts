@@ -24,9 +24,9 @@ type Ending = { resolve: () => void; reject: (err: Error) => void };
 /**
  * A sink into an open file that hands the kernel batches of chunks (one `writev` per batch, at most
  * `batchBytes`) instead of one write per incoming chunk: full batches by default, or in `eager` mode
- * whatever arrived while the last write was in flight. Parser chunks are 16–64 KiB, and a write per chunk costs a thread-pool
- * round trip (futex and epoll wake-ups, a callback) larger than the copy into the page cache itself:
- * batching is where a disk upload's CPU per GB goes down (bench/README.md, "Profile"). It is a ChunkSink,
+ * whatever arrived while the last write was in flight. Parser chunks are 16–64 KiB, and a write per chunk
+ * costs a thread-pool round trip (futex and epoll wake-ups, a callback) larger than the copy into the page
+ * cache itself: batching is where a disk upload's CPU per GB goes down (bench/README.md, "Profile"). It is a ChunkSink,
  * not a Writable: the core's tap calls `write()` from the parser's events, with no stream hop between.
  *
  * Chunks are copied into two buffers of `batchBytes` that the writer owns for the file's whole life (one

@@ -62,9 +62,9 @@ const SAFE_NAME = /^[^/\\\0]+$/;
 /**
  * Bytes per write at most while the memory budget has room (two batches, one filling while one is written,
  * are reserved per file). Batches go out eagerly: what arrived while the last write was in flight, so they
- * grow to 512 KiB only while the disk is busy. One `writev` per batch instead of one per parser chunk
- * roughly halves a disk upload's CPU per GB (bench/README.md, "Profile"); full 512 KiB batches cost more
- * kernel time with many files at once than eager ones (same file, "Session 11: when batches go out").
+ * grow to 512 KiB only while the disk is busy. Full 512 KiB batches (one `writev` each instead of one per
+ * parser chunk) roughly halved a disk upload's CPU per GB (bench/README.md, "Profile"), but with many files
+ * at once they cost more kernel time than eager ones (same file, "Session 11: when batches go out").
  */
 const LARGE_BATCH = 512 * 1024;
 /** Bytes per write otherwise: small, since the memory bound counts them outside the budget for every file. */
