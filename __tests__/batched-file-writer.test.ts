@@ -217,6 +217,7 @@ describe('diskEngine: the large batch comes from the memory budget, only while i
     expect(r.heldWhileWriting).toBe(1024 * KiB);
     expect(r.sizes.reduce((a, b) => a + b, 0)).toBe(4 * 1024 * KiB);
     expect(Math.max(...r.sizes)).toBeLessThanOrEqual(512 * KiB);
+    expect(r.sizes[0]).toBeLessThanOrEqual(64 * KiB); // eager: the first chunk went out alone, at once
     expect(r.leaseAfter).toBe(0);
     expect(r.budgetAfter).toBe(0);
   });
