@@ -1,7 +1,6 @@
-import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import express from 'express';
 import request from 'supertest';
 import { diskEngine, spool } from '../lib';
@@ -41,30 +40,43 @@ describe('@fastify/busboy: pinned, and its internals checked at start-up', () =>
     expect(lock.packages['node_modules/@fastify/busboy'].version).toBe(installed);
   });
 
-  /** Loads the library against a stand-in for @fastify/busboy. */
-  function spoolWith(FakeBusboy: unknown): typeof spool {
+  /** Loads the library against a stand-in for @fastify/busboy's Dicer (the part the reader builds on). */
+  function spoolWith(FakeDicer: unknown): typeof spool {
     let isolated: typeof spool | undefined;
     jest.isolateModules(() => {
-      jest.doMock('@fastify/busboy', () => ({ Busboy: FakeBusboy }));
+      jest.doMock('@fastify/busboy', () => ({ Dicer: FakeDicer }));
       isolated = require('../lib').spool; // eslint-disable-line @typescript-eslint/no-require-imports
     });
     jest.dontMock('@fastify/busboy');
     return isolated!;
   }
 
-  test('a version without the inner multipart parser fails when the middleware is created', () => {
-    class NoInternals extends Writable {}
-    expect(() => spoolWith(NoInternals)()).toThrow(/unsupported @fastify\/busboy version \(no multipart parser found\)/);
+  test('a version without Dicer fails when the middleware is created', () => {
+    expect(() => spoolWith(undefined)()).toThrow(/unsupported @fastify\/busboy version \(no Dicer export\)/);
   });
 
-  test('a version whose inner parser no longer reports part headers fails the self-test', () => {
-    class SilentInternals extends Writable {
-      _parser = { parser: new EventEmitter() };
+  test('a version whose Dicer no longer reports parts fails the self-test', () => {
+    class SilentDicer extends Writable {
       override _write(_chunk: Buffer, _encoding: string, callback: () => void) {
         callback();
       }
     }
-    expect(() => spoolWith(SilentInternals)()).toThrow(/unsupported @fastify\/busboy version \(self-test saw no file\)/);
+    expect(() => spoolWith(SilentDicer)()).toThrow(/unsupported @fastify\/busboy version \(self-test saw nothing\)/);
+  });
+
+  test("a version whose Dicer no longer hands a part its bytes through the part's push fails the self-test", () => {
+    // Parts and headers as before, but the bytes arrive some other way: the file size limit would not hold.
+    const { Dicer } = jest.requireActual('@fastify/busboy');
+    class BypassingDicer extends Dicer {
+      constructor(config: object) {
+        super(config);
+        // Registered before the reader's own 'part' listener: its override of `push` has no effect.
+        this.on('part', (part: object) => {
+          Object.defineProperty(part, 'push', { get: () => Readable.prototype.push, set: () => {} });
+        });
+      }
+    }
+    expect(() => spoolWith(BypassingDicer)()).toThrow(/unsupported @fastify\/busboy version \(self-test saw field:t=v,file:f:b\)/);
   });
 
   test('the installed version passes', () => {

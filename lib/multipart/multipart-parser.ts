@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
-import { Busboy, type BusboyHeaders, type BusboyInstance } from '@fastify/busboy';
-import { basename, DEFAULT_PARAM_CHARSET, paramDecoder, parseDisposition, type Disposition, type ParamDecoder } from './content-disposition';
+import { Dicer } from '@fastify/busboy';
+import { basename, DEFAULT_PARAM_CHARSET, paramDecoder, parseDisposition, type ParamDecoder } from './content-disposition';
 import type { SpoolErrorCode } from '../core/errors';
 import type { ResolvedLimits } from './options';
 
@@ -22,11 +22,17 @@ export interface ParserEvents {
   onDone(): void;
 }
 
+
 /** Max bytes of one part's header block; a longer one is malformed rather than silently cut. */
 const HEADER_SIZE = 16 * 1024;
 /** RFC 2046: a boundary is 1 to 70 characters. */
 const MAX_BOUNDARY = 70;
-const BOUNDARY_PARAM = /;\s*boundary\s*=\s*(?:"([^"]*)"|([^;\s]*))/i;
+const BOUNDARY_PARAM = /;\s*boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))/i;
+const FORM_DATA = /^\s*form-data\s*(?:;|$)/i;
+const CHARSET_PARAM = /;\s*charset\s*=\s*(?:"([^"]*)"|([^;\s]*))/i;
+/** Text fields without a charset of their own are UTF-8 (busboy's and multer's default). */
+const FIELD_CHARSET = 'utf8';
+const decodeUtf8 = paramDecoder(FIELD_CHARSET) as ParamDecoder;
 
 export interface ParserOptions {
   limits: ResolvedLimits;
@@ -35,125 +41,221 @@ export interface ParserOptions {
   defParamCharset?: string;
 }
 
+type CountLimit = 'LIMIT_PART_COUNT' | 'LIMIT_FILE_COUNT' | 'LIMIT_FIELD_COUNT';
+const COUNT_LIMITS: Record<CountLimit, number> = { LIMIT_PART_COUNT: 1, LIMIT_FILE_COUNT: 2, LIMIT_FIELD_COUNT: 4 };
+
+/** A part's bytes as @fastify/busboy's Dicer hands them out; `truncated` once past `limits.fileSize`. */
+type PartStream = Readable & { truncated?: boolean };
+type PartHeader = Record<string, string[] | undefined>;
+
 /**
- * Wraps @fastify/busboy (measured faster than busboy: native Buffer#indexOf boundary search, see bench/)
- * and makes it strict where it is lenient: a part whose headers are missing, folded, cut off or not
- * `form-data`, or whose name or filename holds a line break, is an error here, not a silently skipped
- * part; its `finish` after an error is swallowed. Names and filenames come from our own reading of the
- * Content-Disposition (`filename*` wins, multer's `defParamCharset`), not from busboy's.
+ * The multipart reader: @fastify/busboy's Dicer (its public boundary and header parser) with our own part
+ * layer on top, in place of busboy's. Each file's part stream goes to the core as it is: no second
+ * Readable per file, no second hop per chunk, and part headers are read once, by us. Stricter than busboy
+ * where busboy is lenient: a part whose headers are missing, cut off, too large or not `form-data`, or
+ * whose name or filename holds a line break, is an error here, not a silently skipped part. Names and
+ * filenames come from our own reading of the Content-Disposition (`filename*` wins, multer's
+ * `defParamCharset`). Limits, counts and field decoding behave as busboy's (and so multer's) do.
  */
 export function createMultipartParser(
   requestHeaders: IncomingHttpHeaders,
   options: ParserOptions,
   events: ParserEvents,
 ): Writable {
-  const { limits } = options;
+  const { limits, preservePath } = options;
   const decode = paramDecoder(options.defParamCharset ?? DEFAULT_PARAM_CHARSET);
   if (!decode) throw new TypeError(`Unknown defParamCharset ${options.defParamCharset}`);
-  const boundary = BOUNDARY_PARAM.exec(String(requestHeaders['content-type']));
-  const boundaryLength = (boundary?.[1] ?? boundary?.[2] ?? '').length;
-  if (boundaryLength > MAX_BOUNDARY) throw new Error(`Boundary longer than ${MAX_BOUNDARY} characters`);
-  const parser = new Busboy({
-    headers: requestHeaders as BusboyHeaders,
-    preservePath: options.preservePath,
-    limits: {
-      fileSize: limits.fileSize,
-      files: limits.files,
-      fields: limits.fields,
-      fieldSize: limits.fieldSize,
-      parts: limits.parts,
-      headerPairs: limits.headerPairs,
-      // Twice our limit: the parser truncates silently past its own, we measure and refuse past ours.
-      headerSize: HEADER_SIZE * 2,
-    },
-  });
+  const parser = new Dicer({
+    boundary: boundaryOf(requestHeaders['content-type']),
+    maxHeaderPairs: limits.headerPairs,
+    // Twice our limit: the parser cuts silently past its own, we measure and refuse past ours.
+    maxHeaderSize: HEADER_SIZE * 2,
+  } as Dicer.Config);
+
   let failed = false;
-  const fail = (err: Error) => {
+  let finished = false;
+  let parts = 0;
+  let files = 0;
+  let fields = 0;
+  /** Parts whose header block has not been read yet: one cut off inside its headers fails the parse. */
+  let awaitingHeaders = 0;
+  /** The text field being read (one at a time: parts come in order) and what it has so far. */
+  let field: PartStream | undefined;
+  let fieldName: string | undefined;
+  let fieldValue = '';
+  let fieldBytes = 0;
+  let fieldTruncated = false;
+  let fieldCharset = FIELD_CHARSET;
+
+  const fail = (err: Error): void => {
     if (failed) return;
     failed = true;
     events.onError(err);
   };
-  const parts = checkPartHeaders(parser, { maxPairs: limits.headerPairs, decode, onFieldBytes: events.onFieldBytes }, fail);
-  // busboy emits 'file' right after the part's header and 'field' before the next part's header, so the
-  // disposition read last is the one of the part being reported.
+  const failPart = (part: PartStream, reason: string): void => {
+    fail(new Error(`Malformed part header: ${reason}`));
+    part.resume();
+  };
+  const onPartError = (err: Error): void => fail(err);
+
+  function onFieldData(this: PartStream, chunk: Buffer): void {
+    if (this !== field || fieldTruncated) return;
+    let take = chunk.length;
+    if (fieldBytes + take > limits.fieldSize) {
+      take = limits.fieldSize - fieldBytes;
+      fieldTruncated = true;
+    }
+    fieldBytes += take;
+    fieldValue += chunk.toString('latin1', 0, take);
+    events.onFieldBytes?.(take);
+  }
+
+  /** Reports the field being read; at its own 'end', or earlier when the next part begins (see 'part'). */
+  function endField(this: PartStream): void {
+    if (this !== field) return;
+    field = undefined;
+    const raw = fieldValue;
+    fieldValue = '';
+    if (failed) return;
+    const decodeValue = fieldCharset === FIELD_CHARSET ? decodeUtf8 : (paramDecoder(fieldCharset) ?? keepRaw);
+    events.onField(fieldName, raw.length === 0 ? '' : decodeValue(raw), fieldTruncated);
+  }
+
+  /**
+   * Reports the field being read, if any, once its part has ended: its last bytes may still sit in its
+   * stream's buffer (its 'data' and 'end' events come a tick later), so they are read out first.
+   */
+  function flushField(): void {
+    const open = field;
+    if (open === undefined) return;
+    while (open.read() !== null);
+    endField.call(open);
+  }
+
+  function onHeader(this: PartStream, header: PartHeader): void {
+    awaitingHeaders--;
+    if (failed) return void this.resume();
+    const rawDisposition = header['content-disposition']?.[0];
+    if (rawDisposition === undefined || !FORM_DATA.test(rawDisposition)) {
+      return failPart(this, 'no form-data Content-Disposition');
+    }
+    const disposition = parseDisposition(rawDisposition, decode as ParamDecoder);
+    if (typeof disposition === 'string') return failPart(this, disposition);
+    let pairs = 0;
+    let bytes = 0;
+    for (const name in header) {
+      for (const value of header[name] as string[]) {
+        pairs++;
+        bytes += name.length + value.length + 4; // "name: value\r\n"
+      }
+    }
+    if (pairs >= limits.headerPairs) return failPart(this, `${limits.headerPairs} or more lines (limits.headerPairs)`);
+    if (bytes > HEADER_SIZE) return failPart(this, `larger than ${HEADER_SIZE} bytes`);
+
+    const contentType = header['content-type']?.[0];
+    const type = mediaType(contentType);
+    if (disposition.filename !== undefined || type === 'application/octet-stream') {
+      if (files === limits.files) return skipOverLimit(this, 'LIMIT_FILE_COUNT');
+      files++;
+      if (limits.fileSize < Infinity) limitPart(this, limits.fileSize);
+      const { filename } = disposition;
+      events.onFile(disposition.name, this, {
+        filename: filename === undefined || preservePath ? filename : basename(filename),
+        encoding: header['content-transfer-encoding']?.[0].toLowerCase() ?? '7bit',
+        mimeType: type,
+      });
+      return;
+    }
+    if (fields === limits.fields) return skipOverLimit(this, 'LIMIT_FIELD_COUNT');
+    fields++;
+    field = this;
+    fieldName = disposition.name;
+    fieldBytes = 0;
+    fieldTruncated = false;
+    fieldCharset = charsetOf(contentType);
+    this.on('data', onFieldData).on('end', endField);
+  }
+
+  /** The count limits reported so far (each once, as busboy does): bits of COUNT_LIMITS. */
+  let limitsHit = 0;
+  function skipOverLimit(part: PartStream, code: CountLimit): void {
+    part.resume();
+    if (limitsHit & COUNT_LIMITS[code]) return;
+    limitsHit |= COUNT_LIMITS[code];
+    events.onLimit(code);
+  }
+
   parser
-    .on('field', (_name: string, value: string, _nameTruncated: boolean, valueTruncated: boolean) => {
-      if (!failed) events.onField(parts.current()?.name, value, valueTruncated);
+    .on('part', (part: PartStream) => {
+      // Reported before the next part, as busboy does: a fileFilter sees it in req.body.
+      flushField();
+      part.on('error', onPartError);
+      if (failed) return void part.resume();
+      if (++parts > limits.parts) return skipOverLimit(part, 'LIMIT_PART_COUNT');
+      // A part cut off inside its headers never gets 'header': `awaitingHeaders` stays up and 'finish' fails.
+      awaitingHeaders++;
+      part.once('header', onHeader);
     })
-    .on('file', (_name: string, stream: Readable, _filename: string | undefined, encoding: string, mimeType: string) => {
-      const part = parts.current();
-      const filename = part?.filename === undefined || options.preservePath ? part?.filename : basename(part.filename);
-      events.onFile(part?.name, stream, { filename, encoding, mimeType });
-    })
-    .on('partsLimit', () => events.onLimit('LIMIT_PART_COUNT'))
-    .on('filesLimit', () => events.onLimit('LIMIT_FILE_COUNT'))
-    .on('fieldsLimit', () => events.onLimit('LIMIT_FIELD_COUNT'))
     .on('error', (err: unknown) => fail(err instanceof Error ? err : new Error(String(err))))
     .on('finish', () => {
-      if (parts.awaitingHeaders() > 0) fail(new Error('Malformed part header: part ended inside its headers'));
+      if (finished) return;
+      finished = true;
+      // Dicer may finish before the last field's 'end' (it does not wait for a part whose last bytes came
+      // before its closing boundary): the field is reported first.
+      flushField();
+      if (awaitingHeaders > 0) fail(new Error('Malformed part header: part ended inside its headers'));
       if (!failed) events.onDone();
     });
   return parser;
 }
 
-const FORM_DATA = /^\s*form-data\s*(?:;|$)/i;
-
-interface PartWatch {
-  /** Parts whose header block has not been read yet. */
-  awaitingHeaders(): number;
-  /** The Content-Disposition of the part whose header was read last (undefined if it was bad). */
-  current(): Disposition | undefined;
+function keepRaw(raw: string): string {
+  return raw;
 }
 
-/** The multipart parser inside @fastify/busboy: an internal, so the exact version is pinned in package.json. */
-function innerParser(parser: BusboyInstance): NodeJS.EventEmitter {
-  const dicer = (parser as unknown as { _parser?: { parser?: NodeJS.EventEmitter } })._parser?.parser;
-  if (typeof dicer?.on !== 'function') {
-    throw new Error('express-spool: unsupported @fastify/busboy version (no multipart parser found); install the version express-spool pins');
-  }
-  return dicer;
+/** The boundary parameter of the request's Content-Type (quoted or not). */
+function boundaryOf(contentType: string | string[] | undefined): string {
+  const match = BOUNDARY_PARAM.exec(String(contentType));
+  const boundary = match?.[1] !== undefined ? match[1].replace(/\\(.)/g, '$1') : match?.[2];
+  if (!boundary) throw new Error('Multipart: Boundary not found');
+  if (boundary.length > MAX_BOUNDARY) throw new Error(`Boundary longer than ${MAX_BOUNDARY} characters`);
+  return boundary;
+}
+
+/** A part's media type, lower-cased, without parameters; `text/plain` when it has none (busboy's default). */
+function mediaType(contentType: string | undefined): string {
+  if (contentType === undefined) return 'text/plain';
+  const semicolon = contentType.indexOf(';');
+  const type = (semicolon === -1 ? contentType : contentType.slice(0, semicolon)).trim().toLowerCase();
+  return type === '' ? 'text/plain' : type;
+}
+
+function charsetOf(contentType: string | undefined): string {
+  if (contentType === undefined) return FIELD_CHARSET;
+  const match = CHARSET_PARAM.exec(contentType);
+  return (match?.[1] ?? match?.[2])?.toLowerCase() || FIELD_CHARSET;
 }
 
 /**
- * The strictness layer: watches the inner Dicer's parts (an internal of @fastify/busboy 3.x, pinned in
- * package.json, checked by {@link assertParserSupported} when a middleware is created) and fails on a part
- * whose header block is bad. Its 'header' listener runs before busboy's, which emits 'file' from its own.
+ * Caps a file part at `maxBytes`, as busboy's file streams are capped: the bytes up to the limit go out,
+ * then `truncated` is set, 'limit' is emitted (the core fails the request with LIMIT_FILE_SIZE) and the
+ * rest of the part is dropped. Done where Dicer hands the part its bytes, so no stream is added.
  */
-function checkPartHeaders(
-  parser: BusboyInstance,
-  { maxPairs, decode, onFieldBytes }: { maxPairs: number; decode: ParamDecoder; onFieldBytes?: (bytes: number) => void },
-  fail: (err: Error) => void,
-): PartWatch {
-  const dicer = innerParser(parser);
-  let awaiting = 0;
-  let current: Disposition | undefined;
-  dicer.on('part', (part: Readable) => {
-    // A part cut off inside its headers never gets 'header': `awaiting` stays up and 'finish' fails.
-    awaiting++;
-    part.prependListener('header', (header: Record<string, string[]>) => { // once per part: no once-wrapper
-      awaiting--;
-      current = undefined;
-      const disposition = header['content-disposition']?.[0];
-      if (disposition === undefined || !FORM_DATA.test(disposition)) {
-        return fail(new Error('Malformed part header: no form-data Content-Disposition'));
-      }
-      const parsed = parseDisposition(disposition, decode);
-      if (typeof parsed === 'string') return fail(new Error(`Malformed part header: ${parsed}`));
-      current = parsed;
-      if (onFieldBytes && parsed.filename === undefined) part.on('data', (chunk: Buffer) => onFieldBytes(chunk.length));
-      let pairs = 0;
-      let bytes = 0;
-      for (const name in header) {
-        for (const value of header[name]) {
-          pairs++;
-          bytes += name.length + value.length + 4; // "name: value\r\n"
-        }
-      }
-      if (pairs >= maxPairs) return fail(new Error(`Part header has ${maxPairs} or more lines (limits.headerPairs)`));
-      if (bytes > HEADER_SIZE) fail(new Error(`Part header larger than ${HEADER_SIZE} bytes`));
-    });
-  });
-  return { awaitingHeaders: () => awaiting, current: () => current };
+function limitPart(part: PartStream, maxBytes: number): void {
+  const push = part.push;
+  let size = 0;
+  part.truncated = false;
+  part.push = (chunk: Buffer | null): boolean => {
+    if (chunk === null) return push.call(part, null);
+    if (part.truncated) return true;
+    size += chunk.length;
+    if (size <= maxBytes) return push.call(part, chunk);
+    const kept = chunk.length - (size - maxBytes);
+    if (kept > 0) push.call(part, chunk.subarray(0, kept));
+    part.truncated = true;
+    part.emit('limit');
+    return true;
+  };
 }
 
 const SELF_TEST_BOUNDARY = 'express-spool-self-test';
@@ -161,24 +263,37 @@ let supported: boolean | undefined;
 
 /**
  * Fails loudly, when a middleware is created rather than on its first request, if the installed
- * @fastify/busboy no longer has the internals the strictness layer hooks: one tiny body is parsed and the
- * hook must see the part's header before busboy reports the file.
+ * @fastify/busboy's Dicer no longer works the way this reader relies on (parts in order, headers before
+ * bytes, bytes handed over through the part's `push`): one tiny body is parsed and checked.
  */
 export function assertParserSupported(): void {
   if (supported) return;
+  if (typeof Dicer !== 'function') throw new Error('express-spool: unsupported @fastify/busboy version (no Dicer export)');
   const B = SELF_TEST_BOUNDARY;
-  const parser = new Busboy({ headers: { 'content-type': `multipart/form-data; boundary=${B}` } as BusboyHeaders });
+  const limits = { fileSize: 3, files: 1, fields: 1, fieldSize: 10, fieldNameSize: 10, parts: 2, headerPairs: 10 };
   const seen: string[] = [];
   let problem: Error | undefined;
-  const watch = checkPartHeaders(parser, { maxPairs: 10, decode: (raw) => raw }, (err) => (problem = err));
-  parser.on('file', (_name: string, stream: Readable) => {
-    seen.push(`file:${watch.current()?.filename}`);
-    stream.resume();
+  let file: PartStream | undefined;
+  const parser = createMultipartParser({ 'content-type': `multipart/form-data; boundary=${B}` }, { limits, preservePath: false }, {
+    onField: (name, value) => seen.push(`field:${name}=${value}`),
+    onFile: (name, stream, info) => {
+      file = stream;
+      seen.push(`file:${name}:${info.filename}`);
+      stream.on('limit', () => seen.push('limit'));
+    },
+    onLimit: (code) => seen.push(code),
+    onError: (err) => (problem = err),
+    onDone: () => {},
   });
-  parser.on('error', (err: Error) => (problem = err));
-  parser.write(Buffer.from(`--${B}\r\nContent-Disposition: form-data; name="f"; filename="a"; filename*=utf-8''b\r\n\r\nx\r\n--${B}--\r\n`));
-  if (problem || seen.join() !== 'file:b') {
-    throw new Error(`express-spool: unsupported @fastify/busboy version (self-test saw ${problem?.message ?? (seen.join() || 'no file')})`);
+  parser.write(
+    Buffer.from(
+      `--${B}\r\nContent-Disposition: form-data; name="t"\r\n\r\nv\r\n` +
+        `--${B}\r\nContent-Disposition: form-data; name="f"; filename="a"; filename*=utf-8''b\r\n\r\nxyzw\r\n--${B}--\r\n`,
+    ),
+  );
+  file?.resume();
+  if (problem || seen.join() !== 'field:t=v,file:f:b,limit' || file?.truncated !== true) {
+    throw new Error(`express-spool: unsupported @fastify/busboy version (self-test saw ${problem?.message ?? (seen.join() || 'nothing')})`);
   }
   supported = true;
 }

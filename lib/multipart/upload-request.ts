@@ -241,6 +241,8 @@ export class UploadRequest implements Watched {
     if (this.#error) return void stream.resume();
     const problem = this.#checkName(fieldname);
     if (problem || fieldname === undefined) return this.#failAndSkip(stream, problem ?? new SpoolError('MISSING_FIELD_NAME'));
+    // No filename: what a browser sends for a file input left empty. multer skips such a part, and so do we.
+    if (!info.filename) return void stream.resume();
     if (!this.#allowFile(fieldname)) {
       return this.#failAndSkip(stream, new SpoolError('LIMIT_UNEXPECTED_FILE', undefined, { field: fieldname }));
     }
