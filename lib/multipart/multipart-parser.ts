@@ -194,7 +194,7 @@ export function createMultipartParser(
       if (++parts > limits.parts) return skipOverLimit(part, 'LIMIT_PART_COUNT');
       // A part cut off inside its headers never gets 'header': `awaitingHeaders` stays up and 'finish' fails.
       awaitingHeaders++;
-      part.once('header', onHeader);
+      part.on('header', onHeader); // once per part: no once-wrapper needed
     })
     .on('error', (err: unknown) => fail(err instanceof Error ? err : new Error(String(err))))
     .on('finish', () => {
