@@ -5,7 +5,7 @@ import { memoryEngine, spool } from '../lib';
 import { createMultipartParser, type ParserEvents } from '../lib/multipart/multipart-parser';
 import { DEFAULT_LIMITS, type ResolvedLimits } from '../lib/multipart/options';
 import { close, jsonErrors, listen } from './helpers/app';
-import { postChunks, sha256 } from './helpers/multipart';
+import { cutAt, postChunks, seededRandom, sha256 } from './helpers/multipart';
 /* eslint-disable @typescript-eslint/no-require-imports */
 const multer = require('multer');
 
@@ -19,26 +19,6 @@ const field = (name: string, value: string, headers = '') =>
   `--${B}\r\nContent-Disposition: form-data; name="${name}"\r\n${headers}\r\n${value}\r\n`;
 const file = (name: string, filename: string, data: string, type = 'application/octet-stream') =>
   `--${B}\r\nContent-Disposition: form-data; name="${name}"; filename="${filename}"\r\nContent-Type: ${type}\r\n\r\n${data}\r\n`;
-
-/** A pseudo-random generator, so that a failing cut can be replayed. */
-function random(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state * 1103515245 + 12345) % 2 ** 31;
-    return state / 2 ** 31;
-  };
-}
-
-/** Cuts `body` at the given offsets. */
-function cut(body: Buffer, offsets: number[]): Buffer[] {
-  const pieces: Buffer[] = [];
-  let from = 0;
-  for (const at of [...offsets, body.length]) {
-    if (at > from) pieces.push(body.subarray(from, at));
-    from = Math.max(from, at);
-  }
-  return pieces;
-}
 
 /**
  * Feeds the pieces to a parser, each in its own write after a macrotask (so every stream event due has
@@ -88,28 +68,28 @@ describe('fields and files arrive whole and in order, however the body is cut', 
   });
 
   test('one byte per read', async () => {
-    expect(await parse(cut(body, Array.from({ length: body.length }, (_, i) => i)))).toEqual(expected);
+    expect(await parse(cutAt(body, Array.from({ length: body.length }, (_, i) => i)))).toEqual(expected);
   });
 
   test('the last field complete in one read, its closing boundary in the next', async () => {
     // Dicer does not wait for a part whose last bytes came before its boundary: the field must still be
     // reported before the end (a field missing from req.body was found this way).
     const lastValueEnd = body.length - CLOSE.length - 2;
-    expect(await parse(cut(body, [lastValueEnd]))).toEqual(expected);
-    expect(await parse(cut(body, [lastValueEnd + 2]))).toEqual(expected);
-    expect(await parse(cut(body, [lastValueEnd, lastValueEnd + 2, lastValueEnd + 6]))).toEqual(expected);
+    expect(await parse(cutAt(body, [lastValueEnd]))).toEqual(expected);
+    expect(await parse(cutAt(body, [lastValueEnd + 2]))).toEqual(expected);
+    expect(await parse(cutAt(body, [lastValueEnd, lastValueEnd + 2, lastValueEnd + 6]))).toEqual(expected);
   });
 
   test.each([1, 2, 3, 4, 5, 6, 7, 8])('random cuts, seed %i', async (seed) => {
-    const next = random(seed);
+    const next = seededRandom(seed);
     const offsets: number[] = [];
     for (let at = 0; at < body.length; at += 1 + Math.floor(next() * 700)) offsets.push(at);
-    expect(await parse(cut(body, offsets))).toEqual(expected);
+    expect(await parse(cutAt(body, offsets))).toEqual(expected);
   });
 
   test('a field before a file is reported before the file, one byte per read', async () => {
     const mixed = Buffer.from(field('title', 'first') + file('doc', 'a.txt', 'file bytes') + field('after', 'z') + CLOSE);
-    const seen = await parse(cut(mixed, Array.from({ length: mixed.length }, (_, i) => i)));
+    const seen = await parse(cutAt(mixed, Array.from({ length: mixed.length }, (_, i) => i)));
     expect(seen).toEqual(['field title=first', 'file doc a.txt application/octet-stream', 'bytes doc file bytes', 'field after=z', 'done']);
   });
 });
@@ -122,7 +102,7 @@ describe('limits, as busboy applies them', () => {
     expect(exact).toEqual(['file f a application/octet-stream', 'bytes f 12345', 'done']);
     // Cut across reads, so that the limit falls inside a read and not at its start.
     const over = Buffer.from(file('f', 'a', '123456') + CLOSE);
-    const seen = await parse(cut(over, [over.indexOf('123') + 2]), limits({ fileSize: 5 }));
+    const seen = await parse(cutAt(over, [over.indexOf('123') + 2]), limits({ fileSize: 5 }));
     expect(seen).toEqual(['file f a application/octet-stream', 'limit f', 'bytes f 12345 (truncated)', 'done']);
   });
 

@@ -128,3 +128,25 @@ export function postMultipart(server: http.Server, path: string, parts: Part[], 
     'content-length': multipartLength(parts, boundary),
   });
 }
+
+/** A seeded pseudo-random generator in [0, 1), so that a failing random cut can be replayed. */
+export function seededRandom(seed: number): () => number {
+  let state = seed;
+  return () => {
+    state = (state * 1103515245 + 12345) % 2 ** 31;
+    return state / 2 ** 31;
+  };
+}
+
+/** Cuts `buf` into pieces at the given offsets (any order, duplicates and out-of-range ones ignored). */
+export function cutAt(buf: Buffer, offsets: number[]): Buffer[] {
+  const pieces: Buffer[] = [];
+  let from = 0;
+  for (const at of [...[...new Set(offsets)].sort((a, b) => a - b), buf.length]) {
+    if (at > from && at <= buf.length) {
+      pieces.push(buf.subarray(from, at));
+      from = at;
+    }
+  }
+  return pieces;
+}

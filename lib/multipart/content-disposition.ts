@@ -108,6 +108,44 @@ export function parseDisposition(header: string, decode: ParamDecoder): Disposit
   return { type, name, filename };
 }
 
+/**
+ * The value of parameter `key` (lower case) in a header such as a Content-Type (`type/sub; key=value`),
+ * quoted-strings read as such: a `;` or `key=` inside another parameter's quotes is not a parameter.
+ * undefined when absent or unreadable.
+ */
+export function headerParam(header: string, key: string): string | undefined {
+  let i = header.indexOf(';');
+  if (i === -1) return undefined;
+  i++;
+  while (i < header.length) {
+    const equals = header.indexOf('=', i);
+    const next = header.indexOf(';', i);
+    if (equals === -1) return undefined;
+    if (next !== -1 && next < equals) {
+      i = next + 1;
+      continue;
+    }
+    const name = header.slice(i, equals).trim().toLowerCase();
+    i = equals + 1;
+    while (header[i] === ' ' || header[i] === '\t') i++;
+    let value: string;
+    if (header[i] === '"') {
+      const quoted = readQuoted(header, i + 1);
+      if (quoted === undefined) return undefined;
+      value = quoted.value;
+      const end = header.indexOf(';', quoted.end);
+      i = end === -1 ? header.length : end + 1;
+    } else {
+      const end = header.indexOf(';', i);
+      // A token ends at whitespace; what follows it up to the next ';' is ignored.
+      value = header.slice(i, end === -1 ? header.length : end).trim().split(/[ \t]/, 1)[0];
+      i = end === -1 ? header.length : end + 1;
+    }
+    if (name === key) return value;
+  }
+  return undefined;
+}
+
 /** A quoted-string from `start` (after the opening quote): `\"` and `\\` unescape, other backslashes stay (Windows paths). */
 function readQuoted(header: string, start: number): { value: string; end: number } | undefined {
   let value = '';

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
 import { Dicer } from '@fastify/busboy';
-import { basename, DEFAULT_PARAM_CHARSET, paramDecoder, parseDisposition, type ParamDecoder } from './content-disposition';
+import { basename, DEFAULT_PARAM_CHARSET, headerParam, paramDecoder, parseDisposition, type ParamDecoder } from './content-disposition';
 import type { SpoolErrorCode } from '../core/errors';
 import type { ResolvedLimits } from './options';
 
@@ -27,9 +27,7 @@ export interface ParserEvents {
 const HEADER_SIZE = 16 * 1024;
 /** RFC 2046: a boundary is 1 to 70 characters. */
 const MAX_BOUNDARY = 70;
-const BOUNDARY_PARAM = /;\s*boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))/i;
 const FORM_DATA = /^\s*form-data\s*(?:;|$)/i;
-const CHARSET_PARAM = /;\s*charset\s*=\s*(?:"([^"]*)"|([^;\s]*))/i;
 /** Text fields without a charset of their own are UTF-8 (busboy's and multer's default). */
 const FIELD_CHARSET = 'utf8';
 const decodeUtf8 = paramDecoder(FIELD_CHARSET) as ParamDecoder;
@@ -67,7 +65,8 @@ export function createMultipartParser(
   if (!decode) throw new TypeError(`Unknown defParamCharset ${options.defParamCharset}`);
   const parser = new Dicer({
     boundary: boundaryOf(requestHeaders['content-type']),
-    maxHeaderPairs: limits.headerPairs,
+    // One more than ours: Dicer stops counting at its own limit, so N lines and N + 1 would look the same.
+    maxHeaderPairs: limits.headerPairs + 1,
     // Twice our limit: the parser cuts silently past its own, we measure and refuse past ours.
     maxHeaderSize: HEADER_SIZE * 2,
   } as Dicer.Config);
@@ -149,12 +148,13 @@ export function createMultipartParser(
         bytes += name.length + value.length + 4; // "name: value\r\n"
       }
     }
-    if (pairs >= limits.headerPairs) return failPart(this, `${limits.headerPairs} or more lines (limits.headerPairs)`);
+    if (pairs > limits.headerPairs) return failPart(this, `more than ${limits.headerPairs} lines (limits.headerPairs)`);
     if (bytes > HEADER_SIZE) return failPart(this, `larger than ${HEADER_SIZE} bytes`);
 
     const contentType = header['content-type']?.[0];
     const type = mediaType(contentType);
-    if (disposition.filename !== undefined || type === 'application/octet-stream') {
+    // busboy's (and so multer's) rule: a non-empty filename, or bytes typed as such, make a file.
+    if (disposition.filename || type === 'application/octet-stream') {
       if (files === limits.files) return skipOverLimit(this, 'LIMIT_FILE_COUNT');
       files++;
       if (limits.fileSize < Infinity) limitPart(this, limits.fileSize);
@@ -215,8 +215,7 @@ function keepRaw(raw: string): string {
 
 /** The boundary parameter of the request's Content-Type (quoted or not). */
 function boundaryOf(contentType: string | string[] | undefined): string {
-  const match = BOUNDARY_PARAM.exec(String(contentType));
-  const boundary = match?.[1] !== undefined ? match[1].replace(/\\(.)/g, '$1') : match?.[2];
+  const boundary = headerParam(String(contentType), 'boundary');
   if (!boundary) throw new Error('Multipart: Boundary not found');
   if (boundary.length > MAX_BOUNDARY) throw new Error(`Boundary longer than ${MAX_BOUNDARY} characters`);
   return boundary;
@@ -232,8 +231,7 @@ function mediaType(contentType: string | undefined): string {
 
 function charsetOf(contentType: string | undefined): string {
   if (contentType === undefined) return FIELD_CHARSET;
-  const match = CHARSET_PARAM.exec(contentType);
-  return (match?.[1] ?? match?.[2])?.toLowerCase() || FIELD_CHARSET;
+  return headerParam(contentType, 'charset')?.toLowerCase() || FIELD_CHARSET;
 }
 
 /**

@@ -192,6 +192,9 @@ export class UploadRequest implements Watched {
       return;
     }
     this.#parser = parser;
+    // Filled as fields arrive, as multer does: a fileFilter or a disk engine's `filename(req, file)` can read
+    // the fields sent before the file.
+    this.#req.body = this.#body;
     // 'error' covers resets; a client that goes away closes the response before we answered.
     this.#req.on('error', this.#onClientAborted);
     this.#watch();
@@ -246,7 +249,6 @@ export class UploadRequest implements Watched {
     if (!this.#allowFile(fieldname)) {
       return this.#failAndSkip(stream, new SpoolError('LIMIT_UNEXPECTED_FILE', undefined, { field: fieldname }));
     }
-    stream.on('limit', () => this.#fail(new SpoolError('LIMIT_FILE_SIZE', undefined, { field: fieldname })));
     const meta: IncomingFile = {
       fieldname,
       originalname: info.filename ?? '',
@@ -282,8 +284,18 @@ export class UploadRequest implements Watched {
         return this.#fail(err instanceof Error ? err : new SpoolError('FILE_REJECTED', String(err)));
       }
       // The request may have failed while the filter was pending (multer CVE-2026-3304): store nothing.
-      if (!accepted || this.#error) return void stream.resume();
+      if (this.#error) return void stream.resume();
+      // A rejected file is skipped whatever its size, as with multer: its bytes are read and dropped.
+      if (!accepted) return void stream.resume();
     }
+    // From here on the file is ours: past limits.fileSize the request fails (the parser cuts it there). It
+    // may have passed the limit already while the filter ran.
+    const overLimit = () => this.#fail(new SpoolError('LIMIT_FILE_SIZE', undefined, { field: meta.fieldname }));
+    if ((stream as Readable & { truncated?: boolean }).truncated) {
+      stream.resume();
+      return overLimit();
+    }
+    stream.on('limit', overLimit);
     const tap = new FileTap(stream, sha256);
     // The core hears the source's errors itself; this keeps a tap destroyed before its engine reads it
     // (e.g. while a directory is created) from crashing the process.
@@ -400,7 +412,6 @@ export class UploadRequest implements Watched {
     if (!this.#parsed || this.#pending > 0 || this.#done) return;
     this.#done = true;
     this.#unwatch?.();
-    this.#req.body = this.#body;
     this.#selection.assign(this.#req, this.#files.filter(Boolean));
     this.#next();
   }
