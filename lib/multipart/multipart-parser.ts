@@ -22,7 +22,6 @@ export interface ParserEvents {
   onDone(): void;
 }
 
-
 /** Max bytes of one part's header block; a longer one is malformed rather than silently cut. */
 const HEADER_SIZE = 16 * 1024;
 /** RFC 2046: a boundary is 1 to 70 characters. */
