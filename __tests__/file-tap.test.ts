@@ -93,3 +93,31 @@ test('the spool hand-over (pause, unshift 1 MiB, slow rollover reader) never sta
     expect(await tap.digest()).toBe(createHash('sha256').update(data).digest('hex'));
   }
 }, 60_000);
+
+describe('the file size limit', () => {
+  test('a file of exactly maxBytes passes whole; one byte more stops at the chunk that passes it, once', async () => {
+    const data = randomBytes(200_000);
+    const exact = new FileTap(source(data, 65536), false, { maxBytes: data.length, onExceeded: () => exact.destroy(new Error('over')) });
+    const out: Buffer[] = [];
+    for await (const c of exact) out.push(c as Buffer);
+    expect(Buffer.concat(out).equals(data)).toBe(true);
+
+    let exceeded = 0;
+    const over: FileTap = new FileTap(source(data, 65536), false, {
+      maxBytes: data.length - 1,
+      onExceeded: () => {
+        exceeded++;
+        over.destroy(new Error('over'));
+      },
+    });
+    const seen: Buffer[] = [];
+    await expect(
+      (async () => {
+        for await (const c of over) seen.push(c as Buffer);
+      })(),
+    ).rejects.toThrow('over');
+    expect(exceeded).toBe(1);
+    // The last chunk (the one that passes the limit) never reached the reader.
+    expect(Buffer.concat(seen).equals(data.subarray(0, 3 * 65536))).toBe(true);
+  });
+});

@@ -13,6 +13,12 @@ interface Collector {
   readonly reject: (err: unknown) => void;
 }
 
+/** The most bytes a file may have, and what the core does past it (it fails the request, which destroys the tap). */
+export interface TapLimit {
+  readonly maxBytes: number;
+  onExceeded(): void;
+}
+
 /** A `forward()` in progress. */
 interface Forward {
   readonly sink: ChunkSink;
@@ -21,8 +27,8 @@ interface Forward {
 }
 
 /**
- * The stream an engine reads: the parser's file stream, counted (and hashed, when asked) on the way
- * through. A plain Readable fed by hand (not a Transform) keeps one cheap hop per chunk; backpressure is
+ * The stream an engine reads: the parser's file stream, counted, held to the file size limit (and hashed,
+ * when asked) on the way through. A plain Readable fed by hand (not a Transform) keeps one cheap hop per chunk; backpressure is
  * passed to the parser by pausing its file stream when we are full. Two paths skip even that hop:
  * `collect()` (chunks into a list, for the memory and spool engines) and `forward()` (chunks into a
  * ChunkSink, for the disk engine).
@@ -36,6 +42,7 @@ interface Forward {
 export class FileTap extends Readable {
   readonly #source: Readable;
   #bytes = 0;
+  readonly #limit: TapLimit | undefined;
   readonly #hash: Hash | undefined;
   #digest: string | undefined;
   #sourceEnded = false;
@@ -57,9 +64,10 @@ export class FileTap extends Readable {
   /** `push(null)` was called: nothing can go out through the Readable side any more. */
   #eofPushed = false;
 
-  constructor(source: Readable, hash: boolean) {
+  constructor(source: Readable, hash: boolean, limit?: TapLimit) {
     super({ highWaterMark: 64 * 1024 });
     this.#source = source;
+    this.#limit = limit;
     if (hash) this.#hash = createHash('sha256');
     // Nothing flows until a consumer comes (a reader's `_read()`, `collect()` or `forward()`): the tap
     // never holds chunks of its own before then, so the fast paths can take over whole. (Paused first, a
@@ -214,6 +222,8 @@ export class FileTap extends Readable {
 
   #onData = (chunk: Buffer): void => {
     this.#bytes += chunk.length;
+    // Past the file size limit no byte goes on: the core fails the request, which destroys this tap.
+    if (this.#limit !== undefined && this.#bytes > this.#limit.maxBytes) return this.#limit.onExceeded();
     this.#hash?.update(chunk);
     const forward = this.#forward;
     if (forward !== undefined) {

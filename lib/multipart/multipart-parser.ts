@@ -16,7 +16,8 @@ export interface ParserEvents {
   onField(name: string | undefined, value: string, valueTruncated: boolean): void;
   /** Bytes of a text field arrived (busboy holds them until the field ends): lets the core count them. */
   onFieldBytes?(bytes: number): void;
-  onFile(name: string | undefined, stream: Readable & { truncated?: boolean }, info: FileStreamInfo): void;
+  /** A file part: its bytes as they come (`limits.fileSize` is the core's to apply, see FileTap). */
+  onFile(name: string | undefined, stream: Readable, info: FileStreamInfo): void;
   onLimit(code: Extract<SpoolErrorCode, 'LIMIT_PART_COUNT' | 'LIMIT_FILE_COUNT' | 'LIMIT_FIELD_COUNT'>): void;
   onError(err: Error): void;
   onDone(): void;
@@ -41,18 +42,19 @@ export interface ParserOptions {
 type CountLimit = 'LIMIT_PART_COUNT' | 'LIMIT_FILE_COUNT' | 'LIMIT_FIELD_COUNT';
 const COUNT_LIMITS: Record<CountLimit, number> = { LIMIT_PART_COUNT: 1, LIMIT_FILE_COUNT: 2, LIMIT_FIELD_COUNT: 4 };
 
-/** A part's bytes as @fastify/busboy's Dicer hands them out; `truncated` once past `limits.fileSize`. */
-type PartStream = Readable & { truncated?: boolean };
+/** A part's bytes as @fastify/busboy's Dicer hands them out. */
+type PartStream = Readable;
 type PartHeader = Record<string, string[] | undefined>;
 
 /**
  * The multipart reader: @fastify/busboy's Dicer (its public boundary and header parser) with our own part
  * layer on top, in place of busboy's. Each file's part stream goes to the core as it is: no second
- * Readable per file, no second hop per chunk, and part headers are read once, by us. Stricter than busboy
+ * Readable per file, no second hop per chunk, and part headers are read once, by us. The file size limit
+ * is the core's (FileTap counts every byte anyway); the counts and the field size are applied here. Stricter than busboy
  * where busboy is lenient: a part whose headers are missing, cut off, too large or not `form-data`, or
  * whose name or filename holds a line break, is an error here, not a silently skipped part. Names and
  * filenames come from our own reading of the Content-Disposition (`filename*` wins, multer's
- * `defParamCharset`). Limits, counts and field decoding behave as busboy's (and so multer's) do.
+ * `defParamCharset`). Counts, field truncation and field decoding behave as busboy's (and so multer's) do.
  */
 export function createMultipartParser(
   requestHeaders: IncomingHttpHeaders,
@@ -156,7 +158,6 @@ export function createMultipartParser(
     if (disposition.filename || type === 'application/octet-stream') {
       if (files === limits.files) return skipOverLimit(this, 'LIMIT_FILE_COUNT');
       files++;
-      if (limits.fileSize < Infinity) limitPart(this, limits.fileSize);
       const { filename } = disposition;
       events.onFile(disposition.name, this, {
         filename: filename === undefined || preservePath ? filename : basename(filename),
@@ -233,63 +234,42 @@ function charsetOf(contentType: string | undefined): string {
   return headerParam(contentType, 'charset')?.toLowerCase() || FIELD_CHARSET;
 }
 
-/**
- * Caps a file part at `maxBytes`, as busboy's file streams are capped: the bytes up to the limit go out,
- * then `truncated` is set, 'limit' is emitted (the core fails the request with LIMIT_FILE_SIZE) and the
- * rest of the part is dropped. Done where Dicer hands the part its bytes, so no stream is added.
- */
-function limitPart(part: PartStream, maxBytes: number): void {
-  const push = part.push;
-  let size = 0;
-  part.truncated = false;
-  part.push = (chunk: Buffer | null): boolean => {
-    if (chunk === null) return push.call(part, null);
-    if (part.truncated) return true;
-    size += chunk.length;
-    if (size <= maxBytes) return push.call(part, chunk);
-    const kept = chunk.length - (size - maxBytes);
-    if (kept > 0) push.call(part, chunk.subarray(0, kept));
-    part.truncated = true;
-    part.emit('limit');
-    return true;
-  };
-}
-
 const SELF_TEST_BOUNDARY = 'express-spool-self-test';
 let supported: boolean | undefined;
 
 /**
  * Fails loudly, when a middleware is created rather than on its first request, if the installed
- * @fastify/busboy's Dicer no longer works the way this reader relies on (parts in order, headers before
- * bytes, bytes handed over through the part's `push`): one tiny body is parsed and checked.
+ * @fastify/busboy's Dicer no longer works the way this reader relies on (parts in order, each part's
+ * headers before its bytes, a file's bytes readable from its part stream): one tiny body is parsed and checked.
  */
 export function assertParserSupported(): void {
   if (supported) return;
   if (typeof Dicer !== 'function') throw new Error('express-spool: unsupported @fastify/busboy version (no Dicer export)');
   const B = SELF_TEST_BOUNDARY;
-  const limits = { fileSize: 3, files: 1, fields: 1, fieldSize: 10, fieldNameSize: 10, parts: 2, headerPairs: 10 };
+  const limits = { fileSize: 10, files: 1, fields: 1, fieldSize: 10, fieldNameSize: 10, parts: 2, headerPairs: 10 };
   const seen: string[] = [];
   let problem: Error | undefined;
-  let file: PartStream | undefined;
+  let file: Readable | undefined;
   const parser = createMultipartParser({ 'content-type': `multipart/form-data; boundary=${B}` }, { limits, preservePath: false }, {
     onField: (name, value) => seen.push(`field:${name}=${value}`),
     onFile: (name, stream, info) => {
       file = stream;
       seen.push(`file:${name}:${info.filename}`);
-      stream.on('limit', () => seen.push('limit'));
     },
     onLimit: (code) => seen.push(code),
     onError: (err) => (problem = err),
     onDone: () => {},
   });
+  // The file's bytes come in a second write, after its headers: they must be in its stream by then.
   parser.write(
     Buffer.from(
       `--${B}\r\nContent-Disposition: form-data; name="t"\r\n\r\nv\r\n` +
-        `--${B}\r\nContent-Disposition: form-data; name="f"; filename="a"; filename*=utf-8''b\r\n\r\nxyzw\r\n--${B}--\r\n`,
+        `--${B}\r\nContent-Disposition: form-data; name="f"; filename="a"; filename*=utf-8''b\r\n\r\n`,
     ),
   );
-  file?.resume();
-  if (problem || seen.join() !== 'field:t=v,file:f:b,limit' || file?.truncated !== true) {
+  parser.write(Buffer.from(`xyzw\r\n--${B}--\r\n`));
+  seen.push(`bytes:${file?.read()}`);
+  if (problem || seen.join() !== 'field:t=v,file:f:b,bytes:xyzw') {
     throw new Error(`express-spool: unsupported @fastify/busboy version (self-test saw ${problem?.message ?? (seen.join() || 'nothing')})`);
   }
   supported = true;

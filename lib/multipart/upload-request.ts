@@ -288,15 +288,16 @@ export class UploadRequest implements Watched {
       // A rejected file is skipped whatever its size, as with multer: its bytes are read and dropped.
       if (!accepted) return void stream.resume();
     }
-    // From here on the file is ours: past limits.fileSize the request fails (the parser cuts it there). It
-    // may have passed the limit already while the filter ran.
+    // Past limits.fileSize the request fails. The tap counts from the file's first byte: nothing has read the
+    // stream yet. A file the filter rejected was skipped above whatever its size, as with multer; one whose
+    // stream already holds more than the limit (it arrived while the filter ran) fails before any engine starts.
+    const { fileSize } = this.#config.limits;
     const overLimit = () => this.#fail(new SpoolError('LIMIT_FILE_SIZE', undefined, { field: meta.fieldname }));
-    if ((stream as Readable & { truncated?: boolean }).truncated) {
+    if (stream.readableLength > fileSize) {
       stream.resume();
       return overLimit();
     }
-    stream.on('limit', overLimit);
-    const tap = new FileTap(stream, sha256);
+    const tap = new FileTap(stream, sha256, { maxBytes: fileSize, onExceeded: overLimit });
     // The core hears the source's errors itself; this keeps a tap destroyed before its engine reads it
     // (e.g. while a directory is created) from crashing the process.
     tap.on('error', ignore);
@@ -318,9 +319,6 @@ export class UploadRequest implements Watched {
       return;
     }
     this.#stored.push(file); // from here on cleanup owns it, whatever happens next
-    if ((stream as Readable & { truncated?: boolean }).truncated) {
-      throw new SpoolError('LIMIT_FILE_SIZE', undefined, { field: meta.fieldname });
-    }
     this.#files[index] = file;
   }
 
