@@ -28,8 +28,8 @@ interface Forward {
 
 /**
  * The stream an engine reads: the parser's file stream, counted, held to the file size limit (and hashed,
- * when asked) on the way through. A plain Readable fed by hand (not a Transform) keeps one cheap hop per chunk; backpressure is
- * passed to the parser by pausing its file stream when we are full. Two paths skip even that hop:
+ * when asked) on the way through. A plain Readable fed by hand (not a Transform) keeps one cheap hop per
+ * chunk; backpressure is passed to the parser by pausing its file stream when we are full. Two paths skip even that hop:
  * `collect()` (chunks into a list, for the memory and spool engines) and `forward()` (chunks into a
  * ChunkSink, for the disk engine).
  *

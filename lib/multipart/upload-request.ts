@@ -251,7 +251,7 @@ export class UploadRequest implements Watched {
     }
     const meta: IncomingFile = {
       fieldname,
-      originalname: info.filename ?? '',
+      originalname: info.filename,
       encoding: info.encoding,
       mimetype: info.mimeType,
     };
