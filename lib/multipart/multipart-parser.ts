@@ -42,16 +42,14 @@ export interface ParserOptions {
 type CountLimit = 'LIMIT_PART_COUNT' | 'LIMIT_FILE_COUNT' | 'LIMIT_FIELD_COUNT';
 const COUNT_LIMITS: Record<CountLimit, number> = { LIMIT_PART_COUNT: 1, LIMIT_FILE_COUNT: 2, LIMIT_FIELD_COUNT: 4 };
 
-/** A part's bytes as @fastify/busboy's Dicer hands them out. */
-type PartStream = Readable;
 type PartHeader = Record<string, string[] | undefined>;
 
 /**
  * The multipart reader: @fastify/busboy's Dicer (its public boundary and header parser) with our own part
  * layer on top, in place of busboy's. Each file's part stream goes to the core as it is: no second
  * Readable per file, no second hop per chunk, and part headers are read once, by us. The file size limit
- * is the core's (FileTap counts every byte anyway); the counts and the field size are applied here. Stricter than busboy
- * where busboy is lenient: a part whose headers are missing, cut off, too large or not `form-data`, or
+ * is the core's (FileTap counts every byte anyway); the counts and the field size are applied here.
+ * Stricter than busboy where busboy is lenient: a part whose headers are missing, cut off, too large or not `form-data`, or
  * whose name or filename holds a line break, is an error here, not a silently skipped part. Names and
  * filenames come from our own reading of the Content-Disposition (`filename*` wins, multer's
  * `defParamCharset`). Counts, field truncation and field decoding behave as busboy's (and so multer's) do.
@@ -62,8 +60,9 @@ export function createMultipartParser(
   events: ParserEvents,
 ): Writable {
   const { limits, preservePath } = options;
-  const decode = paramDecoder(options.defParamCharset ?? DEFAULT_PARAM_CHARSET);
-  if (!decode) throw new TypeError(`Unknown defParamCharset ${options.defParamCharset}`);
+  const paramCharset = paramDecoder(options.defParamCharset ?? DEFAULT_PARAM_CHARSET);
+  if (!paramCharset) throw new TypeError(`Unknown defParamCharset ${options.defParamCharset}`);
+  const decode: ParamDecoder = paramCharset;
   const parser = new Dicer({
     boundary: boundaryOf(requestHeaders['content-type']),
     // One more than ours: Dicer stops counting at its own limit, so N lines and N + 1 would look the same.
@@ -80,7 +79,7 @@ export function createMultipartParser(
   /** Parts whose header block has not been read yet: one cut off inside its headers fails the parse. */
   let awaitingHeaders = 0;
   /** The text field being read (one at a time: parts come in order) and what it has so far. */
-  let field: PartStream | undefined;
+  let field: Readable | undefined;
   let fieldName: string | undefined;
   let fieldValue = '';
   let fieldBytes = 0;
@@ -92,13 +91,13 @@ export function createMultipartParser(
     failed = true;
     events.onError(err);
   };
-  const failPart = (part: PartStream, reason: string): void => {
+  const failPart = (part: Readable, reason: string): void => {
     fail(new Error(`Malformed part header: ${reason}`));
     part.resume();
   };
   const onPartError = (err: Error): void => fail(err);
 
-  function onFieldData(this: PartStream, chunk: Buffer): void {
+  function onFieldData(this: Readable, chunk: Buffer): void {
     if (this !== field || fieldTruncated) return;
     let take = chunk.length;
     if (fieldBytes + take > limits.fieldSize) {
@@ -111,7 +110,7 @@ export function createMultipartParser(
   }
 
   /** Reports the field being read; at its own 'end', or earlier when the next part begins (see 'part'). */
-  function endField(this: PartStream): void {
+  function endField(this: Readable): void {
     if (this !== field) return;
     field = undefined;
     const raw = fieldValue;
@@ -132,14 +131,14 @@ export function createMultipartParser(
     endField.call(open);
   }
 
-  function onHeader(this: PartStream, header: PartHeader): void {
+  function onHeader(this: Readable, header: PartHeader): void {
     awaitingHeaders--;
     if (failed) return void this.resume();
     const rawDisposition = header['content-disposition']?.[0];
     if (rawDisposition === undefined || !FORM_DATA.test(rawDisposition)) {
       return failPart(this, 'no form-data Content-Disposition');
     }
-    const disposition = parseDisposition(rawDisposition, decode as ParamDecoder);
+    const disposition = parseDisposition(rawDisposition, decode);
     if (typeof disposition === 'string') return failPart(this, disposition);
     let pairs = 0;
     let bytes = 0;
@@ -178,7 +177,7 @@ export function createMultipartParser(
 
   /** The count limits reported so far (each once, as busboy does): bits of COUNT_LIMITS. */
   let limitsHit = 0;
-  function skipOverLimit(part: PartStream, code: CountLimit): void {
+  function skipOverLimit(part: Readable, code: CountLimit): void {
     part.resume();
     if (limitsHit & COUNT_LIMITS[code]) return;
     limitsHit |= COUNT_LIMITS[code];
@@ -186,7 +185,7 @@ export function createMultipartParser(
   }
 
   parser
-    .on('part', (part: PartStream) => {
+    .on('part', (part: Readable) => {
       // Reported before the next part, as busboy does: a fileFilter sees it in req.body.
       flushField();
       part.on('error', onPartError);
