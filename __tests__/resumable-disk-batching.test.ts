@@ -1,6 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { statSync } from 'node:fs';
 import net from 'node:net';
+// The module object itself, so that its `writev` can be spied on (as helpers/data-writes does).
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const fs = require('node:fs') as typeof import('node:fs');
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const fsp = require('node:fs/promises') as typeof import('node:fs/promises');
 import { eventually } from './helpers/app';
 import { onDataWrites } from './helpers/data-writes';
 import { OCTETS, request, startResumable, TUS, type ResumableServer } from './helpers/resumable';
@@ -35,16 +40,38 @@ async function writeSizes(run: () => Promise<void>): Promise<number[]> {
   return sizes;
 }
 
-test('an 8 MiB PATCH is written in 512 KiB batches, byte-exact', async () => {
+test('an 8 MiB PATCH is written in batches of at most 512 KiB that grow to 512 KiB while the disk is busy, byte-exact', async () => {
   const data = randomBytes(8 * MiB + 3);
+  const url = await create(data.length);
+  // A disk that takes 5 ms per write: what arrives meanwhile goes out as one batch (eager batches).
+  const real = fs.writev as unknown as (...a: unknown[]) => void;
+  const sizes: number[] = [];
+  jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], position: number | null, cb: (...a: unknown[]) => void) => {
+    sizes.push(buffers.reduce((n, b) => n + b.length, 0));
+    setTimeout(() => real(fd, buffers, position, cb), 5);
+  }) as never);
+  const res = await request(url, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, data);
+  expect(res.status).toBe(204);
+  // (the state file is written with writeFile, not seen here)
+  expect(sizes.reduce((a, b) => a + b, 0)).toBe(data.length);
+  for (const n of sizes) expect(n).toBeLessThanOrEqual(512 * KiB);
+  // Socket reads are at most 64 KiB: batches of 512 KiB exist only if the writer gathered while a write was out.
+  expect(sizes.filter((n) => n === 512 * KiB).length).toBeGreaterThan(0);
+  expect(sizes.length).toBeLessThan(data.length / (64 * KiB));
+  expect(srv.completed[0].readBack).toBe(sha(data));
+});
+
+test('with a disk that keeps up, bytes go out as they come (no waiting for a full batch), byte-exact', async () => {
+  const data = randomBytes(2 * MiB + 5);
   const url = await create(data.length);
   const sizes = await writeSizes(async () => {
     const res = await request(url, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, data);
     expect(res.status).toBe(204);
   });
-  const dataWrites = sizes; // (the state file is written with writeFile, not seen here)
-  expect(dataWrites.reduce((a, b) => a + b, 0)).toBe(data.length);
-  for (const n of dataWrites.slice(0, -1)) expect(n).toBeGreaterThanOrEqual(512 * KiB);
+  expect(sizes.reduce((a, b) => a + b, 0)).toBe(data.length);
+  for (const n of sizes) expect(n).toBeLessThanOrEqual(512 * KiB);
+  // The first bytes went out at once, not once 512 KiB had gathered.
+  expect(sizes[0]).toBeLessThan(512 * KiB);
   expect(srv.completed[0].readBack).toBe(sha(data));
 });
 
@@ -72,5 +99,39 @@ test('a client that pauses mid-batch: its bytes are written while it waits, and 
   });
   const rest = await request(url, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': sent }, data.subarray(sent));
   expect(rest.status).toBe(204);
+  expect(srv.completed[0].readBack).toBe(sha(data));
+});
+
+test('a long append records its offset at least every 8 MiB, never past the bytes on disk, byte-exact', async () => {
+  const data = randomBytes(40 * MiB + 11);
+  const url = await create(data.length);
+  const file = `${srv.dir.path}/${new URL(url).pathname.split('/').pop()}`;
+  // A disk that is slow at times, so that batches end at uneven offsets.
+  const real = fs.writev as unknown as (...a: unknown[]) => void;
+  let n = 0;
+  jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], position: number | null, cb: (...a: unknown[]) => void) => {
+    setTimeout(() => real(fd, buffers, position, cb), n++ % 3 === 0 ? 3 : 0);
+  }) as never);
+  // Every state write, read as it is renamed into place, beside the bytes on disk at that moment.
+  const realRename = fsp.rename;
+  const recorded: { offset: number; onDisk: number }[] = [];
+  jest.spyOn(fsp, 'rename').mockImplementation(async (from, to) => {
+    if (String(to).endsWith('.json')) {
+      const state = JSON.parse(fs.readFileSync(String(from), 'utf8')) as { offset: number };
+      recorded.push({ offset: state.offset, onDisk: fs.existsSync(file) ? fs.statSync(file).size : 0 });
+    }
+    return realRename(from, to);
+  });
+  const res = await request(url, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, data);
+  expect(res.status).toBe(204);
+  const offsets = recorded.map((r) => r.offset);
+  expect(offsets[offsets.length - 1]).toBe(data.length);
+  let last = 0;
+  for (const { offset, onDisk } of recorded) {
+    expect(offset).toBeLessThanOrEqual(onDisk);
+    expect(offset - last).toBeLessThanOrEqual(8 * MiB);
+    last = Math.max(last, offset);
+  }
+  expect(offsets.filter((o) => o > 0 && o < data.length).length).toBeGreaterThanOrEqual(4);
   expect(srv.completed[0].readBack).toBe(sha(data));
 });

@@ -32,7 +32,7 @@ export interface ResumableDiskDetails {
 const ID = /^[A-Za-z0-9_-]{1,200}$/;
 const STATE = '.json';
 const TEMP = '.tmp';
-/** An append records its offset this often, so a crash (kill -9, power) loses at most this much of it. */
+/** An append records its offset at least this often, so a crash (kill -9, power) loses at most this much of it. */
 const CHECKPOINT = 8 * 1024 * 1024;
 /** Bytes per write while the memory budget has room (two batches reserved per append), and otherwise. */
 const LARGE_BATCH = 512 * 1024;
@@ -117,15 +117,21 @@ class DiskStore implements ResumableStore {
     // Two large batches while the memory budget has room for them (an optional speed-up), small ones otherwise.
     const memory = context.memory;
     const reserved = typeof memory?.tryReserveSpare === 'function' && memory.tryReserveSpare(2 * LARGE_BATCH);
+    const batchBytes = reserved ? LARGE_BATCH : SMALL_BATCHES;
     const progress = context.atomic ? undefined : context.progress;
     // The state names only bytes already written, so what it reports is what a restart resumes from: a
-    // checkpoint every CHECKPOINT bytes, and whenever the handler wants a progress point (IETF 104).
-    const checkpoints = new Checkpoints(start, CHECKPOINT, (offset) => this.#record(upload.id, offset), progress, (err) => stream.destroy(err));
+    // checkpoint at most every CHECKPOINT bytes, and whenever the handler wants a progress point (IETF 104).
+    // Batches end wherever the client's bytes did (eager, below): a checkpoint is asked for once a batch
+    // ends within one batch of the mark, so two of them are never more than CHECKPOINT apart.
+    const checkpoints = new Checkpoints(start, CHECKPOINT - batchBytes, (offset) => this.#record(upload.id, offset), progress, (err) => stream.destroy(err));
     // The chunks are copied into batches, one writev each (bench/README.md "Profile"); the writer closes the file.
+    // Eager batches, as the multipart disk engine's: with many appends at once, full 512 KiB batches cost more
+    // kernel time per GB (bench/README.md, "Session 13: eager batches for resumable appends").
     /** A progress point being made durable: the body waits until its bytes are written and recorded. */
     let progressPoint: { at: number; done: () => void } | undefined;
-    const writer = new BatchedFileWriter(handle, reserved ? LARGE_BATCH : SMALL_BATCHES, undefined, {
+    const writer = new BatchedFileWriter(handle, batchBytes, undefined, {
       position: start,
+      eager: true,
       written: context.atomic
         ? undefined
         : (bytes) => {

@@ -63,9 +63,9 @@ function workloadTable(w, byMode) {
 
 /** A resumable workload's table: like workloadTable's, with the local disk writes and express-spool's pair ratios. */
 function resumableTable(w, byMode) {
-  const cols = ['target', 'median s', 'min–max s', 'MB/s', 'min–max MB/s', '× tus', 'CPU s/GB', 'min–max CPU s/GB', 'server cores', 'client / other cores', 'peak RSS MiB (max)', 'idle RSS MiB', 'peak − idle MiB', 'min–max', 'disk writes MiB', 'min–max', 'file.sha256'];
+  const cols = ['target', 'median s', 'min–max s', 'MB/s', 'min–max MB/s', '× tus', 'CPU s/GB', 'min–max CPU s/GB', 'of which user / kernel', 'server cores', 'client / other cores', 'peak RSS MiB (max)', 'idle RSS MiB', 'peak − idle MiB', 'min–max', 'disk writes MiB', 'min–max', 'file.sha256'];
   const L = [`| ${cols.join(' | ')} |`, `|---|${cols.slice(1).map(() => '--:').join('|')}|`];
-  const other = { 'spool-tus-disk': 'tus-file', 'spool-tus-s3': 'tus-s3' };
+  const other = { 'spool-tus-disk': 'tus-file', 'ceiling-tus': 'tus-file', 'spool-tus-s3': 'tus-s3' };
   for (const rows of Object.values(byMode)) {
     for (const [t, r] of Object.entries(rows)) {
       const vs = rows[other[t]];
@@ -78,6 +78,7 @@ function resumableTable(w, byMode) {
         vs ? `${f(r.rate.med / vs.rate.med, 2)}×` : '—',
         f(r.cpuPerUnit.med, 2),
         range(r.cpuPerUnit, 2),
+        Number.isFinite(r.userPerUnit.med) ? `${f(r.userPerUnit.med, 2)} / ${f(r.systemPerUnit.med, 2)}` : '—',
         f(r.cpuCores, 2),
         `${f(r.clientCores, 2)} / ${f(r.otherCores, 2)}`,
         mib(r.peak.max),

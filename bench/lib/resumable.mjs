@@ -25,13 +25,14 @@ const MOUNT = '/files';
 /** PATCH size of the client: tus-js-client's usual `chunkSize` in the README's example. */
 export const CHUNK = 8 * MiB;
 
-export const DISK_TARGETS = ['spool-tus-disk', 'tus-file'];
+export const DISK_TARGETS = ['spool-tus-disk', 'tus-file', 'ceiling-tus'];
 export const S3_TARGETS = ['spool-tus-s3', 'tus-s3'];
 export const isResumableKey = (k) => /^r\d+$/.test(k);
 
 export const RESUMABLE_ABOUT = {
   'spool-tus-disk': 'express-spool, Express 5 + `resumable({ store: resumableDiskStore({ directory }) })`, the rest default (64 MiB memory budget, whole-upload `sha256` off)',
   'tus-file': '@tus/server + @tus/file-store (`new FileStore({ directory })`, its defaults), mounted in Express 5 as its README shows',
+  'ceiling-tus': 'raw node:http, uploads known only in memory, each PATCH body piped into the upload\'s file at its offset (1 MiB write buffer): the limit for tus uploads to disk on this machine',
   'spool-tus-s3': 'express-spool, `resumable({ store: s3ResumableStore({ client, bucket, prefix }) })` (8 MiB parts, queueSize 1), the rest default',
   'tus-s3': '@tus/server + @tus/s3-store (its defaults: 8 MiB parts staged as files in os.tmpdir(), up to 60 part uploads in flight)',
 };
@@ -168,7 +169,7 @@ async function freshRun(ctx, name, w, { verify = false, env } = {}) {
     const idle = s.rss();
     const io0 = diskWriteBytes(s.pid);
     if (verify) await s.setVerify(true);
-    const cpu0 = await s.cpuSeconds();
+    const usage0 = await s.usage();
     const busy0 = machineBusySeconds();
     const self0 = process.cpuUsage();
     const peak = peakRss(s.pid);
@@ -176,7 +177,8 @@ async function freshRun(ctx, name, w, { verify = false, env } = {}) {
     const done = await Promise.all(files.map((f) => tusUpload(s.port, f, w.chunk)));
     const seconds = (now() - t0) / 1e3;
     const mem = peak.stop();
-    const cpu = (await s.cpuSeconds()) - cpu0;
+    const usage = await s.usage();
+    const cpu = usage.cpu - usage0.cpu;
     const selfCpu = process.cpuUsage(self0);
     const client = (selfCpu.user + selfCpu.system) / 1e6;
     const others = Math.max(0, machineBusySeconds() - busy0 - cpu - client);
@@ -197,6 +199,8 @@ async function freshRun(ctx, name, w, { verify = false, env } = {}) {
       bytes: w.count * w.fileSize,
       requests: done.reduce((n, d) => n + d.requests, 0),
       cpu,
+      cpuUser: usage.user - usage0.user,
+      cpuSystem: usage.system - usage0.system,
       client,
       others,
       peak: mem.peak,

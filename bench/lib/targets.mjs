@@ -218,7 +218,15 @@ function definitions(W) {
     },
   });
   for (const k of Object.keys(W).filter((k) => /^r\d+$/.test(k))) {
-    add(k, 'throughput `spool-tus-disk` vs `tus-file`', rate(k, 'spool-tus-disk', 'tus-file', 1.2), 'R');
+    const cpuSplit = (r) => `${r.cpuPerUnit.med.toFixed(2)} (${r.userPerUnit.med.toFixed(2)} user + ${r.systemPerUnit.med.toFixed(2)} kernel)`;
+    const tusCeiling = (R, m) => {
+      const a = of(R, k, m, 'spool-tus-disk');
+      const b = of(R, k, m, 'tus-file');
+      const c = of(R, k, m, 'ceiling-tus');
+      if (!a || !b || !c) return null;
+      return `the raw PATCH-to-file server \`ceiling-tus\` reaches ${(c.rate.med / b.rate.med).toFixed(2)}× \`tus-file\`'s throughput (${c.rate.med.toFixed(0)} MB/s); express-spool reaches ${(a.rate.med / c.rate.med).toFixed(2)}× of it, at ${cpuSplit(a)} CPU s/GB (\`tus-file\` ${cpuSplit(b)}, \`ceiling-tus\` ${cpuSplit(c)})`;
+    };
+    add(k, 'throughput `spool-tus-disk` vs `tus-file`', { ...rate(k, 'spool-tus-disk', 'tus-file', 1.2), floor: tusCeiling }, 'R');
     const s3Load = (R, m) => {
       const a = of(R, k, m, 'spool-tus-s3');
       const b = of(R, k, m, 'tus-s3');

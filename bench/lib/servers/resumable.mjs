@@ -6,12 +6,15 @@
 //   tus-file        @tus/server + @tus/file-store (its defaults), mounted in Express 5 as its README shows
 //   tus-s3          @tus/server + @tus/s3-store (its defaults: 8 MiB parts staged in os.tmpdir(), up to 60
 //                   part uploads in flight), on the same S3 server and bucket
+//   ceiling-tus     raw node:http, each PATCH body piped into the upload's file (ceiling-tus.mjs): the limit
 //
 // Every completed upload is recorded (express-spool's onComplete, @tus/server's onUploadFinish) so that the
 // client can check over IPC that each upload completed with the right size; in verification mode the record
 // carries `stored`, the sha256 of what the store kept (the disk file, or the S3 object read back).
 
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import ceilingTus from './ceiling-tus.mjs';
 import { expressApp, require, sha256File, sha256Stream, state } from './common.mjs';
 import { s3Setup } from './s3.mjs';
 
@@ -32,6 +35,11 @@ export default async function resumableTarget({ kind, directory }) {
   const express = require('express');
   let mount;
 
+  if (kind === 'ceiling-tus') {
+    mkdirSync(uploads, { recursive: true });
+    const server = ceilingTus({ directory: uploads, mount: MOUNT, completed: async (record) => void completed.push(record) });
+    return { server, takeCompleted: () => completed.splice(0), cleanup: async () => {} };
+  }
   if (kind === 'spool-tus-disk' || kind === 'spool-tus-s3') {
     const { resumable, resumableDiskStore, s3ResumableStore } = require('../../../dist/lib/index.js');
     const store = s3 ? s3ResumableStore({ client: s3.client, bucket: s3.bucket, prefix: s3.prefix }) : resumableDiskStore({ directory: uploads });
