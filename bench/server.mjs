@@ -18,6 +18,7 @@ import { state } from './lib/servers/common.mjs';
 const load = (file, extra) => async (options) => (await import(file)).default({ ...options, ...extra });
 const TARGETS = {
   'ceiling-disk': load('./lib/servers/ceiling-disk.mjs'),
+  'ceiling-s3': load('./lib/servers/ceiling-s3.mjs'),
   'busboy-mem': load('./lib/servers/busboy.mjs', { keep: 'memory' }),
   'busboy-drop': load('./lib/servers/busboy.mjs', { keep: 'none' }),
   'busboy-disk': load('./lib/servers/busboy.mjs', { keep: 'disk' }),

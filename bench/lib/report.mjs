@@ -65,7 +65,7 @@ function workloadTable(w, byMode) {
 function resumableTable(w, byMode) {
   const cols = ['target', 'median s', 'min–max s', 'MB/s', 'min–max MB/s', '× tus', 'CPU s/GB', 'min–max CPU s/GB', 'of which user / kernel', 'server cores', 'client / other cores', 'peak RSS MiB (max)', 'idle RSS MiB', 'peak − idle MiB', 'min–max', 'disk writes MiB', 'min–max', 'file.sha256'];
   const L = [`| ${cols.join(' | ')} |`, `|---|${cols.slice(1).map(() => '--:').join('|')}|`];
-  const other = { 'spool-tus-disk': 'tus-file', 'ceiling-tus': 'tus-file', 'spool-tus-s3': 'tus-s3' };
+  const other = { 'spool-tus-disk': 'tus-file', 'ceiling-tus': 'tus-file', 'spool-tus-s3': 'tus-s3', 'ceiling-tus-s3': 'tus-s3' };
   for (const rows of Object.values(byMode)) {
     for (const [t, r] of Object.entries(rows)) {
       const vs = rows[other[t]];

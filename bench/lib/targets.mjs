@@ -186,7 +186,14 @@ function definitions(W) {
   add('d', 'CPU per request vs bare Express + @fastify/busboy (`busboy-mem`)', cpu('d', 'spool', 'busboy-mem', 1.5));
   add('d', 'streaming sha256: (user CPU hash-on − hash-off) ÷ digest CPU', { ...shaCost('d'), floor: shaFloor('d') });
   for (const k of Object.keys(W).filter((k) => k.startsWith('s3-'))) {
-    add(k, '`spool-s3` throughput vs `multer-s3`', rate(k, 'spool-s3', 'multer-s3', 1), 'S');
+    const s3Ceiling = (R, m) => {
+      const sp = of(R, k, m, 'spool-s3');
+      const ref = of(R, k, m, 'multer-s3');
+      const c = of(R, k, m, 'ceiling-s3');
+      if (!sp || !ref || !c) return null;
+      return `the raw body-to-S3 server \`ceiling-s3\` (no parser; the same S3 library as multer-s3) reaches ${x2(c.rate.med, ref.rate.med)} \`multer-s3\` (${c.rate.med.toFixed(0)} MB/s); express-spool reaches ${x2(sp.rate.med, c.rate.med)} of it; the S3 server and everything else took ${sp.otherCores.toFixed(2)} / ${ref.otherCores.toFixed(2)} / ${c.otherCores.toFixed(2)} of the machine's 2 cores (express-spool / multer-s3 / ceiling-s3)`;
+    };
+    add(k, '`spool-s3` throughput vs `multer-s3`', { ...rate(k, 'spool-s3', 'multer-s3', 1), floor: s3Ceiling }, 'S');
   }
 
   // Resumable (issue #14): tus 1.0 uploads in 8 MiB PATCHes, fresh server per run, keep-alive.
@@ -231,7 +238,9 @@ function definitions(W) {
       const a = of(R, k, m, 'spool-tus-s3');
       const b = of(R, k, m, 'tus-s3');
       if (!a || !b) return null;
-      return `the S3 server and everything else took ${a.otherCores.toFixed(2)} / ${b.otherCores.toFixed(2)} of the machine's 2 cores during these runs (express-spool / @tus/server): both wait on the same radosgw`;
+      const c = of(R, k, m, 'ceiling-tus-s3');
+      const ceiling = c ? `the raw PATCH-to-UploadPart server \`ceiling-tus-s3\` reaches ${x2(c.rate.med, b.rate.med)} \`tus-s3\`'s throughput (${c.rate.med.toFixed(0)} MB/s); express-spool reaches ${x2(a.rate.med, c.rate.med)} of it; ` : '';
+      return `${ceiling}the S3 server and everything else took ${a.otherCores.toFixed(2)} / ${b.otherCores.toFixed(2)}${c ? ` / ${c.otherCores.toFixed(2)}` : ''} of the machine's 2 cores during these runs (express-spool / @tus/server${c ? ' / ceiling-tus-s3' : ''}): all wait on the same radosgw`;
     };
     add(k, 'throughput `spool-tus-s3` vs `tus-s3`', { ...rate(k, 'spool-tus-s3', 'tus-s3', 1.2), floor: s3Load }, 'R');
     add(k, `\`spool-tus-disk\` peak RSS − idle RSS (64 MiB budget + 64 MiB + 640 KiB × ${W[k].concurrency})`, resumableRss(k, 'spool-tus-disk'), 'R');

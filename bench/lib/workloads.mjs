@@ -14,7 +14,7 @@ const SPOOLS = ['spool', 'spool-sha256', 'spool-nohash'];
 const LARGE_TARGETS = [...SPOOLS, 'multer-disk', 'busboy-disk', 'busboy-drop', 'ceiling-disk'];
 /** Small files: multer's memory storage and the bare Express + @fastify/busboy floor. */
 const SMALL_TARGETS = [...SPOOLS, 'multer-memory', 'busboy-mem', 'busboy-drop'];
-const S3_TARGETS = ['spool-s3', 'multer-s3'];
+const S3_TARGETS = ['spool-s3', 'multer-s3', 'ceiling-s3'];
 /** c with an app-sized heap: the throughput and CPU comparisons (the hashing pair and RSS stay with c). */
 const APP_TARGETS = ['spool', 'multer-disk', 'busboy-disk', 'busboy-drop', 'ceiling-disk'];
 /** JS objects every `c-app` server holds (~16 MiB live after a full GC on top of the bare ~8 MB). */
@@ -53,6 +53,7 @@ export function expected(target, fileSize) {
   const spilled = fileSize > MiB; // express-spool's default threshold
   switch (target) {
     case 'ceiling-disk': return { storage: 'disk', raw: true, filesLeft: true };
+    case 'ceiling-s3': return { storage: 's3', raw: true };
     case 'busboy-disk': return { storage: 'disk', filesLeft: true };
     case 'multer-disk': return { storage: 'disk', filesLeft: true };
     case 'multer-memory': case 'busboy-mem': return { storage: 'memory' };
@@ -89,4 +90,5 @@ export const TARGET_ABOUT = {
   'ceiling-disk': 'raw node:http, the request body piped into one file (1 MiB write buffer)',
   'spool-s3': 'express-spool, `spool({ rollover: s3Engine({ client, bucket, prefix }) })`, the rest default',
   'multer-s3': 'multer 2 + multer-s3 3 (its defaults)',
+  'ceiling-s3': 'raw node:http, the request body streamed into one S3 object by @aws-sdk/lib-storage `Upload` (its defaults: 5 MiB parts, 4 in flight), no parsing: the limit for receiving to this S3 server',
 };

@@ -1,7 +1,7 @@
 // One resumable-upload target (bench/lib/servers/resumable.mjs) in its own process, forked by
 // bench/lib/resumable.mjs: the same IPC as bench/server.mjs, so the client's Server handle works unchanged.
 //
-//   node bench/lib/servers/resumable-main.mjs <spool-tus-disk|spool-tus-s3|tus-file|tus-s3|ceiling-tus> <directory>
+//   node bench/lib/servers/resumable-main.mjs <spool-tus-disk|spool-tus-s3|tus-file|tus-s3|ceiling-tus|ceiling-tus-s3> <directory>
 //
 // IPC: { cmd: 'verify', on } | { cmd: 'cpu' } | { cmd: 'cleanup' } | { cmd: 'exit' } as in bench/server.mjs,
 // plus { cmd: 'completed' }: answers { completed: [{ size, storage, sha256?, stored? }] }, the uploads
@@ -11,7 +11,7 @@ import { mkdirSync } from 'node:fs';
 import { state } from './common.mjs';
 import resumableTarget from './resumable.mjs';
 
-const RESUMABLE_TARGETS = ['spool-tus-disk', 'tus-file', 'ceiling-tus', 'spool-tus-s3', 'tus-s3'];
+const RESUMABLE_TARGETS = ['spool-tus-disk', 'tus-file', 'ceiling-tus', 'spool-tus-s3', 'tus-s3', 'ceiling-tus-s3'];
 
 const [target, directory] = process.argv.slice(2);
 if (!RESUMABLE_TARGETS.includes(target) || !directory) {

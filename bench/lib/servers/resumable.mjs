@@ -7,6 +7,7 @@
 //   tus-s3          @tus/server + @tus/s3-store (its defaults: 8 MiB parts staged in os.tmpdir(), up to 60
 //                   part uploads in flight), on the same S3 server and bucket
 //   ceiling-tus     raw node:http, each PATCH body piped into the upload's file (ceiling-tus.mjs): the limit
+//   ceiling-tus-s3  raw node:http, each PATCH body one UploadPart (ceiling-tus-s3.mjs): the limit on S3
 //
 // Every completed upload is recorded (express-spool's onComplete, @tus/server's onUploadFinish) so that the
 // client can check over IPC that each upload completed with the right size; in verification mode the record
@@ -15,6 +16,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import ceilingTus from './ceiling-tus.mjs';
+import ceilingTusS3 from './ceiling-tus-s3.mjs';
 import { expressApp, require, sha256File, sha256Stream, state } from './common.mjs';
 import { s3Setup } from './s3.mjs';
 
@@ -23,7 +25,7 @@ export const MOUNT = '/files';
 export default async function resumableTarget({ kind, directory }) {
   const uploads = join(directory, 'uploads');
   const completed = [];
-  const s3 = kind.endsWith('-s3') ? s3Setup(kind) : null;
+  const s3 = kind.endsWith('-s3') && kind !== 'ceiling-tus-s3' ? s3Setup(kind) : null;
   const s3Keys = new Set(); // key prefixes to delete on `cleanup` (an upload's object, its .info, …)
   const stored = async ({ path, key }) => {
     if (!state.verify) return undefined;
@@ -35,6 +37,10 @@ export default async function resumableTarget({ kind, directory }) {
   const express = require('express');
   let mount;
 
+  if (kind === 'ceiling-tus-s3') {
+    const made = ceilingTusS3({ mount: MOUNT, completed: async (record) => void completed.push(record) });
+    return { server: made.server, takeCompleted: () => completed.splice(0), cleanup: made.cleanup };
+  }
   if (kind === 'ceiling-tus') {
     mkdirSync(uploads, { recursive: true });
     const server = ceilingTus({ directory: uploads, mount: MOUNT, completed: async (record) => void completed.push(record) });
