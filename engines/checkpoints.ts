@@ -31,6 +31,11 @@ export class Checkpoints {
     return this.#queued > 0;
   }
 
+  /** The offset of the last state write asked for (written, or on its way). */
+  get asked(): number {
+    return this.#asked;
+  }
+
   /**
    * Bytes up to `offset` are written: record them if a checkpoint is due, or if the handler wants a progress
    * point and none is being recorded (it stays wanted until the record is done: asking again on every batch

@@ -32,8 +32,12 @@ export interface ResumableDiskDetails {
 const ID = /^[A-Za-z0-9_-]{1,200}$/;
 const STATE = '.json';
 const TEMP = '.tmp';
-/** An append records its offset at least this often, so a crash (kill -9, power) loses at most this much of it. */
+/**
+ * An append records its offset at least this often, and takes in at most RECORD_LEAD more while a state write
+ * is under way: a crash (kill -9, power) loses at most CHECKPOINT + RECORD_LEAD of it.
+ */
 const CHECKPOINT = 8 * 1024 * 1024;
+const RECORD_LEAD = 1024 * 1024;
 /** Bytes per write while the memory budget has room (two batches reserved per append), and otherwise. */
 const LARGE_BATCH = 512 * 1024;
 /** Two of these are the 64 KiB the append's share of the budget stands for (with the socket's buffers). */
@@ -137,7 +141,8 @@ class DiskStore implements ResumableStore {
         : (bytes) => {
             const at = start + bytes;
             const point = progressPoint;
-            if (point === undefined || at < point.at) return checkpoints.written(at);
+            // Once the body has ended, the append's last record comes as soon as these writes are done.
+            if (point === undefined || at < point.at) return stream.readableEnded ? undefined : checkpoints.written(at);
             progressPoint = undefined;
             checkpoints.record(at).then(point.done, point.done); // (a failure stops the append on its own)
           },
@@ -152,6 +157,8 @@ class DiskStore implements ResumableStore {
         chunk: (chunk) => {
           idle.refresh();
           accepted += chunk.length;
+          // A slow state write does not let the bytes on disk run far past the last recorded offset.
+          if (checkpoints.recording && accepted - checkpoints.asked >= RECORD_LEAD) return checkpoints.settled();
           // A progress point (IETF 104) the handler wants at what the batch holds: written now, recorded, sent,
           // and only then the next bytes (as the rate asks, however fast the client sends).
           if (!progress || progressPoint || checkpoints.recording || !progress.wanted(accepted)) return;
