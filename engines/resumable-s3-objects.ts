@@ -5,6 +5,7 @@ import type { UploadFence } from '../lib/resumable/upload-locker';
 import { SpoolError } from '../lib/core/errors';
 import type { ResumableUpload } from '../lib/resumable/upload-store';
 import { toS3Error } from './s3-errors';
+import { bytesCommand } from './s3-payload';
 
 type Sdk = typeof import('@aws-sdk/client-s3');
 
@@ -197,7 +198,7 @@ export class UploadObjects {
   }
 
   async put(Key: string, Body: Buffer): Promise<{ etag?: string; versionId?: string }> {
-    const res = await this.#send(new this.#sdk.PutObjectCommand({ ...OBJECT_SETTINGS, Bucket: this.bucket, Key, Body, ContentLength: Body.length }));
+    const res = await this.#send(bytesCommand(new this.#sdk.PutObjectCommand({ ...OBJECT_SETTINGS, Bucket: this.bucket, Key, Body, ContentLength: Body.length })));
     return { etag: res.ETag, versionId: res.VersionId };
   }
 
@@ -281,7 +282,7 @@ export class UploadObjects {
   async uploadPart(Key: string, UploadId: string, PartNumber: number, Body: Buffer, signal?: AbortSignal): Promise<StoredPart> {
     await this.#fence?.check(Key.slice(this.#prefix.length)); // an early refusal only: numbers are never shared
     const res = await this.#send(
-      new this.#sdk.UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, Body, ContentLength: Body.length }),
+      bytesCommand(new this.#sdk.UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, Body, ContentLength: Body.length })),
       { abortSignal: signal },
     );
     if (!res.ETag) throw toS3Error(new Error(`UploadPart ${PartNumber} answered without an ETag`));

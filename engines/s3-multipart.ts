@@ -5,6 +5,7 @@ import type { Crc } from './s3-checksum';
 import { toS3Error } from './s3-errors';
 import { removeIfLanded, type ReadParams } from './s3-object';
 import type { Part, PartReader } from './s3-parts';
+import { bytesCommand } from './s3-payload';
 
 type Sdk = typeof import('@aws-sdk/client-s3');
 
@@ -66,7 +67,7 @@ export async function uploadMultipart(first: Part, reader: PartReader, options: 
     const value = crc && crc.toBase64(part.crc!);
     if (crc) whole = crc.combine(whole, part.crc!, part.body.length);
     const partChecksum = crc && { ChecksumAlgorithm: crc.name, [`Checksum${crc.name}`]: value };
-    const command = new sdk.UploadPartCommand({ ...input, ...partChecksum, UploadId: uploadId, PartNumber, Body: part.body });
+    const command = bytesCommand(new sdk.UploadPartCommand({ ...input, ...partChecksum, UploadId: uploadId, PartNumber, Body: part.body }));
     const request: Promise<void> = client.send(command, { abortSignal: signal }).then(
       (res) => {
         // (Behind a browser-facing proxy, a missing ETag usually means CORS does not expose it.)

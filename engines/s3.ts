@@ -8,6 +8,7 @@ import { toS3Error } from './s3-errors';
 import { uploadMultipart } from './s3-multipart';
 import { locationOf, removeIfLanded, s3StoredFile, type ReadParams, type S3Details } from './s3-object';
 import { PartReader, type Part } from './s3-parts';
+import { bytesCommand } from './s3-payload';
 
 export type { S3Details } from './s3-object';
 
@@ -143,7 +144,7 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
       try {
         // Not cancelled when the request fails: an abandoned PUT may still land after we gave up on it.
         // A body of one part finishes soon; if the request failed meanwhile, the core removes the object.
-        res = await client.send(new sdk.PutObjectCommand(put));
+        res = await client.send(bytesCommand(new sdk.PutObjectCommand(put)));
       } catch (err) {
         if (noAnswer(err)) await removeIfLanded(client, sdk, input, read, `"${createHash('md5').update(part.body).digest('hex')}"`);
         throw toS3Error(err);
