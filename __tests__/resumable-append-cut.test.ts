@@ -1,11 +1,10 @@
-import { readdirSync, readlinkSync } from 'node:fs';
 import type http from 'node:http';
 import net from 'node:net';
 import express from 'express';
 import { MemoryBudget, resumable, resumableDiskStore } from '../lib';
 import { UploadLocks } from '../lib/resumable/upload-lock';
 import type { UploadLocker } from '../lib/resumable/upload-locker';
-import { close, eventually, listen, tempDir } from './helpers/app';
+import { close, eventually, fdsUnder, listen, tempDir } from './helpers/app';
 import { OCTETS, request, TUS } from './helpers/resumable';
 
 // An append whose request is cut before the handler reaches the body (the client sends a PATCH head and a
@@ -13,15 +12,6 @@ import { OCTETS, request, TUS } from './helpers/resumable';
 // has already closed when the append starts, and no 'close'/'end' comes any more. It must settle at once —
 // lock, data-file fd and memory budget back — also with idleTimeout 0 (no stall check to end it).
 
-/** This process's open fds on files under `dir`. */
-const fdsUnder = (dir: string) =>
-  readdirSync('/proc/self/fd').filter((fd) => {
-    try {
-      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
-    } catch {
-      return false;
-    }
-  }).length;
 
 /** The in-process locker, counting the locks taken so far and held now. */
 function countingLocker(): UploadLocker & { held: number; taken: number } {

@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
-import net from 'node:net';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { eventually } from './helpers/app';
+import { eventually, fdsUnder } from './helpers/app';
 import { enospc } from './helpers/data-writes';
 import { OCTETS, request, startResumable, TUS, type ResumableServer } from './helpers/resumable';
+import { rawConnection, type RawConnection } from './helpers/raw-http';
 
 // Hostile review of ea99e0b: the resumable disk store's BatchedFileWriter in eager mode (batches end anywhere)
 // and the checkpoints asked for once `offset - last asked >= 8 MiB - batchBytes`. Real sockets, a real server,
@@ -42,16 +42,6 @@ async function start(options: Parameters<typeof startResumable>[0] = {}): Promis
 }
 const server = () => srv as ResumableServer;
 
-/** This process's open fds on files under the upload directory. */
-function fdsUnder(dir: string): number {
-  return readdirSync('/proc/self/fd').filter((fd) => {
-    try {
-      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
-    } catch {
-      return false;
-    }
-  }).length;
-}
 
 async function settledResources(): Promise<void> {
   await eventually(() => expect({ used: server().middleware.memoryBudget.used, fds: fdsUnder(server().dir.path) }).toEqual({ used: 0, fds: 0 }), 5000);
@@ -93,48 +83,14 @@ async function finish(path: string, data: Buffer, expectedCompleted = 1): Promis
   expect(done?.sha256).toBe(sha(data));
 }
 
-interface Raw {
-  socket: net.Socket;
-  response(): string;
-  status(timeout?: number): Promise<string>;
-  write(b: Buffer | string): Promise<void>;
-  closed: Promise<void>;
-}
-
-function raw(): Raw {
-  const socket = net.connect(port, '127.0.0.1');
-  socket.on('error', () => undefined);
-  let text = '';
-  socket.on('data', (d) => (text += d.toString('latin1')));
-  const closed = new Promise<void>((r) => socket.once('close', () => r()));
-  const finalStatus = () => {
-    for (const block of text.split('\r\n\r\n')) {
-      const line = block.split('\r\n')[0];
-      if (/^HTTP\/1\.1 [2-5]\d\d/.test(line)) return line;
-    }
-    return '';
-  };
-  return {
-    socket,
-    closed,
-    response: () => text,
-    async status(timeout = 10_000) {
-      const deadline = Date.now() + timeout;
-      let isClosed = false;
-      void closed.then(() => (isClosed = true));
-      while (!finalStatus() && !isClosed && Date.now() < deadline) await sleep(5);
-      return finalStatus();
-    },
-    write: (b) => new Promise<void>((r) => socket.write(b, () => r())),
-  };
-}
+const raw = (): RawConnection => rawConnection(port);
 
 function patchHead(path: string, offset: number, length: number, extra = ''): string {
   return `PATCH ${path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: ${offset}\r\nContent-Length: ${length}\r\n${extra}\r\n`;
 }
 
 /** Sends `body` in random pieces of 1..maxPiece bytes, each awaited until the kernel took it. */
-async function sendIrregular(c: Raw, body: Buffer, maxPiece = 64 * KiB): Promise<void> {
+async function sendIrregular(c: RawConnection, body: Buffer, maxPiece = 64 * KiB): Promise<void> {
   for (let at = 0; at < body.length && !c.socket.destroyed; ) {
     const n = Math.min(body.length - at, rand(1, maxPiece));
     await c.write(body.subarray(at, at + n));

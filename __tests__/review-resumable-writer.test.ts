@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
-import net from 'node:net';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { eventually } from './helpers/app';
+import { eventually, fdsUnder } from './helpers/app';
 import { enospc, onDataWrites } from './helpers/data-writes';
 import { OCTETS, request, startResumable, TUS, type ResumableServer } from './helpers/resumable';
+import { rawConnection, type RawConnection } from './helpers/raw-http';
 
 // Review of the resumable disk append on BatchedFileWriter + Checkpoints + the AppendTap's gather: offsets
 // after cuts, atomic appends, state/data write failures, settling, gather edge cases. Byte-exact (sha256).
@@ -31,16 +31,6 @@ async function start(options: Parameters<typeof startResumable>[0] = {}): Promis
   port = Number(new URL(srv.url).port);
 }
 
-/** This process's open fds on files under the upload directory. */
-function fdsUnder(dir: string): number {
-  return readdirSync('/proc/self/fd').filter((fd) => {
-    try {
-      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
-    } catch {
-      return false;
-    }
-  }).length;
-}
 
 async function create(length: number, headers: Record<string, string | number> = {}): Promise<string> {
   const res = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Length': length, ...headers });
@@ -58,45 +48,7 @@ async function head(path: string): Promise<number> {
   return Number(res.headers['upload-offset']);
 }
 
-interface Raw {
-  socket: net.Socket;
-  /** Everything the server sent. */
-  response(): string;
-  /** Resolves with the status line once a final response head arrived (or '' at the deadline / close). */
-  status(timeout?: number): Promise<string>;
-  write(b: Buffer | string): Promise<void>;
-  closed: Promise<void>;
-}
-
-/** A raw HTTP/1.1 connection to the server. */
-function raw(): Raw {
-  const socket = net.connect(port, '127.0.0.1');
-  socket.on('error', () => undefined);
-  let text = '';
-  socket.on('data', (d) => (text += d.toString('latin1')));
-  const closed = new Promise<void>((r) => socket.once('close', () => r()));
-  const finalStatus = () => {
-    // Skip interim (1xx) responses.
-    for (const block of text.split('\r\n\r\n')) {
-      const line = block.split('\r\n')[0];
-      if (/^HTTP\/1\.1 [2-5]\d\d/.test(line)) return line;
-    }
-    return '';
-  };
-  return {
-    socket,
-    closed,
-    response: () => text,
-    async status(timeout = 10_000) {
-      const deadline = Date.now() + timeout;
-      let isClosed = false;
-      void closed.then(() => (isClosed = true));
-      while (!finalStatus() && !isClosed && Date.now() < deadline) await sleep(10);
-      return finalStatus();
-    },
-    write: (b) => new Promise<void>((r) => socket.write(b, () => r())),
-  };
-}
+const raw = (): RawConnection => rawConnection(port);
 
 function patchHead(path: string, offset: number, length: number | 'chunked', extra = ''): string {
   const len = length === 'chunked' ? 'Transfer-Encoding: chunked\r\n' : `Content-Length: ${length}\r\n`;
@@ -487,7 +439,7 @@ test('under memory pressure (small batches), the batch buffers appends hold stay
   // 1 MiB: never half free for 2 x 512 KiB, so every append takes the small (64 KiB) batches.
   await start({ memoryBudget: '1MiB' });
   const data = randomBytes(200 * KiB);
-  const clients: Raw[] = [];
+  const clients: RawConnection[] = [];
   for (let i = 0; i < 8; i++) {
     const path = await create(data.length);
     const c = raw();

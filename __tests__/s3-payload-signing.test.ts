@@ -2,16 +2,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import https from 'node:https';
-import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import tls from 'node:tls';
 import express from 'express';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { resumable, s3Engine, s3ResumableStore, spool } from '../lib';
 import { close, echoApp, eventually, listen } from './helpers/app';
 import { postMultipart } from './helpers/multipart';
 import { tusUpload } from './helpers/resumable';
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy';
 import { s3TestClient, s3TestEnv, useTestBucket } from './setup/s3-env';
 
 // SigV4 signs a Buffer body by hashing it (x-amz-content-sha256): over HTTPS the engines send file bytes
@@ -35,58 +34,29 @@ interface SeenRequest {
   contentSha256: string | undefined;
 }
 
-/** A proxy to the S3 server, TLS-ending or plain TCP, that parses the head of every request sent through it. */
-async function recordingProxy(secure: boolean) {
-  const target = new URL(s3TestEnv().endpoint);
-  const streams: Buffer[][] = [];
-  const sockets = new Set<net.Socket>();
-  const onClient = (client: net.Socket) => {
-    const chunks: Buffer[] = [];
-    streams.push(chunks);
-    const upstream = net.connect(Number(target.port), target.hostname);
-    sockets.add(client).add(upstream);
-    client.on('data', (c: Buffer) => chunks.push(c));
-    client.pipe(upstream).pipe(client);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-  };
-  const server = secure ? tls.createServer({ key, cert }, onClient) : net.createServer(onClient);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `${secure ? 'https' : 'http'}://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    /** Every request head sent so far (each connection's bytes read as HTTP/1.1, bodies skipped by Content-Length). */
-    requests(): SeenRequest[] {
-      const seen: SeenRequest[] = [];
-      for (const chunks of streams) {
-        const text = Buffer.concat(chunks).toString('latin1');
-        let at = 0;
-        while (at < text.length) {
-          const end = text.indexOf('\r\n\r\n', at);
-          if (end < 0) break;
-          const [line, ...headers] = text.slice(at, end).split('\r\n');
-          const header = (name: string) => headers.find((h) => h.toLowerCase().startsWith(`${name}:`))?.slice(name.length + 1).trim();
-          const [method, path] = line.split(' ');
-          const length = Number(header('content-length') ?? 0);
-          seen.push({ method, path, length, contentSha256: header('x-amz-content-sha256') });
-          at = end + 4 + length;
-        }
-      }
-      return seen;
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
+/** Every request head in one connection's bytes (HTTP/1.1; bodies skipped by their Content-Length). */
+function requestsIn(bytes: Buffer): SeenRequest[] {
+  const text = bytes.toString('latin1');
+  const seen: SeenRequest[] = [];
+  let at = 0;
+  while (at < text.length) {
+    const end = text.indexOf('\r\n\r\n', at);
+    if (end < 0) break;
+    const [line, ...headers] = text.slice(at, end).split('\r\n');
+    const header = (name: string) => headers.find((h) => h.toLowerCase().startsWith(`${name}:`))?.slice(name.length + 1).trim();
+    const [method, path] = line.split(' ');
+    const length = Number(header('content-length') ?? 0);
+    seen.push({ method, path, length, contentSha256: header('x-amz-content-sha256') });
+    at = end + 4 + length;
+  }
+  return seen;
 }
 
+/** A proxy to the S3 server, TLS-ending or plain, that keeps what the client sent through it. */
+const recordingProxy = (secure: boolean): Promise<TcpProxy> => startTcpProxy(s3TestEnv().endpoint, 0, { record: true, tls: secure ? { key, cert } : undefined });
+
 /** Requests that carried at least 1 MiB: file bytes (the state objects of the resumable store are small). */
-const fileBytes = (seen: SeenRequest[]) => seen.filter((r) => r.method === 'PUT' && r.length >= MiB);
+const fileBytes = (proxy: TcpProxy) => proxy.sent().flatMap(requestsIn).filter((r) => r.method === 'PUT' && r.length >= MiB);
 
 async function objectSha(objectKey: string): Promise<string> {
   const res = await plainClient.send(new GetObjectCommand({ Bucket: bucket, Key: objectKey }));
@@ -128,12 +98,12 @@ test('over HTTPS, file bytes go to S3 unsigned (UNSIGNED-PAYLOAD): multipart par
     const client = s3TestClient({ endpoint: proxy.url, requestHandler: { httpsAgent: new https.Agent({ ca: cert, keepAlive: true }) } });
     await uploadAll(client, 'tls/');
     client.destroy();
-    const bytes = fileBytes(proxy.requests());
+    const bytes = fileBytes(proxy);
     // The 12 MiB file's 3 parts, the 2 MiB file's PutObject, the resumable upload's 8 MiB part and 3 MiB tail.
     expect(bytes.length).toBeGreaterThanOrEqual(6);
     for (const r of bytes) expect(r.contentSha256).toBe('UNSIGNED-PAYLOAD');
   } finally {
-    await proxy.close();
+    await proxy.cut();
   }
 });
 
@@ -143,10 +113,10 @@ test('over plain HTTP, file bytes stay signed (their sha256 in x-amz-content-sha
     const client = s3TestClient({ endpoint: proxy.url });
     await uploadAll(client, 'plain/');
     client.destroy();
-    const bytes = fileBytes(proxy.requests());
+    const bytes = fileBytes(proxy);
     expect(bytes.length).toBeGreaterThanOrEqual(6);
     for (const r of bytes) expect(r.contentSha256).toMatch(/^[0-9a-f]{64}$/);
   } finally {
-    await proxy.close();
+    await proxy.cut();
   }
 });
