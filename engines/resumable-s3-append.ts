@@ -1,8 +1,9 @@
 import type { Readable } from 'node:stream';
+import { SpoolError } from '../lib/core/errors';
 import type { AppendContext } from '../lib/resumable/upload-store';
 import type { PartPool } from './resumable-s3-pool';
 import { toS3Error } from './s3-errors';
-import { claimedOf, MAX_PARTS, MIN_PART_SIZE, type Committed, type StoredPart, type UploadObjects, type UploadState } from './resumable-s3-objects';
+import { claimedOf, MAX_PARTS, MIN_PART_SIZE, s3ErrorName, type Committed, type StoredPart, type UploadObjects, type UploadState } from './resumable-s3-objects';
 
 export interface AppendSettings {
   readonly objects: UploadObjects;
@@ -13,9 +14,14 @@ export interface AppendSettings {
   readonly commit: (from: Committed, next: UploadState) => Promise<Committed>;
   /**
    * The append's last commit, the one the handler answers with: `commit`, and also still the latest state
-   * (UPLOAD_LOCKED otherwise: its number was free because a completion or removal had deleted it).
+   * (UPLOAD_LOCKED otherwise: a number after `base`, the state the append started from, was free because a
+   * completion or removal had deleted it).
    */
-  readonly commitLast: (from: Committed, next: UploadState) => Promise<Committed>;
+  readonly commitLast: (base: Committed, from: Committed, next: UploadState) => Promise<Committed>;
+  /** Whether state `base` was deleted (the upload completed or removed since): what the append committed is void. */
+  readonly gone: (base: Committed) => Promise<boolean>;
+  /** Forgets the state the store remembers for the upload (it was one of this append's void commits). */
+  readonly forget: () => void;
   /** The store's part buffers (reserved on `context.memory` before one is taken, given back once no send can read it). */
   readonly pool: PartPool;
 }
@@ -94,7 +100,7 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
   const commitWith = (make: (state: UploadState) => UploadState | undefined, last = false): Promise<void> => {
     const run = chain.then(async () => {
       const next = make(committed.state);
-      if (next) committed = await (last ? settings.commitLast : settings.commit)(committed, next);
+      if (next) committed = await (last ? settings.commitLast(start, committed, next) : settings.commit(committed, next));
     });
     chain = run.catch(() => undefined);
     return run;
@@ -122,7 +128,13 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
     }
     buffer = pool.take(want);
     if (placed === 0 && first.tail) {
-      await objects.readInto(first.tail.key, buffer, 0, 0, first.tail.size);
+      try {
+        await objects.readInto(first.tail.key, buffer, 0, 0, first.tail.size);
+      } catch (err) {
+        // Appended to, completed or removed since: the tail goes once no latest state names it.
+        if (s3ErrorName(err) === 'NoSuchKey') throw new SpoolError('UPLOAD_LOCKED', 'Another request changed this upload since this one read it');
+        throw err;
+      }
       size = placed = first.tail.size;
     }
     return true;
@@ -209,6 +221,7 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
   const chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   let carry: Buffer | undefined;
   let tailWrite: Promise<unknown> | undefined;
+  let newTail: string | undefined;
   try {
     for (;;) {
       let chunk = carry;
@@ -272,7 +285,8 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
       const unchanged = first.tail !== undefined && size === first.tail.size && nextNumber === firstNumber;
       tail = unchanged ? first.tail : { key: objects.newTailKey(id), size };
       if (!unchanged) {
-        tailWrite = objects.put(tail!.key, buffer.subarray(0, size));
+        newTail = tail!.key;
+        tailWrite = objects.put(newTail, buffer.subarray(0, size));
         tailWrite.catch(() => undefined); // awaited below, once the parts in flight are in
       }
     } else if (!buffer && nextNumber === firstNumber) {
@@ -293,6 +307,17 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
     stream.destroy();
     await Promise.allSettled([...running, chain, preparing, tailWrite]);
     releaseBuffer();
+    if ((committed !== start || newTail !== undefined) && (await settings.gone(start))) {
+      // The upload was completed or removed (before this append began, or during it): the states it committed
+      // would bring it back, the tail and the multipart upload it made would be orphans. All of them go.
+      settings.forget();
+      const mine: string[] = [];
+      for (let n = start.n + 1; n <= committed.n; n++) mine.push(objects.stateKey(id, n));
+      if (newTail !== undefined) mine.push(newTail);
+      await objects.deleteMany(mine).catch(() => undefined);
+      if (uploadId !== undefined && uploadId !== first.uploadId) await objects.abort(key, uploadId).catch(() => undefined);
+      throw err;
+    }
     // Parts that S3 has are still worth a commit (not atomic); a failure here adds nothing to the first.
     if (!atomic && !isLockLost(err)) {
       await commit('keep').then(

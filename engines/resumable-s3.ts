@@ -5,7 +5,7 @@ import type { StoredFile } from '../lib/core/engine';
 import { SpoolError } from '../lib/core/errors';
 import { countOption, describe, sizeOption, type Size } from '../lib/core/sizes';
 import type { UploadFence } from '../lib/resumable/upload-locker';
-import type { AppendContext, NewUpload, ResumableContext, ResumableStore, ResumableUpload, UploadChanges } from '../lib/resumable/upload-store';
+import type { AppendContext, NewUpload, ResumableContext, ResumableGetOptions, ResumableStore, ResumableUpload, UploadChanges } from '../lib/resumable/upload-store';
 import { appendToS3 } from './resumable-s3-append';
 import { concatenateObjects } from './resumable-s3-concat';
 import { PartPool } from './resumable-s3-pool';
@@ -123,7 +123,12 @@ class S3Store implements ResumableStore {
     return this.#view(state);
   }
 
-  async get(id: string): Promise<ResumableUpload | undefined> {
+  async get(id: string, options?: ResumableGetOptions): Promise<ResumableUpload | undefined> {
+    // About to append: the state this store last read or committed, unchecked — the append's create-only
+    // commits and its last commit's check (`#commitLast`) refuse it if it was not the latest. Saves the three
+    // HEADs of `#latest` per PATCH (each S3 request costs the SDK a few ms of CPU: bench/README.md).
+    const remembered = options?.append === true && ID.test(id) ? this.#seen.get(id) : undefined;
+    if (remembered && !remembered.state.object && !remembered.state.removed && !remembered.state.sealing) return this.#view(remembered.state);
     const current = await this.#latest(id);
     return current && !current.state.removed ? this.#view(current.state) : undefined;
   }
@@ -184,7 +189,9 @@ class S3Store implements ResumableStore {
         partSize: this.#partSize,
         queueSize: this.#queueSize,
         commit: (from, next) => this.#commit(from, next),
-        commitLast: (from, next) => this.#commitLast(from, next),
+        commitLast: (base, from, next) => this.#commitLast(base, from, next),
+        gone: (base) => this.#gone(base),
+        forget: () => this.#seen.delete(upload.id),
         pool: this.#pool,
       });
       return offsetOf(committed.state);
@@ -372,17 +379,20 @@ class S3Store implements ResumableStore {
   /**
    * An append's last commit (the handler answers with it, and its `update` after it writes nothing when the
    * append already recorded the expiry): like `#commitChecked` it must be the latest, checked with HEADs
-   * instead of a LIST, after the commit succeeded. Its number `from.n + 1` was free; if that is because a
-   * completion or removal deleted it, then an object is at the upload's key (asked first), or the
-   * completion/removal has finished and deleted state `from.n` (asked second) — see `#latest`.
+   * instead of a LIST, after the commit succeeded. The append's commits took the numbers after `base` (the
+   * state it started from) create-only, one after another; a number was free either because no one else
+   * committed it, or because a completion or removal had deleted it. In the second case an object is at
+   * the upload's key (asked first), or the completion/removal has finished and deleted state `base.n`
+   * (asked second) — see `#latest`. Checking `base` rather than the state just before covers the whole
+   * append: a removal that finished before its first commit, or before `get` read `base` from memory.
    */
-  async #commitLast(from: Committed, next: UploadState): Promise<Committed> {
+  async #commitLast(base: Committed, from: Committed, next: UploadState): Promise<Committed> {
     const id = next.upload.id;
     const objects = this.#objects;
     const committed = await this.#commit(from, next);
     let latest: boolean;
     try {
-      latest = (await objects.head(objects.key(id))) === undefined && (await objects.head(objects.stateKey(id, from.n))) !== undefined;
+      latest = (await objects.head(objects.key(id))) === undefined && (await objects.head(objects.stateKey(id, base.n))) !== undefined;
     } catch (err) {
       this.#seen.delete(id);
       throw err;
@@ -394,6 +404,15 @@ class S3Store implements ResumableStore {
     this.#seen.delete(id);
     await objects.delete(objects.stateKey(id, committed.n)).catch(() => undefined);
     throw new SpoolError('UPLOAD_LOCKED', 'Another request completed or removed this upload since this one read it');
+  }
+
+  /**
+   * Whether state `base` is gone — deleted by a completion's clean-up or a removal, so that nothing an
+   * append based on it committed can count. A failed HEAD says no (the append's commits are kept).
+   */
+  async #gone(base: Committed): Promise<boolean> {
+    const objects = this.#objects;
+    return (await objects.head(objects.stateKey(base.state.upload.id, base.n)).catch(() => true)) === undefined;
   }
 
   /** Commits `next` as the state after `from` (the first state when undefined), create-only. */

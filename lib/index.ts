@@ -22,7 +22,7 @@ export type { S3EngineOptions, S3Details, S3ExtraParams } from '../engines/s3';
 export type { ToMulterStorageOptions } from './multer/to-multer-storage';
 export type { FromMulterStorageOptions } from './multer/from-multer-storage';
 export type { MulterFile, MulterStorageEngine } from './multer/multer-types';
-export type { ResumableStore, ResumableUpload, NewUpload, UploadChanges, ResumableContext, AppendContext, AppendProgress } from './resumable/upload-store';
+export type { ResumableStore, ResumableUpload, NewUpload, UploadChanges, ResumableContext, AppendContext, AppendProgress, ResumableGetOptions } from './resumable/upload-store';
 export type { Resumable } from './resumable/handler';
 export type { ResumableOptions, ResumableLimits, ResumableProtocol } from './resumable/options';
 export type { RedisLocker, RedisLockerOptions } from '../engines/redis-locker';

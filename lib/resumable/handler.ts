@@ -197,9 +197,13 @@ class Handler {
     };
     const release = await this.#locks.acquire(id, end, this.#config.lockTimeout);
     const lease = this.#config.budget.lease();
+    // Read as for an append (a store may answer from what it last saw: see ResumableStore.get).
+    let remembered = false;
     try {
-      let upload = (current = await this.#live(id));
-      this.#checkAppend(upload, intent);
+      let upload: ResumableUpload;
+      [upload, remembered] = await this.#appendable(id, intent);
+      current = upload;
+      if (!remembered) this.#checkAppend(upload, intent);
       if (intent.length !== undefined && upload.length === undefined) {
         if (intent.length > this.#config.fileSize) throw new SpoolError('LIMIT_FILE_SIZE');
         upload = current = await this.#store.update(id, { length: intent.length });
@@ -246,6 +250,9 @@ class Handler {
     } catch (err) {
       // The store failed during the append: it may have recorded bytes (and a 104 acknowledged them) first.
       if (appending !== false && current) current = await this.#durable(current, appending);
+      // An append on a remembered state that the store refused: if a fresh read finds the upload gone,
+      // that is the answer, as a request that read it first would have had.
+      if (remembered) [err, current] = await this.#explain(id, intent, err, current);
       this.#fail(req, res, protocol, err, current, intent);
     } finally {
       lease.close();
@@ -276,13 +283,44 @@ class Handler {
     return new InterimProgress(req, res, start, rate, (offset) => protocol.progress!(req, offset, location));
   }
 
-  #checkAppend(upload: ResumableUpload, intent: AppendIntent): void {
-    if (upload.concat?.kind === 'final') throw new SpoolError('UPLOAD_COMPLETED', 'A final upload cannot be appended to');
-    if (intent.offset !== upload.offset) throw new SpoolError('OFFSET_MISMATCH', `Upload-Offset is ${upload.offset}, not ${intent.offset}`);
-    if (upload.complete) throw new SpoolError('UPLOAD_COMPLETED');
-    if (intent.length !== undefined && upload.length !== undefined && intent.length !== upload.length) throw new SpoolError('INCONSISTENT_LENGTH');
-    if (intent.length !== undefined && intent.length < upload.offset) throw new SpoolError('INCONSISTENT_LENGTH');
+  /**
+   * The upload an append goes on from: what `get(id, { append })` answers when it passes every check (a
+   * store may answer from memory; its append then refuses if that was not the latest state) — `remembered`
+   * — else a fresh read, for the caller to check: a refusal, an offset or an expiry the request is
+   * answered with comes from storage.
+   */
+  async #appendable(id: string, intent: AppendIntent): Promise<[upload: ResumableUpload, remembered: boolean]> {
+    const known = await this.#store.get(id, { append: true });
+    const deferred = intent.length !== undefined && known?.length === undefined;
+    if (known && !expired(known) && !deferred && appendProblem(known, intent) === undefined) return [known, true];
+    return [await this.#live(id), false];
   }
+
+  /**
+   * After an append on a remembered state was refused: when a fresh read finds the upload gone (or
+   * expired), or a storage failure turns out to be an upload completed meanwhile, that is the answer, as
+   * it would have been had the request read it first. Another request's commit that came first stays a
+   * refusal (423), as for a request whose read another request overtook.
+   */
+  async #explain(id: string, intent: AppendIntent, err: unknown, current: ResumableUpload | undefined): Promise<[unknown, ResumableUpload | undefined]> {
+    const code = (err as SpoolError | null)?.code;
+    if (code !== 'UPLOAD_LOCKED' && code !== 'STORAGE_FAILED') return [err, current];
+    try {
+      const upload = await this.#live(id);
+      // S3 refused a part of an upload completed meanwhile: not a storage failure, but what a read would have said.
+      const problem = code === 'STORAGE_FAILED' ? appendProblem(upload, intent) : undefined;
+      return problem ? [problem, upload] : [err, current];
+    } catch (fresh) {
+      const gone = (fresh as SpoolError | null)?.code === 'UPLOAD_NOT_FOUND' || (fresh as SpoolError | null)?.code === 'UPLOAD_EXPIRED';
+      return gone ? [fresh, undefined] : [err, current];
+    }
+  }
+
+  #checkAppend(upload: ResumableUpload, intent: AppendIntent): void {
+    const problem = appendProblem(upload, intent);
+    if (problem) throw problem;
+  }
+
 
   /**
    * Marks an upload complete: its sha256, the Repr-Digest check, then the app's onComplete — or, for a
@@ -588,4 +626,14 @@ function notAllowed(): SpoolError {
 async function digestOf(hash: Hash, stream: NodeJS.ReadableStream): Promise<Buffer> {
   for await (const chunk of stream) hash.update(chunk as Buffer);
   return hash.digest();
+}
+
+/** Why `intent` cannot append to `upload`, or undefined. */
+function appendProblem(upload: ResumableUpload, intent: AppendIntent): SpoolError | undefined {
+  if (upload.concat?.kind === 'final') return new SpoolError('UPLOAD_COMPLETED', 'A final upload cannot be appended to');
+  if (intent.offset !== upload.offset) return new SpoolError('OFFSET_MISMATCH', `Upload-Offset is ${upload.offset}, not ${intent.offset}`);
+  if (upload.complete) return new SpoolError('UPLOAD_COMPLETED');
+  if (intent.length !== undefined && upload.length !== undefined && intent.length !== upload.length) return new SpoolError('INCONSISTENT_LENGTH');
+  if (intent.length !== undefined && intent.length < upload.offset) return new SpoolError('INCONSISTENT_LENGTH');
+  return undefined;
 }

@@ -141,6 +141,12 @@ export interface AppendProgress {
  *   the state and tail objects, tolerating what is already gone; `list`: ListObjectsV2 over the state
  *   objects.
  */
+/** Options of `ResumableStore.get`. */
+export interface ResumableGetOptions {
+  /** The caller is about to append: the store may answer from what it last read or committed (see `get`). */
+  readonly append?: boolean;
+}
+
 export interface ResumableStore {
   /** Short name used in errors and as the uploaded file's `storage`. */
   readonly name: string;
@@ -148,8 +154,14 @@ export interface ResumableStore {
   /** Records a new, empty upload and returns it with the id the store chose. */
   create(upload: NewUpload, context: ResumableContext): Promise<ResumableUpload>;
 
-  /** The upload's current state, or undefined when there is none (never created, removed, swept). */
-  get(id: string): Promise<ResumableUpload | undefined>;
+  /**
+   * The upload's current state, or undefined when there is none (never created, removed, swept). With
+   * `options.append` the caller is about to append to it: a store may then answer from the state it last
+   * read or committed itself, without asking its storage, provided its `append` refuses (rejects) when that
+   * state was no longer the latest. The caller reads again, without the option, before it answers with
+   * anything the read told it (an offset mismatch, an expiry) and after such a refusal.
+   */
+  get(id: string, options?: ResumableGetOptions): Promise<ResumableUpload | undefined>;
 
   /** Changes the handler-owned fields and persists them atomically; resolves with the new state. */
   update(id: string, changes: UploadChanges): Promise<ResumableUpload>;
