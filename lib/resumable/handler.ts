@@ -307,8 +307,9 @@ class Handler {
     if (code !== 'UPLOAD_LOCKED' && code !== 'STORAGE_FAILED') return [err, current];
     try {
       const upload = await this.#live(id);
-      // S3 refused a part of an upload completed meanwhile: not a storage failure, but what a read would have said.
-      const problem = code === 'STORAGE_FAILED' ? appendProblem(upload, intent) : undefined;
+      // S3 refused a part of an upload completed meanwhile: not a storage failure, but what a read would have
+      // said. (Not an offset alone: this very append may have moved it before it failed.)
+      const problem = code === 'STORAGE_FAILED' && upload.complete ? appendProblem(upload, intent) : undefined;
       return problem ? [problem, upload] : [err, current];
     } catch (fresh) {
       const gone = (fresh as SpoolError | null)?.code === 'UPLOAD_NOT_FOUND' || (fresh as SpoolError | null)?.code === 'UPLOAD_EXPIRED';
