@@ -30,12 +30,20 @@ interface Instance {
   url: string;
   middleware: Resumable;
   completed: string[];
+  /** The part numbers of this instance's UploadParts, in order. */
+  parts: number[];
   close(): Promise<void>;
 }
 
 async function instance(prefix: string): Promise<Instance> {
   const client = s3TestClient();
   const completed: string[] = [];
+  const parts: number[] = [];
+  const send = client.send.bind(client) as (command: unknown, options?: unknown) => Promise<unknown>;
+  (client as unknown as { send: typeof send }).send = (command: unknown, options?: unknown) => {
+    if ((command as object).constructor.name === 'UploadPartCommand') parts.push(Number((command as { input: { PartNumber: number } }).input.PartNumber));
+    return send(command, options);
+  };
   const middleware = resumable({
     store: s3ResumableStore({ client, bucket, prefix, partSize: '5MiB' }),
     sweepInterval: 0,
@@ -54,6 +62,7 @@ async function instance(prefix: string): Promise<Instance> {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     middleware,
     completed,
+    parts,
     async close() {
       middleware.close();
       await close(server);
@@ -170,5 +179,35 @@ describe('s3ResumableStore: the state remembered for the next PATCH, when anothe
     const head = await request(`${a.url}${path}`, 'HEAD', TUS);
     expect(head.headers['upload-offset']).toBe(String(data.length));
     expect(a.completed).toEqual([]);
+  }, 60_000);
+
+  test('the part number a PATCH reserves for its instance\'s next PATCH is never another instance\'s: a stale PATCH on it is refused, its part counts for nothing, byte-exact', async () => {
+    prefix = `reserved-${randomBytes(3).toString('hex')}/`;
+    [a, b] = await Promise.all([instance(prefix), instance(prefix)]);
+    data = randomBytes(20 * MiB);
+    const created = await request(`${a.url}/files`, 'POST', { ...TUS, 'Upload-Length': data.length });
+    path = created.headers.location!;
+    id = path.split('/').pop()!;
+    // A: part 1, and its last state claims part 2 for A's next PATCH.
+    expect((await patch(`${a.url}${path}`, 0, data.subarray(0, 5 * MiB))).status).toBe(204);
+    expect(a.parts).toEqual([1]);
+    // B reads that state from S3 and appends: it must start after the reserved number.
+    expect((await patch(`${b.url}${path}`, 5 * MiB, data.subarray(5 * MiB, 10 * MiB))).status).toBe(204);
+    expect(b.parts).toEqual([3]);
+    // A, on the state it remembers (offset 5 MiB), sends its part under the reserved number: the part reaches
+    // S3, A's state commit finds B's, the request is refused.
+    const stale = await patch(`${a.url}${path}`, 5 * MiB, randomBytes(5 * MiB));
+    expect(stale.status).toBe(423);
+    expect(a.parts).toEqual([1, 2]);
+    // A reads again; both instances finish the upload: A's part 2 is in no state that counts.
+    const head = await request(`${a.url}${path}`, 'HEAD', TUS);
+    expect(head.headers['upload-offset']).toBe(String(10 * MiB));
+    expect((await patch(`${a.url}${path}`, 10 * MiB, data.subarray(10 * MiB, 15 * MiB))).status).toBe(204);
+    expect(a.parts).toEqual([1, 2, 5]);
+    expect((await patch(`${b.url}${path}`, 15 * MiB, data.subarray(15 * MiB))).status).toBe(204);
+    expect(b.completed).toEqual([sha(data)]);
+    expect(sha(await objectBytes(prefix + id))).toBe(sha(data));
+    expect(await openUploads(prefix)).toEqual([]);
+    expect((await keysUnder(prefix)).map((key) => key.replace(/\.state\.\d+$/, '.state'))).toEqual([id, `${id}.state`]);
   }, 60_000);
 });

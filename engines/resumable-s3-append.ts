@@ -22,6 +22,13 @@ export interface AppendSettings {
   readonly gone: (base: Committed) => Promise<boolean>;
   /** Forgets the state the store remembers for the upload (it was one of this append's void commits). */
   readonly forget: () => void;
+  /**
+   * The part number `start` claimed, unused, for this store's next append (see `reserve`): the append may
+   * send its first part under it without committing a claim first. Undefined: it claims as usual.
+   */
+  readonly reserved?: number;
+  /** After a clean end: `state` claims `number`, unused, for the next append this store makes on it. */
+  readonly reserve: (state: Committed, number: number) => void;
   /** The store's part buffers (reserved on `context.memory` before one is taken, given back once no send can read it). */
   readonly pool: PartPool;
 }
@@ -67,7 +74,8 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
   const base = first.parts.reduce((sum, part) => sum + part.size, 0);
   // Bytes this append may hold from the parts' end: the old tail plus what the declared length leaves.
   const room = first.upload.length === undefined ? Infinity : first.upload.length - base;
-  const firstNumber = claimedOf(first) + 1;
+  // After every number claimed before — except one this store's previous append claimed for it and never used.
+  const firstNumber = settings.reserved === claimedOf(first) ? settings.reserved : claimedOf(first) + 1;
   let committed = start;
   let uploadId = first.uploadId;
   const sent = new Map<number, StoredPart>();
@@ -201,7 +209,7 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
         parts,
         tail: tail === 'keep' ? (parts.length === first.parts.length ? first.tail : undefined) : tail,
         // A clean end gives back what it did not use; otherwise the numbers up to the next flush stay claimed.
-        claimed: release ? Math.max(claimedOf(first), nextNumber - 1) : Math.max(claimedOf(state), Math.min(MAX_PARTS, nextNumber + queueSize)),
+        claimed: release ? Math.max(claimedOf(first), reserving()) : Math.max(claimedOf(state), Math.min(MAX_PARTS, nextNumber + queueSize)),
       };
       // Claims alone are not worth a commit: the next flush claims if it must, and at the end at most
       // queueSize + 1 numbers stay claimed unused (skipped by the next writer).
@@ -209,6 +217,13 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
         next.parts.length === state.parts.length && next.tail === state.tail && next.uploadId === state.uploadId && next.upload.expiresAt === state.upload.expiresAt;
       return same ? undefined : next;
     }, release);
+
+  /**
+   * What a clean end leaves claimed: the numbers used, and the next one, reserved for this store's next
+   * append (`settings.reserve`), so that a PATCH on the same instance sends its first part without a claim
+   * commit of its own. Another writer starts after it, as after any claimed number.
+   */
+  const reserving = () => Math.min(MAX_PARTS, nextNumber);
 
   let reported = base;
   /** Tells the handler the offset the committed state names, when it grew. */
@@ -298,6 +313,7 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
     if (failure !== undefined) throw failure;
     releaseBuffer();
     await commit(tail, true);
+    if (committed !== start && claimedOf(committed.state) === nextNumber && reserving() === nextNumber) settings.reserve(committed, nextNumber);
     // The old tail is no longer named by the current state: removed off the answer's path (completion and
     // removal delete every object of the upload anyway, should this fail).
     if (first.tail && committed.state.tail !== first.tail) void objects.delete(first.tail.key).catch(() => undefined);

@@ -102,6 +102,13 @@ class S3Store implements ResumableStore {
    * checked update): an `update` that would rewrite one unchanged writes nothing.
    */
   readonly #verified = new WeakSet<Committed>();
+  /**
+   * States this store committed at an append's clean end, with the part number each claimed for the next
+   * append and nobody used: only this store knows it is unused, so only its next append on that very
+   * state sends a part under it without a claim commit (appends to one upload never overlap in a process:
+   * the handler's lock). Any other writer starts after it, as after every claimed number.
+   */
+  readonly #reserved = new WeakMap<Committed, number>();
   /** Part buffers reused across appends (README "The memory bound"). */
   readonly #pool: PartPool;
   /** Completed uploads whose leftovers are being removed (`#heal`). */
@@ -183,6 +190,9 @@ class S3Store implements ResumableStore {
       return offsetOf(current.state);
     }
     const leave = this.#pool.enter();
+    // Taken by this append whatever happens: a number is used by one append at most.
+    const reserved = this.#reserved.get(current);
+    this.#reserved.delete(current);
     try {
       const committed = await appendToS3(current, stream, context, {
         objects: this.#objects,
@@ -192,6 +202,8 @@ class S3Store implements ResumableStore {
         commitLast: (base, from, next) => this.#commitLast(base, from, next),
         gone: (base) => this.#gone(base),
         forget: () => this.#seen.delete(upload.id),
+        reserved,
+        reserve: (state, number) => this.#reserved.set(state, number),
         pool: this.#pool,
       });
       return offsetOf(committed.state);
