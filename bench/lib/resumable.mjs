@@ -26,7 +26,7 @@ const MOUNT = '/files';
 export const CHUNK = 8 * MiB;
 
 export const DISK_TARGETS = ['spool-tus-disk', 'tus-file', 'ceiling-tus'];
-export const S3_TARGETS = ['spool-tus-s3', 'tus-s3', 'ceiling-tus-s3', 'spool-tus-x-s3'];
+export const S3_TARGETS = ['spool-tus-s3', 'tus-s3', 'ceiling-tus-s3'];
 export const isResumableKey = (k) => /^r\d+$/.test(k);
 
 export const RESUMABLE_ABOUT = {
@@ -35,7 +35,6 @@ export const RESUMABLE_ABOUT = {
   'ceiling-tus': 'raw node:http, uploads known only in memory, each PATCH body piped into the upload\'s file at its offset (1 MiB write buffer): the limit for tus uploads to disk on this machine',
   'spool-tus-s3': 'express-spool, `resumable({ store: s3ResumableStore({ client, bucket, prefix }) })` (8 MiB parts, queueSize 1), the rest default',
   'tus-s3': '@tus/server + @tus/s3-store (its defaults: 8 MiB parts staged as files in os.tmpdir(), up to 60 part uploads in flight)',
-  'spool-tus-x-s3': 'scratch twin: get without the append hint',
   'ceiling-tus-s3': 'raw node:http, uploads known only in memory, one S3 multipart upload per upload, each 8 MiB PATCH body streamed as one UploadPart: the limit for tus uploads to this S3 server',
 };
 
@@ -251,7 +250,7 @@ export async function resumablePhase({ opts, log, base, live, s3 }) {
   let session = await s3.get();
   const s3Status = { about: session.about, skipped: session.skipped };
   if (session.skipped) log(`resumable S3 pair skipped: ${session.skipped}`);
-  const targets = () => (process.env.SCRATCH_S3_ONLY ? S3_TARGETS : s3Status.skipped ? DISK_TARGETS : [...DISK_TARGETS, ...S3_TARGETS]);
+  const targets = () => (s3Status.skipped ? DISK_TARGETS : [...DISK_TARGETS, ...S3_TARGETS]);
   for (const w of Object.values(W)) filesFor(w);
 
   /** A run; an S3 target's failure (a local radosgw under load has been seen to die) restarts the S3 server once, then drops the S3 pair. */

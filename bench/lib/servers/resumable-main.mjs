@@ -11,7 +11,7 @@ import { mkdirSync } from 'node:fs';
 import { state } from './common.mjs';
 import resumableTarget from './resumable.mjs';
 
-const RESUMABLE_TARGETS = ['spool-tus-disk', 'tus-file', 'ceiling-tus', 'spool-tus-s3', 'tus-s3', 'ceiling-tus-s3', 'spool-tus-x-s3'];
+const RESUMABLE_TARGETS = ['spool-tus-disk', 'tus-file', 'ceiling-tus', 'spool-tus-s3', 'tus-s3', 'ceiling-tus-s3'];
 
 const [target, directory] = process.argv.slice(2);
 if (!RESUMABLE_TARGETS.includes(target) || !directory) {

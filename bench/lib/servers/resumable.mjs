@@ -46,10 +46,9 @@ export default async function resumableTarget({ kind, directory }) {
     const server = ceilingTus({ directory: uploads, mount: MOUNT, completed: async (record) => void completed.push(record) });
     return { server, takeCompleted: () => completed.splice(0), cleanup: async () => {} };
   }
-  if (kind === 'spool-tus-disk' || kind === 'spool-tus-s3' || kind === 'spool-tus-x-s3') {
+  if (kind === 'spool-tus-disk' || kind === 'spool-tus-s3') {
     const { resumable, resumableDiskStore, s3ResumableStore } = require('../../../dist/lib/index.js');
-    let store = s3 ? s3ResumableStore({ client: s3.client, bucket: s3.bucket, prefix: s3.prefix }) : resumableDiskStore({ directory: uploads });
-    if (kind === 'spool-tus-x-s3') store = new Proxy(store, { get: (t, k) => (k === 'get' ? (id) => t.get(id) : typeof t[k] === 'function' ? t[k].bind(t) : t[k]) });
+    const store = s3 ? s3ResumableStore({ client: s3.client, bucket: s3.bucket, prefix: s3.prefix }) : resumableDiskStore({ directory: uploads });
     if (s3) s3Keys.add(s3.prefix);
     const files = resumable({
       store,
