@@ -8,13 +8,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Readable } from 'node:stream';
-import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import express from 'express';
 import { resumable, s3ResumableStore, type Resumable } from '../lib/index';
 import { close } from './helpers/app';
+import { bucketInspector } from './helpers/bucket-inspector';
 import { OCTETS, request, TUS } from './helpers/resumable';
-import { listOpenMultipartUploads, s3TestClient, useTestBucket } from './setup/s3-env';
+import { s3TestClient, useTestBucket } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
@@ -71,19 +71,7 @@ async function instance(prefix: string): Promise<Instance> {
   };
 }
 
-async function keysUnder(prefix: string): Promise<string[]> {
-  const res = await admin.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }));
-  return (res.Contents ?? []).map((o) => o.Key!.slice(prefix.length)).sort();
-}
-
-async function openUploads(prefix: string): Promise<string[]> {
-  return (await listOpenMultipartUploads(admin, bucket)).map((u) => u.Key!).filter((key) => key.startsWith(prefix));
-}
-
-async function objectBytes(key: string): Promise<Buffer> {
-  const res = await admin.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-  return Buffer.from(await (res.Body as Readable & { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
-}
+const { keysUnder, openUploads, objectBytes } = bucketInspector(() => ({ client: admin, bucket }));
 
 const patch = (url: string, offset: number, body: Buffer) => request(url, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': offset }, body);
 
