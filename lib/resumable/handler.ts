@@ -322,7 +322,6 @@ class Handler {
     if (problem) throw problem;
   }
 
-
   /**
    * Marks an upload complete: its sha256, the Repr-Digest check, then the app's onComplete — or, for a
    * partial upload, the pending final uploads it was the last unfinished partial of are assembled.

@@ -104,6 +104,12 @@ export interface AppendProgress {
   persisted(offset: number): void;
 }
 
+/** Options of `ResumableStore.get`. */
+export interface ResumableGetOptions {
+  /** The caller is about to append: the store may answer from what it last read or committed (see `get`). */
+  readonly append?: boolean;
+}
+
 /**
  * The contract between the resumable handler (tus 1.0 and the IETF resumable upload drafts) and where
  * the bytes go. The handler owns the protocol, the limits, the per-upload lock (one append at a time per
@@ -141,12 +147,6 @@ export interface AppendProgress {
  *   the state and tail objects, tolerating what is already gone; `list`: ListObjectsV2 over the state
  *   objects.
  */
-/** Options of `ResumableStore.get`. */
-export interface ResumableGetOptions {
-  /** The caller is about to append: the store may answer from what it last read or committed (see `get`). */
-  readonly append?: boolean;
-}
-
 export interface ResumableStore {
   /** Short name used in errors and as the uploaded file's `storage`. */
   readonly name: string;
