@@ -7,12 +7,11 @@
  * left behind (object, states, tails, multipart uploads).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { S3Client } from '@aws-sdk/client-s3';
 import express from 'express';
 import { redisLocker, resumable, s3ResumableStore, type RedisLocker, type Resumable } from '../lib/index';
-import { close } from './helpers/app';
+import { close, listen } from './helpers/app';
 import { bucketInspector } from './helpers/bucket-inspector';
 import { OCTETS, request, TUS } from './helpers/resumable';
 import { s3TestClient, useTestBucket } from './setup/s3-env';
@@ -95,9 +94,7 @@ async function instance(prefix: string, redis?: { lockPrefix: string }, expirati
   });
   const app = express();
   app.use('/files', middleware);
-  const server = await new Promise<http.Server>((done) => {
-    const s = app.listen(0, '127.0.0.1', () => done(s));
-  });
+  const server = await listen(app);
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     middleware,

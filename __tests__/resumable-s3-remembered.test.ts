@@ -6,14 +6,13 @@
  * back, no tail, no open multipart upload).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { S3Client } from '@aws-sdk/client-s3';
 import express from 'express';
 import { resumable, s3ResumableStore, type Resumable } from '../lib/index';
-import { close } from './helpers/app';
+import { close, listen } from './helpers/app';
 import { bucketInspector } from './helpers/bucket-inspector';
-import { OCTETS, request, TUS } from './helpers/resumable';
+import { OCTETS, request, sha256Of, TUS } from './helpers/resumable';
 import { s3TestClient, useTestBucket } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
@@ -47,17 +46,11 @@ async function instance(prefix: string): Promise<Instance> {
   const middleware = resumable({
     store: s3ResumableStore({ client, bucket, prefix, partSize: '5MiB' }),
     sweepInterval: 0,
-    onComplete: async (file) => {
-      const chunks: Buffer[] = [];
-      for await (const chunk of file.stream()) chunks.push(chunk as Buffer);
-      completed.push(sha(Buffer.concat(chunks)));
-    },
+    onComplete: async (file) => void completed.push(await sha256Of(file.stream())),
   });
   const app = express();
   app.use('/files', middleware);
-  const server = await new Promise<http.Server>((done) => {
-    const s = app.listen(0, '127.0.0.1', () => done(s));
-  });
+  const server = await listen(app);
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     middleware,
