@@ -199,7 +199,7 @@ function expectedDigests(w) {
   return w.digests;
 }
 
-function chunkify(body, chunkSize) {
+export function chunkify(body, chunkSize) {
   const chunks = [];
   for (let o = 0; o < body.length; o += chunkSize) chunks.push(body.subarray(o, o + chunkSize));
   return chunks;
@@ -213,7 +213,7 @@ function chunkify(body, chunkSize) {
  * Feed `chunks` to a fresh parser, consume all file streams, resolve with what
  * was seen. variant: 'count' (byte counting) or 'sha256' (hash every chunk).
  */
-function parseOnce(factory, w, chunks, variant) {
+export function parseOnce(factory, w, chunks, variant) {
   return new Promise((resolve, reject) => {
     const hash = variant === 'sha256';
     const seenFiles = [];

@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs, USAGE } from './lib/args.mjs';
 import { digestCpuSeconds } from './lib/digest.mjs';
+import { pairedShaInChild } from './lib/sha-paired.mjs';
 import { now } from './lib/http-client.mjs';
 import { distFingerprint, machineInfo } from './lib/machine.mjs';
 import { runOnce } from './lib/measure.mjs';
@@ -122,6 +123,18 @@ async function s3Phase(env) {
   return Object.fromEntries(S3W.map((w) => [w.key, { 'keep-alive': summarize(w, runs[w.key]['keep-alive']) }]));
 }
 
+/** Paired streaming-sha256 samples per round and workload (each: hash-off, hash-on and the digest alone). */
+const PAIRED_REPS = 3;
+/** Small files: a sample is short and GCs land on one run or another, so more of them. */
+const PAIRED_REPS_SMALL = 9;
+
+/** The paired samples of one workload: their ratio, and each run's user CPU per unit of work. */
+function pairedSummary(w, body, samples) {
+  const perUnit = (cpu) => (w.perRequest ? (1e6 * cpu) / w.count : cpu / ((w.count * body.body.length) / 1e9));
+  const of = (key) => spread(samples.map((s) => perUnit(s[key])));
+  return { n: samples.length, ratio: spread(samples.map((s) => s.ratio)), on: of('on'), off: of('off'), digest: of('digest'), digestBetween: of('digestBetween') };
+}
+
 async function main() {
   if (!existsSync(join(ROOT, 'dist', 'lib', 'index.js'))) throw new Error('dist/lib/index.js is missing: run `npm run build` first (npm run bench does)');
   const machine = machineInfo();
@@ -129,6 +142,8 @@ async function main() {
   const phases = {};
   const R = {};
   const digest = {};
+  /** Streaming sha256 measured paired in this process (lib/sha-paired.mjs), per workload with the hashing pair. */
+  const paired = { mode: opts.modes[0], byWorkload: {} };
   let s3 = null;
   log(`workloads ${[...Object.keys(W), ...S3W.map((w) => w.key), ...opts.onlyResumable].join(', ')}; modes ${opts.modes.join(', ')}; ${opts.rounds} rounds (c, S3: ${opts.freshRounds})`);
 
@@ -148,6 +163,7 @@ async function main() {
     }
     const runs = emptyRuns(Object.values(W), opts.modes);
     const digestRuns = Object.fromEntries(Object.keys(W).map((k) => [k, []]));
+    const pairedRuns = Object.fromEntries(Object.keys(W).map((k) => [k, []]));
     const rounds = Math.max(opts.rounds, Object.values(W).some((w) => w.fresh) ? opts.freshRounds : 0);
     for (let round = 0; round < rounds; round++) {
       for (const [k, w] of Object.entries(W)) {
@@ -167,6 +183,7 @@ async function main() {
         const b = bodyFor(w);
         const cpu = digestCpuSeconds(b.file, w.count);
         digestRuns[k].push(w.perRequest ? (1e6 * cpu) / w.count : cpu / ((w.count * b.body.length) / 1e9));
+        if (w.targets.includes('spool-sha256')) pairedRuns[k].push(...pairedShaInChild(w, w.perRequest ? PAIRED_REPS_SMALL : PAIRED_REPS, round));
       }
       log(`round ${round + 1}/${rounds} done`);
     }
@@ -174,6 +191,7 @@ async function main() {
     for (const [k, w] of Object.entries(W)) {
       R[k] = Object.fromEntries(opts.modes.map((m) => [m, summarize(w, runs[k][m])]));
       digest[k] = spread(digestRuns[k]);
+      if (pairedRuns[k].length) paired.byWorkload[k] = pairedSummary(w, bodyFor(w), pairedRuns[k]);
     }
     bodies.clear();
     phases['a–d'] = (now() - t) / 1e3;
@@ -241,13 +259,13 @@ async function main() {
   // (the S3 and resumable workloads run keep-alive only: their targets get that column whatever --modes says)
   const keepAliveOnly = Object.keys(R).some((k) => k.startsWith('s3-') || isResumableKey(k));
   const allModes = keepAliveOnly && !opts.modes.includes('keep-alive') ? [...opts.modes, 'keep-alive'] : opts.modes;
-  const targets = evaluateTargets(W, R, digest, allModes);
+  const targets = evaluateTargets(W, R, digest, allModes, paired);
   const targetModes = allModes.filter((m) => targets.some((t) => t.byMode[m])); // (no empty columns)
   const out = opts.out ?? join(HERE, 'results', opts.full ? 'latest.md' : 'partial.md');
-  const md = report({ opts, machine, W, R, digest, targets, targetModes, s3, resumableS3, total, phases });
+  const md = report({ opts, machine, W, R, digest, paired, targets, targetModes, s3, resumableS3, total, phases });
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, md);
-  const json = { machine, options: opts, workloads: W, results: R, digest, targets, s3: s3 && { about: s3.about, skipped: s3.skipped }, resumableS3, phases, total };
+  const json = { machine, options: opts, workloads: W, results: R, digest, paired, targets, s3: s3 && { about: s3.about, skipped: s3.skipped }, resumableS3, phases, total };
   writeFileSync(out.replace(/\.md$/, '.json'), `${JSON.stringify(json, null, 1)}\n`);
   process.stdout.write(`${md}\n`);
   log(`wrote ${relative(process.cwd(), out)} (total ${(total / 60).toFixed(1)} min)`);

@@ -94,7 +94,7 @@ function resumableTable(w, byMode) {
   return L.join('\n');
 }
 
-export function report({ opts, machine, W, R, digest, targets, targetModes, s3, resumableS3, total, phases }) {
+export function report({ opts, machine, W, R, digest, paired, targets, targetModes, s3, resumableS3, total, phases }) {
   const modes = opts.modes;
   const onlyResumable = Object.keys(R).length > 0 && Object.keys(R).every(isResumableKey);
   const L = ['# express-spool benchmark', ''];
@@ -156,6 +156,18 @@ export function report({ opts, machine, W, R, digest, targets, targetModes, s3, 
       const u = units(W[k]);
       const d = W[k].perRequest ? 1 : 3;
       L.push(`| ${k} | ${f(s.med, d)} ${u.cpu} | ${range(s, d)} |`);
+    }
+    L.push('');
+  }
+  const pairedKeys = Object.keys(paired?.byWorkload ?? {});
+  if (pairedKeys.length) {
+    L.push('## sha256 paired in one process', '', 'The targets H1–H4: express-spool\'s own parsing path (`bench/lib/spool-path.mjs`: the built middleware, no network, the file bytes counted and dropped) over the workload\'s body with `sha256` off, then on, then the digest alone over the same file bytes, each a block of one run\'s requests, back to back in a child process of the bench (rotating order; 3 samples per round, 9 for small files). A sample is (CPU on − off) ÷ the digest\'s CPU; the last column is the digest\'s CPU when each one runs between two hash-off requests. Over HTTP the two hashing servers are separate processes whose hash-off runs alone spread by more than the digest costs.', '');
+    L.push('| workload | samples | ratio (median) | min–max | hash off | hash on | digest alone, in a loop | digest alone, between requests |', '|---|--:|--:|--:|--:|--:|--:|--:|');
+    for (const k of pairedKeys) {
+      const p = paired.byWorkload[k];
+      const u = units(W[k]);
+      const d = W[k].perRequest ? 1 : 3;
+      L.push(`| ${k} | ${p.n} | ${p.ratio.med.toFixed(2)}× | ${p.ratio.min.toFixed(2)}–${p.ratio.max.toFixed(2)} | ${f(p.off.med, d)} | ${f(p.on.med, d)} | ${f(p.digest.med, d)} | ${f(p.digestBetween?.med, d)} ${u.cpu} |`);
     }
     L.push('');
   }

@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import { StreamingSha256 } from './streaming-sha256';
 import { Readable } from 'node:stream';
 import type { ChunkSink } from './chunk-sink';
 import type { Collected, Reservations } from './collect-chunks';
@@ -43,7 +43,7 @@ export class FileTap extends Readable {
   readonly #source: Readable;
   #bytes = 0;
   readonly #limit: TapLimit | undefined;
-  readonly #hash: Hash | undefined;
+  readonly #hash: StreamingSha256 | undefined;
   #digest: string | undefined;
   #sourceEnded = false;
   #collector: Collector | undefined;
@@ -68,7 +68,7 @@ export class FileTap extends Readable {
     super({ highWaterMark: 64 * 1024 });
     this.#source = source;
     this.#limit = limit;
-    if (hash) this.#hash = createHash('sha256');
+    if (hash) this.#hash = new StreamingSha256();
     // Nothing flows until a consumer comes (a reader's `_read()`, `collect()` or `forward()`): the tap
     // never holds chunks of its own before then, so the fast paths can take over whole. (Paused first, a
     // 'data' listener does not schedule a resume.)
@@ -254,7 +254,7 @@ export class FileTap extends Readable {
   #onEnd = (): void => {
     // No detach: an ended source sends nothing more, and removing three listeners per file is not free.
     this.#sourceEnded = true;
-    if (this.#hash) this.#digest = this.#hash.digest('hex');
+    if (this.#hash) this.#digest = this.#hash.hex();
     const forward = this.#forward;
     if (forward !== undefined) {
       if (this.#pending.length === 0) this.#endForward(forward);
