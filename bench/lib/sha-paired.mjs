@@ -1,7 +1,7 @@
-// Streaming sha256, measured paired in this process: express-spool's own path (spool-path.mjs: the real
+// Streaming sha256, measured paired in one process: express-spool's own path (spool-path.mjs: the real
 // middleware, no network, the file bytes counted and dropped) over a workload's body with `sha256` off, the same
 // with it on, and the digest alone (digest.mjs) over the same file bytes, back to back and in rotating order.
-// One sample = (CPU on − CPU off) ÷ CPU of the digest, request by request alternating.
+// One sample = (CPU on − CPU off) ÷ CPU of the digest, each measured over a block of one run's requests.
 //
 // Why besides the servers' figures: over HTTP the two hashing servers are separate processes, and their
 // hash-off runs alone spread by more than the digest costs (kernel time, GCs, one process being slower than
