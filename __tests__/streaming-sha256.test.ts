@@ -30,6 +30,23 @@ test('the hex digest equals createHash over the same chunks: no chunk, one chunk
   for (const chunks of cases()) expect(digestOf(StreamingSha256, chunks)).toBe(expected(chunks));
 });
 
+test('a file in one chunk is hashed without a Hash object (one crypto.hash call); a second chunk starts one', () => {
+  const actual = jest.requireActual('node:crypto') as typeof import('node:crypto');
+  const createHash = jest.fn(actual.createHash);
+  const oneShot = jest.fn(actual.hash);
+  jest.isolateModules(() => {
+    jest.doMock('node:crypto', () => ({ ...actual, createHash, hash: oneShot }));
+    const { StreamingSha256: Counted } = require('../lib/core/streaming-sha256') as typeof import('../lib/core/streaming-sha256');
+    const one = [randomBytes(16 * KiB)];
+    expect(digestOf(Counted, one)).toBe(expected(one));
+    expect([createHash.mock.calls.length, oneShot.mock.calls.length]).toEqual([0, 1]);
+    const two = [randomBytes(5), randomBytes(9)];
+    expect(digestOf(Counted, two)).toBe(expected(two));
+    expect([createHash.mock.calls.length, oneShot.mock.calls.length]).toEqual([1, 1]);
+  });
+  jest.dontMock('node:crypto');
+});
+
 test('without crypto.hash (Node before 20.12) every file goes through a Hash object, with the same digests', () => {
   jest.isolateModules(() => {
     jest.doMock('node:crypto', () => ({ ...jest.requireActual('node:crypto'), hash: undefined }));
