@@ -7,13 +7,10 @@
  * left behind (object, states, tails, multipart uploads).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import type { S3Client } from '@aws-sdk/client-s3';
-import express from 'express';
 import { redisLocker, resumable, s3ResumableStore, type RedisLocker, type Resumable } from '../lib/index';
-import { close, listen } from './helpers/app';
 import { bucketInspector } from './helpers/bucket-inspector';
-import { OCTETS, request, TUS } from './helpers/resumable';
+import { OCTETS, request, serveAtFiles, TUS } from './helpers/resumable';
 import { s3TestClient, useTestBucket } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
@@ -92,17 +89,14 @@ async function instance(prefix: string, redis?: { lockPrefix: string }, expirati
     expiration,
     onComplete: (file) => void completions.push((file as unknown as { key: string }).key),
   });
-  const app = express();
-  app.use('/files', middleware);
-  const server = await listen(app);
+  const served = await serveAtFiles(middleware);
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: served.url,
     middleware,
     gates,
     locker,
     async close() {
-      middleware.close();
-      await close(server);
+      await served.close();
       await locker?.close();
       gates.client.destroy();
     },

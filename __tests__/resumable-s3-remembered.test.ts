@@ -5,18 +5,15 @@
  * must answer as if it had read S3 first, and leave nothing behind (no state that brings a removed upload
  * back, no tail, no open multipart upload).
  */
-import { createHash, randomBytes } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import type { S3Client } from '@aws-sdk/client-s3';
-import express from 'express';
 import { resumable, s3ResumableStore, type Resumable } from '../lib/index';
-import { close, listen } from './helpers/app';
 import { bucketInspector } from './helpers/bucket-inspector';
-import { OCTETS, request, sha256Of, TUS } from './helpers/resumable';
+import { sha256 as sha } from './helpers/multipart';
+import { OCTETS, request, serveAtFiles, sha256Of, TUS } from './helpers/resumable';
 import { s3TestClient, useTestBucket } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
-const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 let admin: S3Client;
 let bucket: string;
@@ -48,17 +45,14 @@ async function instance(prefix: string): Promise<Instance> {
     sweepInterval: 0,
     onComplete: async (file) => void completed.push(await sha256Of(file.stream())),
   });
-  const app = express();
-  app.use('/files', middleware);
-  const server = await listen(app);
+  const served = await serveAtFiles(middleware);
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: served.url,
     middleware,
     completed,
     parts,
     async close() {
-      middleware.close();
-      await close(server);
+      await served.close();
       client.destroy();
     },
   };

@@ -27,6 +27,20 @@ export interface ResumableServer {
   close(): Promise<void>;
 }
 
+/** A `resumable()` middleware served at /files of a new Express app on a free port; `close()` closes both. */
+export async function serveAtFiles(middleware: Resumable): Promise<{ url: string; close(): Promise<void> }> {
+  const app = express();
+  app.use('/files', middleware);
+  const server = await listen(app);
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    async close() {
+      middleware.close();
+      await close(server);
+    },
+  };
+}
+
 /** An Express app with `resumable()` at /files over a fresh directory; completed uploads are read back. */
 export async function startResumable(options: ResumableOptions = {}, dir = tempDir('spool-resumable-')): Promise<ResumableServer> {
   const completed: Completed[] = [];
