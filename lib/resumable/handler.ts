@@ -203,7 +203,9 @@ class Handler {
       let upload: ResumableUpload;
       [upload, remembered] = await this.#appendable(id, intent);
       current = upload;
-      if (!remembered) this.#checkAppend(upload, intent);
+      // (A remembered state passed these checks already.)
+      const problem = remembered ? undefined : appendProblem(upload, intent);
+      if (problem) throw problem;
       if (intent.length !== undefined && upload.length === undefined) {
         if (intent.length > this.#config.fileSize) throw new SpoolError('LIMIT_FILE_SIZE');
         upload = current = await this.#store.update(id, { length: intent.length });
@@ -315,11 +317,6 @@ class Handler {
       const gone = (fresh as SpoolError | null)?.code === 'UPLOAD_NOT_FOUND' || (fresh as SpoolError | null)?.code === 'UPLOAD_EXPIRED';
       return gone ? [fresh, undefined] : [err, current];
     }
-  }
-
-  #checkAppend(upload: ResumableUpload, intent: AppendIntent): void {
-    const problem = appendProblem(upload, intent);
-    if (problem) throw problem;
   }
 
   /**
