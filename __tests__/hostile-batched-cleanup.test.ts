@@ -61,7 +61,7 @@ test('resumable disk append cut mid-batch: keeps exactly the bytes received, bud
     );
     await new Promise<void>((r) => socket.write(data.subarray(offset, offset + size), () => r()));
     // Cut once the append streams (a cut before it starts hangs it: review-append-hang.test.ts).
-    await eventually(() => expect(budget.used).toBe(64 * KiB + 2 * 512 * KiB)); // its share and two batches
+    await eventually(() => expect(budget.used).toBe(64 * KiB + 2 * 256 * KiB)); // its share and two batches
     socket.destroy(); // cut without a pause: whatever the batch holds must still be written
     offset += size;
     // (A HEAD sent at once would supersede the cut PATCH before it reads its body — by design.)

@@ -208,9 +208,9 @@ describe('recorded offsets during one long PATCH: never past the disk, never mor
     expect(await c.status()).toMatch(/^HTTP\/1\.1 204/);
     c.socket.destroy();
     const sizes = writes.map((w) => w.bytes);
-    expect(Math.max(...sizes)).toBeLessThanOrEqual(512 * KiB);
-    // Eager: batch ends are not 512 KiB-aligned.
-    expect(writes.some((w) => (w.position as number) % (512 * KiB) !== 0)).toBe(true);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(256 * KiB);
+    // Eager: batch ends are not 256 KiB-aligned.
+    expect(writes.some((w) => (w.position as number) % (256 * KiB) !== 0)).toBe(true);
     expectCheckpoints(recorded, 0, data.length);
     // At least the 3 checkpoints 26 MiB needs (every ≤ 8 MiB) besides the final record.
     expect(recorded.filter((r) => r.offset > 0 && r.offset < data.length).length).toBeGreaterThanOrEqual(3);

@@ -436,7 +436,7 @@ test('under memory pressure (small batches), the batch buffers appends hold stay
     outstanding -= this.size;
     return give.call(this, b);
   });
-  // 1 MiB: never half free for 2 x 512 KiB, so every append takes the small (64 KiB) batches.
+  // 1 MiB: never half free for an append's 64 KiB share + 2 x 256 KiB, so every append takes the small (64 KiB) batches.
   await start({ memoryBudget: '1MiB' });
   const data = randomBytes(200 * KiB);
   const clients: RawConnection[] = [];

@@ -38,8 +38,13 @@ const TEMP = '.tmp';
  */
 const CHECKPOINT = 8 * 1024 * 1024;
 const RECORD_LEAD = 1024 * 1024;
-/** Bytes per write while the memory budget has room (two batches reserved per append), and otherwise. */
-const LARGE_BATCH = 512 * 1024;
+/**
+ * Bytes per write while the memory budget has room (two batches reserved per append), and otherwise.
+ * 256 KiB, not the multipart engine's 512: the kernel gives each write a page-cache folio sized from it, and
+ * with 16 appends at once 512 KiB writes drew 2.4–4.7 s/GB of kernel time (the copy into new folios) in 4 of
+ * 5 runs, 256 KiB writes 1.1–1.3 in all (bench/README.md, "Session 16: R6 found").
+ */
+const LARGE_BATCH = 256 * 1024;
 /** Two of these are the 64 KiB the append's share of the budget stands for (with the socket's buffers). */
 const SMALL_BATCHES = 32 * 1024;
 /** Bytes gathered for a batch are written once the client has sent nothing more for this long (ms). */
@@ -129,7 +134,7 @@ class DiskStore implements ResumableStore {
     // ends within one batch of the mark, so two of them are never more than CHECKPOINT apart.
     const checkpoints = new Checkpoints(start, CHECKPOINT - batchBytes, (offset) => this.#record(upload.id, offset), progress, (err) => stream.destroy(err));
     // The chunks are copied into batches, one writev each (bench/README.md "Profile"); the writer closes the file.
-    // Eager batches, as the multipart disk engine's: with many appends at once, full 512 KiB batches cost more
+    // Eager batches, as the multipart disk engine's: with many appends at once, full batches cost more
     // kernel time per GB (bench/README.md, "Session 13: eager batches for resumable appends").
     /** A progress point being made durable: the body waits until its bytes are written and recorded. */
     let progressPoint: { at: number; done: () => void } | undefined;
