@@ -7,7 +7,7 @@ import { close, eventually, listen, tempDir } from './helpers/app';
 import { request } from './helpers/resumable';
 
 // What held up: aborted uploads (multipart disk engine with its 1 MiB spare, resumable disk append with
-// its 512 KiB spare) give back every reservation and file descriptor, and keep exactly what they should.
+// its 256 KiB spare) give back every reservation and file descriptor, and keep exactly what they should.
 
 const KiB = 1024;
 const fds = () => readdirSync('/proc/self/fd').length;
@@ -61,7 +61,7 @@ test('resumable disk append cut mid-batch: keeps exactly the bytes received, bud
     );
     await new Promise<void>((r) => socket.write(data.subarray(offset, offset + size), () => r()));
     // Cut once the append streams (a cut before it starts hangs it: review-append-hang.test.ts).
-    await eventually(() => expect(budget.used).toBe(64 * KiB + 2 * 256 * KiB)); // its share and two batches
+    await eventually(() => expect(budget.used).toBe(64 * KiB + 2 * 128 * KiB)); // its share and two batches
     socket.destroy(); // cut without a pause: whatever the batch holds must still be written
     offset += size;
     // (A HEAD sent at once would supersede the cut PATCH before it reads its body — by design.)

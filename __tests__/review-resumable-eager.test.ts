@@ -208,9 +208,9 @@ describe('recorded offsets during one long PATCH: never past the disk, never mor
     expect(await c.status()).toMatch(/^HTTP\/1\.1 204/);
     c.socket.destroy();
     const sizes = writes.map((w) => w.bytes);
-    expect(Math.max(...sizes)).toBeLessThanOrEqual(256 * KiB);
-    // Eager: batch ends are not 256 KiB-aligned.
-    expect(writes.some((w) => (w.position as number) % (256 * KiB) !== 0)).toBe(true);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(128 * KiB);
+    // Eager: batch ends are not 128 KiB-aligned.
+    expect(writes.some((w) => (w.position as number) % (128 * KiB) !== 0)).toBe(true);
     expectCheckpoints(recorded, 0, data.length);
     // At least the 3 checkpoints 26 MiB needs (every ≤ 8 MiB) besides the final record.
     expect(recorded.filter((r) => r.offset > 0 && r.offset < data.length).length).toBeGreaterThanOrEqual(3);
@@ -219,8 +219,9 @@ describe('recorded offsets during one long PATCH: never past the disk, never mor
     await settledResources();
   });
 
-  test('memory budget more than half used (32 KiB batches), irregular disk: same promises, batches ≤ 32 KiB', async () => {
-    await start({ memoryBudget: '1MiB' });
+  test('a memory budget without room for two large batches (32 KiB batches), irregular disk: same promises, batches ≤ 32 KiB', async () => {
+    // 576 KiB: the append's 64 KiB share + 2 × 128 KiB would take it past half, so the append takes small batches.
+    await start({ memoryBudget: '576KiB' });
     let path: string | undefined;
     const recorded = watchStates(() => path);
     const writes = disk({ delay: (_w, n) => (n % 11 === 0 ? rand(1, 4) : 0) });
@@ -292,7 +293,7 @@ describe('a crash-like failure (ENOSPC / EIO on a data write) at random points',
       recorded.length = 0;
       const c = raw();
       await c.write(patchHead(path, offset, data.length - offset));
-      await sendIrregular(c, data.subarray(offset), 256 * KiB).catch(() => undefined);
+      await sendIrregular(c, data.subarray(offset), 128 * KiB).catch(() => undefined);
       const status = await c.status();
       c.socket.destroy();
       expect(failedAt).toBeGreaterThanOrEqual(offset);
@@ -400,7 +401,7 @@ describe('checksummed (atomic) appends are all or nothing', () => {
     await c.write(patchHead(path, first, body.length, `Upload-Checksum: sha1 ${sha1(body)}\r\n`));
     const cut = rand(600 * KiB, body.length - 1);
     await sendIrregular(c, body.subarray(0, cut));
-    await eventually(() => expect(sizeOnDisk(path)).toBeGreaterThan(first + 256 * KiB));
+    await eventually(() => expect(sizeOnDisk(path)).toBeGreaterThan(first + 128 * KiB));
     c.socket.destroy();
     await c.closed;
     await settledResources();

@@ -289,8 +289,10 @@ test('a superseding HEAD while an append is in flight (client paused mid-batch):
     const c = raw();
     await c.write(patchHead(path, offset, data.length - offset));
     await c.write(data.subarray(offset, offset + send));
-    await sleep(100);
     offset += send;
+    // The client pauses: what it sent reaches the disk meanwhile (the partial batch too), however loaded the
+    // machine; then a HEAD ends the append and reports all of it.
+    await eventually(() => expect(sizeOnDisk(path)).toBe(offset), 10_000);
     expect(await expectConsistent(path, data)).toBe(offset); // the HEAD ends the append
     const status = await c.status(5000);
     c.socket.destroy();
@@ -436,8 +438,9 @@ test('under memory pressure (small batches), the batch buffers appends hold stay
     outstanding -= this.size;
     return give.call(this, b);
   });
-  // 1 MiB: never half free for an append's 64 KiB share + 2 x 256 KiB, so every append takes the small (64 KiB) batches.
-  await start({ memoryBudget: '1MiB' });
+  // 576 KiB: room for the 8 appends' 64 KiB shares, but never half free for a share + 2 x 128 KiB, so every
+  // append takes the small (64 KiB) batches.
+  await start({ memoryBudget: '576KiB' });
   const data = randomBytes(200 * KiB);
   const clients: RawConnection[] = [];
   for (let i = 0; i < 8; i++) {

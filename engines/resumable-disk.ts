@@ -40,11 +40,12 @@ const CHECKPOINT = 8 * 1024 * 1024;
 const RECORD_LEAD = 1024 * 1024;
 /**
  * Bytes per write while the memory budget has room (two batches reserved per append), and otherwise.
- * 256 KiB, not the multipart engine's 512: the kernel gives each write a page-cache folio sized from it, and
- * with 16 appends at once 512 KiB writes drew 2.4–4.7 s/GB of kernel time (the copy into new folios) in 4 of
- * 5 runs, 256 KiB writes 1.1–1.3 in all (bench/README.md, "Session 16: R6 found").
+ * 128 KiB, not the multipart engine's 512: the kernel sizes each new page-cache folio from the write, and
+ * with 16 appends at once on the benchmark's VM, 512 KiB writes drew 2.4–5.0 s/GB of kernel time (the copy
+ * into the new folios) in 11 of 15 runs and 256 KiB ones in 5 of 7 after the benchmark's other workloads,
+ * while 128 KiB writes stayed at 1.2–1.5 in all 9 runs (bench/README.md, "Session 16: R6 found").
  */
-const LARGE_BATCH = 256 * 1024;
+const LARGE_BATCH = 128 * 1024;
 /** Two of these are the 64 KiB the append's share of the budget stands for (with the socket's buffers). */
 const SMALL_BATCHES = 32 * 1024;
 /** Bytes gathered for a batch are written once the client has sent nothing more for this long (ms). */
