@@ -293,7 +293,7 @@ describe('a crash-like failure (ENOSPC / EIO on a data write) at random points',
       recorded.length = 0;
       const c = raw();
       await c.write(patchHead(path, offset, data.length - offset));
-      await sendIrregular(c, data.subarray(offset), 128 * KiB).catch(() => undefined);
+      await sendIrregular(c, data.subarray(offset), 256 * KiB).catch(() => undefined);
       const status = await c.status();
       c.socket.destroy();
       expect(failedAt).toBeGreaterThanOrEqual(offset);
@@ -401,7 +401,7 @@ describe('checksummed (atomic) appends are all or nothing', () => {
     await c.write(patchHead(path, first, body.length, `Upload-Checksum: sha1 ${sha1(body)}\r\n`));
     const cut = rand(600 * KiB, body.length - 1);
     await sendIrregular(c, body.subarray(0, cut));
-    await eventually(() => expect(sizeOnDisk(path)).toBeGreaterThan(first + 128 * KiB));
+    await eventually(() => expect(sizeOnDisk(path)).toBeGreaterThan(first + 256 * KiB));
     c.socket.destroy();
     await c.closed;
     await settledResources();

@@ -41,9 +41,9 @@ const RECORD_LEAD = 1024 * 1024;
 /**
  * Bytes per write while the memory budget has room (two batches reserved per append), and otherwise.
  * 128 KiB, not the multipart engine's 512: the kernel sizes each new page-cache folio from the write, and
- * with 16 appends at once on the benchmark's VM, 512 KiB writes drew 2.4–5.0 s/GB of kernel time (the copy
- * into the new folios) in 11 of 15 runs and 256 KiB ones in 5 of 7 after the benchmark's other workloads,
- * while 128 KiB writes stayed at 1.2–1.5 in all 9 runs (bench/README.md, "Session 16: R6 found").
+ * with 16 appends at once on the benchmark's VM larger writes made the copy into new folios swing to 2.4–5.0
+ * s/GB of kernel time (512 KiB in 11 of 15 A/B runs, 256 KiB in most runs after the benchmark's other
+ * workloads), while 128 KiB stayed at 1.2–1.5 in 12 of 13 runs (bench/README.md, "Session 16").
  */
 const LARGE_BATCH = 128 * 1024;
 /** Two of these are the 64 KiB the append's share of the budget stands for (with the socket's buffers). */
