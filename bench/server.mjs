@@ -22,6 +22,7 @@ const TARGETS = {
   'busboy-mem': load('./lib/servers/busboy.mjs', { keep: 'memory' }),
   'busboy-drop': load('./lib/servers/busboy.mjs', { keep: 'none' }),
   'busboy-disk': load('./lib/servers/busboy.mjs', { keep: 'disk' }),
+  'busboy-stream': load('./lib/servers/busboy.mjs', { keep: 'stream' }),
   'multer-memory': load('./lib/servers/multer.mjs', { kind: 'memory' }),
   'multer-disk': load('./lib/servers/multer.mjs', { kind: 'disk' }),
   'multer-s3': load('./lib/servers/multer.mjs', { kind: 's3' }),
