@@ -68,8 +68,10 @@ export async function uploadMultipart(first: Part, reader: PartReader, options: 
     if (crc) whole = crc.combine(whole, part.crc!, part.body.length);
     const partChecksum = crc && { ChecksumAlgorithm: crc.name, [`Checksum${crc.name}`]: value };
     const command = bytesCommand(new sdk.UploadPartCommand({ ...input, ...partChecksum, UploadId: uploadId, PartNumber, Body: part.body }));
+    let sent = false;
     const request: Promise<void> = client.send(command, { abortSignal: signal }).then(
       (res) => {
+        sent = true;
         // (Behind a browser-facing proxy, a missing ETag usually means CORS does not expose it.)
         if (!res.ETag) throw new SpoolError('STORAGE_FAILED', `S3 UploadPart ${PartNumber} answered without an ETag`, { status: 502 });
         const completed: CompletedPart = { PartNumber, ETag: res.ETag };
@@ -81,7 +83,7 @@ export async function uploadMultipart(first: Part, reader: PartReader, options: 
       failure ??= toS3Error(err);
       stop.abort(failure);
     }).finally(() => {
-      part.release();
+      part.release(sent);
       running.delete(request);
     });
     running.add(request);

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import { whenAborted } from '../lib/core/abort';
+import { bufferPool } from '../lib/core/buffer-pool';
 import type { MemoryLease } from '../lib/core/memory-budget';
 import type { Crc } from './s3-checksum';
 
@@ -15,8 +16,13 @@ export interface Part {
   readonly last: boolean;
   /** CRC of `body` when a checksum was asked for. */
   readonly crc?: bigint;
-  /** Gives the part's reservation back; call it once the part's bytes are no longer held. Idempotent. */
-  release(): void;
+  /**
+   * Gives the part's reservation back; call it once the part's bytes are no longer held. Idempotent.
+   * `sent`: the request that carried the bytes succeeded, so nothing reads them any more and the buffer
+   * goes back to the process's pool for the next part. After a failure it is dropped instead: an
+   * abandoned request may still be handing it to a socket.
+   */
+  release(sent?: boolean): void;
 }
 
 export interface PartReaderOptions {
@@ -32,6 +38,11 @@ export interface PartReaderOptions {
  * client is slowed down instead of memory growing), then filled by copying chunks into one buffer of
  * `partSize`: the chunks themselves are not kept. Whole-part reservations cannot deadlock: a reservation
  * never waits while holding part of a part.
+ *
+ * The part buffers come from the process's pool (lib/core/buffer-pool.ts) and go back once sent: a large
+ * upload then reuses `queueSize + 1` buffers instead of allocating a new one per part, each of which would
+ * live past its UploadPart into V8's old generation and wait there for a full GC (memory that grew with
+ * the file's size).
  */
 export class PartReader {
   readonly #stream: Readable;
@@ -47,20 +58,27 @@ export class PartReader {
     const { partSize, memory, signal, crc } = this.#options;
     await memory.reserve(partSize, signal);
     let reserved = partSize;
-    let part: { body: Buffer; last: boolean; crc?: bigint; release(): void } | undefined;
-    const release = () => {
+    const pool = bufferPool(partSize);
+    /** The pooled buffer while this part owns it. */
+    let pooled: Buffer | undefined = pool.take();
+    let part: { body: Buffer; last: boolean; crc?: bigint; release(sent?: boolean): void } | undefined;
+    const release = (sent = false) => {
+      if (sent && pooled) pool.give(pooled);
+      pooled = undefined;
       memory.release(reserved);
       reserved = 0;
       if (part) part.body = EMPTY;
     };
     try {
-      const buffer = Buffer.allocUnsafe(partSize);
-      const { size, last, checksum } = await fill(this.#stream, buffer, signal, crc);
-      let body = buffer.subarray(0, size);
+      const { size, last, checksum } = await fill(this.#stream, pooled, signal, crc);
+      let body = pooled.subarray(0, size);
       if (last && size <= partSize / 2) {
         // A short last part (or a small file) keeps an exact copy; the rest of its reservation goes back.
-        // The copy fits the reservation: partSize ≥ 2 × size while both exist.
+        // The copy fits the reservation: partSize ≥ 2 × size while both exist. Nothing else read the
+        // pooled buffer, so it is free for the next part at once.
         body = Buffer.from(body);
+        pool.give(pooled);
+        pooled = undefined;
         memory.release(partSize - size);
         reserved = size;
       }

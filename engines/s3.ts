@@ -134,6 +134,7 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
 
   /** A file that ends within one part: one PutObject, carrying its digest. */
   const putSingle = async (part: Part, input: ReturnType<typeof objectInput>, context: StoreContext): Promise<StoredFile> => {
+    let sent = false;
     try {
       const sha256 = await context.sha256();
       const put: PutObjectCommandInput = { ...input, Body: part.body, ContentLength: part.body.length };
@@ -145,13 +146,14 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
         // Not cancelled when the request fails: an abandoned PUT may still land after we gave up on it.
         // A body of one part finishes soon; if the request failed meanwhile, the core removes the object.
         res = await client.send(bytesCommand(new sdk.PutObjectCommand(put)));
+        sent = true;
       } catch (err) {
         if (noAnswer(err)) await removeIfLanded(client, sdk, input, read, `"${createHash('md5').update(part.body).digest('hex')}"`);
         throw toS3Error(err);
       }
       return s3StoredFile(client, sdk, await details(input.Key, res.ETag, res.VersionId), read);
     } finally {
-      part.release();
+      part.release(sent);
     }
   };
 
