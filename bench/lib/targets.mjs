@@ -8,6 +8,8 @@ const RSS_SLACK = 32 * MiB;
 // README "The memory bound": what the process holds beyond the budget
 const V8_HEADROOM = 64 * MiB;
 const PER_UPLOAD = 640 * 1024;
+// The S3 engine's parts in flight with its defaults: partSize 8 MiB × (queueSize 4 + 1).
+const S3_PARTS = 40 * MiB;
 
 /** Target definitions: `ratio(res, mode)` returns { x, detail } or null when something is missing. */
 function definitions(W) {
@@ -235,6 +237,22 @@ function definitions(W) {
       return `the raw body-to-S3 server \`ceiling-s3\` (no parser; the same S3 library as multer-s3) reaches ${x2(c.rate.med, ref.rate.med)} \`multer-s3\` (${c.rate.med.toFixed(0)} MB/s); express-spool reaches ${x2(sp.rate.med, c.rate.med)} of it; the S3 server and everything else took ${sp.otherCores.toFixed(2)} / ${ref.otherCores.toFixed(2)} / ${c.otherCores.toFixed(2)} of the machine's 2 cores (express-spool / multer-s3 / ceiling-s3)`;
     };
     add(k, '`spool-s3` throughput vs `multer-s3`', { ...rate(k, 'spool-s3', 'multer-s3', 1), floor: s3Ceiling }, 'S');
+  }
+  // RSS flat in file size: whatever the file's size, `spool-s3` stays within its parts (partSize × (queueSize + 1),
+  // 40 MiB with the defaults) plus V8's headroom (README "The memory bound").
+  for (const k of Object.keys(W).filter((k) => k.startsWith('s3-'))) {
+    const bound = S3_PARTS + V8_HEADROOM;
+    const f = (b) => (b / MiB).toFixed(0);
+    add(k, `\`spool-s3\` peak RSS − idle RSS (40 MiB of parts + 64 MiB, whatever the file's size)`, {
+      limit: `≤ ${f(bound)} MiB`,
+      ok: (x) => x <= 1,
+      ratio: (R, m) => {
+        const s = R[k]?.[m]?.['spool-s3'];
+        if (!s) return null;
+        const p = s.peakOverIdle;
+        return { x: p.med / bound, detail: `+${f(p.med)} MiB (${f(p.min)}–${f(p.max)}) over idle ${f(s.idle.med)} MiB`, shown: `+${f(p.med)} MiB` };
+      },
+    }, 'S');
   }
 
   // Resumable (issue #14): tus 1.0 uploads in 8 MiB PATCHes, fresh server per run, keep-alive.
