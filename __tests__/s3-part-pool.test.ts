@@ -29,14 +29,18 @@ async function objectBytes(key: string): Promise<{ size: number; sha256: string 
   return { size, sha256: hash.digest('hex') };
 }
 
-/** A client that records the memory behind each full-size UploadPart body, and can fail one part. */
+/**
+ * A client that records the memory behind each full-size UploadPart body and each PutObject body, and can
+ * fail one part.
+ */
 function recordingClient(failPart?: { upload: number; part: number }) {
   const recorder = s3TestClient();
-  const seen = { uploads: 0, bodies: [] as { upload: number; part: number; memory: ArrayBufferLike }[] };
+  const seen = { uploads: 0, bodies: [] as { upload: number; part: number; memory: ArrayBufferLike }[], puts: [] as ArrayBufferLike[] };
   recorder.middlewareStack.add(
     (next, context) => async (args) => {
       const input = args.input as { Body?: unknown; PartNumber?: number };
       if (context.commandName === 'CreateMultipartUploadCommand') seen.uploads++;
+      if (context.commandName === 'PutObjectCommand' && Buffer.isBuffer(input.Body)) seen.puts.push(input.Body.buffer);
       if (context.commandName === 'UploadPartCommand' && Buffer.isBuffer(input.Body) && input.Body.length === PART) {
         const part = { upload: seen.uploads, part: input.PartNumber!, memory: input.Body.buffer };
         seen.bodies.push(part);
@@ -85,7 +89,28 @@ describe('S3 part buffers are pooled', () => {
     }
   }, 60_000);
 
-  test('the buffer of a part whose request failed is not handed out again', async () => {
+  test('single-part files longer than half a part are sent from a reused buffer, each byte-exact', async () => {
+    const { recorder, seen } = recordingClient();
+    const storage = s3Engine({ client: recorder, bucket, prefix: 'pool-put/', partSize: PART });
+    const server = await listen(echoApp(spool({ storage, limits: { fileSize: '1GiB' } }).any()));
+    try {
+      // The second file is shorter than the first: the reused buffer still holds the first file's bytes past it.
+      const sources = [{ size: PART - 10, seed: 75 }, { size: Math.floor(PART * 0.6), seed: 76 }];
+      for (const source of sources) {
+        const res = await upload(server, source);
+        expect(res.status).toBe(200);
+        expect(await objectBytes(res.json.files[0].key)).toEqual({ size: source.size, sha256: patternSha256(source) });
+      }
+      expect(seen.uploads).toBe(0); // both went as one PutObject
+      expect(seen.puts).toHaveLength(2);
+      expect(seen.puts[1]).toBe(seen.puts[0]);
+    } finally {
+      await close(server);
+      recorder.destroy();
+    }
+  }, 60_000);
+
+  test('the buffer of a part whose UploadPart was rejected is not handed out again', async () => {
     const { recorder, seen } = recordingClient({ upload: 1, part: 2 });
     const storage = s3Engine({ client: recorder, bucket, prefix: 'pool-fail/', partSize: PART, queueSize: 1 });
     const server = await listen(echoApp(spool({ storage, limits: { fileSize: '1GiB' } }).any()));

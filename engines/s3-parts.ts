@@ -60,7 +60,7 @@ export class PartReader {
     let reserved = partSize;
     const pool = bufferPool(partSize);
     /** The pooled buffer while this part owns it. */
-    let pooled: Buffer | undefined = pool.take();
+    let pooled: Buffer | undefined;
     let part: { body: Buffer; last: boolean; crc?: bigint; release(sent?: boolean): void } | undefined;
     const release = (sent = false) => {
       if (sent && pooled) pool.give(pooled);
@@ -70,14 +70,15 @@ export class PartReader {
       if (part) part.body = EMPTY;
     };
     try {
-      const { size, last, checksum } = await fill(this.#stream, pooled, signal, crc);
-      let body = pooled.subarray(0, size);
+      const buffer = (pooled = pool.take()); // may throw (no memory, or a partSize past Buffer's limit)
+      const { size, last, checksum } = await fill(this.#stream, buffer, signal, crc);
+      let body = buffer.subarray(0, size);
       if (last && size <= partSize / 2) {
         // A short last part (or a small file) keeps an exact copy; the rest of its reservation goes back.
         // The copy fits the reservation: partSize ≥ 2 × size while both exist. Nothing else read the
         // pooled buffer, so it is free for the next part at once.
         body = Buffer.from(body);
-        pool.give(pooled);
+        pool.give(buffer);
         pooled = undefined;
         memory.release(partSize - size);
         reserved = size;
