@@ -71,16 +71,19 @@ function definitions(W) {
       };
     },
   });
-  const rss = {
-    limit: `≤ ${(BUDGET + RSS_SLACK) / MiB} MiB`,
-    ok: (x) => x <= 1,
-    ratio: (R, m) => {
-      const s = R.c?.[m]?.spool;
-      if (!s) return null;
-      const p = s.peakOverIdle;
-      const f = (b) => (b / MiB).toFixed(0);
-      return { x: p.med / (BUDGET + RSS_SLACK), detail: `+${f(p.med)} MiB (${f(p.min)}–${f(p.max)}) over idle ${f(s.idle.med)} MiB`, shown: `+${f(p.med)} MiB` };
-    },
+  /** `target`'s peak RSS − idle RSS on workload `k` within `bound` bytes. */
+  const peakRss = (k, target, bound) => {
+    const f = (b) => (b / MiB).toFixed(0);
+    return {
+      limit: `≤ ${f(bound)} MiB`,
+      ok: (x) => x <= 1,
+      ratio: (R, m) => {
+        const s = R[k]?.[m]?.[target];
+        if (!s) return null;
+        const p = s.peakOverIdle;
+        return { x: p.med / bound, detail: `+${f(p.med)} MiB (${f(p.min)}–${f(p.max)}) over idle ${f(s.idle.med)} MiB`, shown: `+${f(p.med)} MiB` };
+      },
+    };
   };
 
   // The floor a missed target hits, from the same run: what servers without express-spool's work reach.
@@ -218,7 +221,7 @@ function definitions(W) {
     add(k, 'throughput vs `ceiling-disk`', { ...rate(k, 'spool', 'ceiling-disk', ceiling), floor: parseAndWriteFloor(k) });
     add(k, 'streaming sha256: (user CPU hash-on − hash-off) ÷ digest CPU', { ...shaCost(k), floor: shaFloor(k) });
   }
-  add('c', 'peak RSS − idle RSS (default 64 MiB budget + 32 MiB)', rss);
+  add('c', 'peak RSS − idle RSS (default 64 MiB budget + 32 MiB)', peakRss('c', 'spool', BUDGET + RSS_SLACK));
   for (const k of ['a', 'b', 'c', 'd']) add(k, 'streaming sha256, paired in one process: (CPU hash-on − hash-off) ÷ digest CPU', { ...pairedSha(k), floor: pairedShaFloor(k) }, 'H');
   // c-app: the same goals with an app-sized heap in every server (workloads.mjs).
   add('c-app', 'throughput vs `multer-disk`', { ...rate('c-app', 'spool', 'multer-disk', 1.2), floor: rateFloor('c-app', 'multer-disk', 'ceiling-disk', 'the raw body-to-file server') }, 'C');
@@ -241,36 +244,12 @@ function definitions(W) {
   // RSS flat in file size: whatever the file's size, `spool-s3` stays within its parts (partSize × (queueSize + 1),
   // 40 MiB with the defaults) plus V8's headroom (README "The memory bound").
   for (const k of Object.keys(W).filter((k) => k.startsWith('s3-'))) {
-    const bound = S3_PARTS + V8_HEADROOM;
-    const f = (b) => (b / MiB).toFixed(0);
-    add(k, `\`spool-s3\` peak RSS − idle RSS (40 MiB of parts + 64 MiB, whatever the file's size)`, {
-      limit: `≤ ${f(bound)} MiB`,
-      ok: (x) => x <= 1,
-      ratio: (R, m) => {
-        const s = R[k]?.[m]?.['spool-s3'];
-        if (!s) return null;
-        const p = s.peakOverIdle;
-        return { x: p.med / bound, detail: `+${f(p.med)} MiB (${f(p.min)}–${f(p.max)}) over idle ${f(s.idle.med)} MiB`, shown: `+${f(p.med)} MiB` };
-      },
-    }, 'S');
+    add(k, "`spool-s3` peak RSS − idle RSS (40 MiB of parts + 64 MiB, whatever the file's size)", peakRss(k, 'spool-s3', S3_PARTS + V8_HEADROOM), 'S');
   }
 
   // Resumable (issue #14): tus 1.0 uploads in 8 MiB PATCHes, fresh server per run, keep-alive.
   // Memory: README "The memory bound": peak − idle ≤ memoryBudget + 64 MiB (V8) + 640 KiB × admitted uploads.
-  const resumableRss = (k, t) => {
-    const bound = BUDGET + V8_HEADROOM + PER_UPLOAD * W[k].concurrency;
-    const f = (b) => (b / MiB).toFixed(0);
-    return {
-      limit: `≤ ${(bound / MiB).toFixed(0)} MiB`,
-      ok: (x) => x <= 1,
-      ratio: (R, m) => {
-        const s = R[k]?.[m]?.[t];
-        if (!s) return null;
-        const p = s.peakOverIdle;
-        return { x: p.med / bound, detail: `+${f(p.med)} MiB (${f(p.min)}–${f(p.max)}) over idle ${f(s.idle.med)} MiB`, shown: `+${f(p.med)} MiB` };
-      },
-    };
-  };
+  const resumableRss = (k, t) => peakRss(k, t, BUDGET + V8_HEADROOM + PER_UPLOAD * W[k].concurrency);
   const noDiskWrites = (k, t, other) => ({
     limit: '= 0 B',
     ok: (x) => x === 0,
