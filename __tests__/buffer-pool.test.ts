@@ -20,7 +20,66 @@ test('at most maxIdleBytes wait for reuse; buffers of another size are not kept'
   for (const b of taken) pool.give(b);
   expect(pool.idle).toBe(3);
   pool.give(Buffer.alloc(32 * KiB));
+  pool.give(Buffer.alloc(64 * KiB)); // the right size, but not the pool's
   expect(pool.idle).toBe(3);
+});
+
+test('a buffer given back twice is kept once, so no two takes ever share it', () => {
+  const pool = new BufferPool(64 * KiB);
+  const a = pool.take();
+  pool.give(a);
+  pool.give(a);
+  expect(pool.idle).toBe(1);
+  const first = pool.take();
+  const second = pool.take();
+  expect(first).toBe(a);
+  expect(second).not.toBe(a);
+  expect(second.buffer).not.toBe(a.buffer);
+});
+
+test('while users run, the pool keeps what they may hold at once beyond the shared cap; once they leave, the cap applies again', () => {
+  const account = { bytes: 0, max: 2 * 64 * KiB };
+  const pool = new BufferPool(64 * KiB, { account });
+  const leaveA = pool.enter(3);
+  const leaveB = pool.enter(2);
+  const taken = Array.from({ length: 8 }, () => pool.take());
+  for (const b of taken) pool.give(b);
+  // 5 kept for the running users, 2 more on the shared cap, the 8th let go.
+  expect(pool.idle).toBe(7);
+  expect(account.bytes).toBe(2 * 64 * KiB);
+  // Taking draws on the idle ones; the shared cap is counted only past what the users keep.
+  const again = [pool.take(), pool.take(), pool.take()];
+  expect(account.bytes).toBe(0);
+  for (const b of again) expect(taken).toContain(b);
+  for (const b of again) pool.give(b);
+  expect(pool.idle).toBe(7);
+  leaveA();
+  leaveA(); // idempotent
+  expect(pool.idle).toBe(4); // 2 kept for B, 2 on the cap
+  expect(account.bytes).toBe(2 * 64 * KiB);
+  leaveB();
+  expect(pool.idle).toBe(2);
+  expect(account.bytes).toBe(2 * 64 * KiB);
+  // Nothing is allocated while one waits: a new user gets the idle ones first.
+  const leaveC = pool.enter(1);
+  expect(taken).toContain(pool.take());
+  expect(account.bytes).toBe(0); // one idle, kept for C
+  leaveC();
+  expect(account.bytes).toBe(64 * KiB);
+});
+
+test('idle buffers kept for running users go too once an idle period passed without a take', async () => {
+  const pool = new BufferPool(64 * KiB, { idleMs: 30, maxIdleBytes: 0 });
+  const leave = pool.enter(2);
+  const a = pool.take();
+  const b = pool.take();
+  pool.give(a);
+  pool.give(b);
+  expect(pool.idle).toBe(2);
+  await new Promise((r) => setTimeout(r, 80));
+  expect(pool.idle).toBe(0);
+  leave();
+  expect(pool.idle).toBe(0);
 });
 
 test('idle buffers are let go once a whole idle period passed without a take', async () => {
@@ -54,7 +113,8 @@ test('pools sharing an account share its cap on idle bytes', () => {
   expect(small.idle).toBe(0);
   expect(account.bytes).toBe(256 * KiB);
   big.take();
-  small.give(s[0]);
+  const again = small.take(); // (s[0] was let go when the cap was full)
+  small.give(again);
   expect(small.idle).toBe(1);
   expect(account.bytes).toBe(192 * KiB);
 });
@@ -79,7 +139,8 @@ test("the process's pools: at most 16 MiB idle across all sizes, let go once 10 
     expect(large.idle).toBe(32);
     jest.advanceTimersByTime(10_000);
     expect(large.idle).toBe(0);
-    small.give(smallOne); // the cap counts what is idle now
+    const again = small.take(); // the cap counts what is idle now
+    small.give(again);
     expect(small.idle).toBe(1);
   } finally {
     jest.useRealTimers();

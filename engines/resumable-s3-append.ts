@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { SpoolError } from '../lib/core/errors';
 import type { AppendContext } from '../lib/resumable/upload-store';
-import type { PartPool } from './resumable-s3-pool';
+import type { BufferPool } from '../lib/core/buffer-pool';
 import { toS3Error } from './s3-errors';
 import { claimedOf, MAX_PARTS, MIN_PART_SIZE, s3ErrorName, type Committed, type StoredPart, type UploadObjects, type UploadState } from './resumable-s3-objects';
 
@@ -30,7 +30,7 @@ export interface AppendSettings {
   /** After a clean end: `state` claims `number`, unused, for the next append this store makes on it. */
   readonly reserve: (state: Committed, number: number) => void;
   /** The store's part buffers (reserved on `context.memory` before one is taken, given back once no send can read it). */
-  readonly pool: PartPool;
+  readonly pool: BufferPool;
 }
 
 /**
@@ -134,7 +134,8 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
       if (signal.aborted) return false;
       throw err;
     }
-    buffer = pool.take(want);
+    // A short last part (before the declared length ends) gets a buffer of its own: the pool holds whole parts.
+    buffer = want === partSize ? pool.take() : Buffer.allocUnsafe(want);
     if (placed === 0 && first.tail) {
       try {
         await objects.readInto(first.tail.key, buffer, 0, 0, first.tail.size);

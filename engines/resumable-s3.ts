@@ -8,7 +8,7 @@ import type { UploadFence } from '../lib/resumable/upload-locker';
 import type { AppendContext, NewUpload, ResumableContext, ResumableGetOptions, ResumableStore, ResumableUpload, UploadChanges } from '../lib/resumable/upload-store';
 import { appendToS3 } from './resumable-s3-append';
 import { concatenateObjects } from './resumable-s3-concat';
-import { PartPool } from './resumable-s3-pool';
+import { bufferPool, type BufferPool } from '../lib/core/buffer-pool';
 import { claimedOf, MAX_PARTS, MIN_PART_SIZE, offsetOf, s3ErrorName, UploadObjects, type Committed, type StoredPart, type UploadState } from './resumable-s3-objects';
 import { locationOf, type S3Details } from './s3-object';
 import { toS3Error } from './s3-errors';
@@ -109,8 +109,8 @@ class S3Store implements ResumableStore {
    * the handler's lock). Any other writer starts after it, as after every claimed number.
    */
   readonly #reserved = new WeakMap<Committed, number>();
-  /** Part buffers reused across appends (README "The memory bound"). */
-  readonly #pool: PartPool;
+  /** Part buffers, reused across appends: the process's pool of `partSize` buffers (README "The memory bound"). */
+  readonly #pool: BufferPool;
   /** Completed uploads whose leftovers are being removed (`#heal`). */
   readonly #healing = new Set<string>();
 
@@ -119,7 +119,7 @@ class S3Store implements ResumableStore {
     this.#partSize = partSize;
     this.#queueSize = queueSize;
     this.#fence = fence;
-    this.#pool = new PartPool(partSize, queueSize + 1);
+    this.#pool = bufferPool(partSize);
   }
 
   async create(upload: NewUpload): Promise<ResumableUpload> {
@@ -189,7 +189,8 @@ class S3Store implements ResumableStore {
       if (bytes) throw new SpoolError('UPLOAD_COMPLETED', 'The upload is being completed: no byte can follow');
       return offsetOf(current.state);
     }
-    const leave = this.#pool.enter();
+    // While it runs, an append may hold `queueSize + 1` part buffers at once: the pool keeps that many for it.
+    const leave = this.#pool.enter(this.#queueSize + 1);
     // Taken by this append whatever happens: a number is used by one append at most.
     const reserved = this.#reserved.get(current);
     this.#reserved.delete(current);
