@@ -171,10 +171,3 @@ function decodeExtended(raw: string): string | undefined {
   if (decode === undefined) return undefined;
   return decode(raw.slice(second + 1).replace(PERCENT, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))));
 }
-
-/** The last path segment, as busboy reduces client filenames unless `preservePath` is on. */
-export function basename(path: string): string {
-  const cut = Math.max(path.lastIndexOf('/'), path.lastIndexOf('\\'));
-  const base = cut === -1 ? path : path.slice(cut + 1);
-  return base === '.' || base === '..' ? '' : base;
-}

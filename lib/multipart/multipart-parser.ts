@@ -1,7 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
 import { Dicer } from '@fastify/busboy';
-import { basename, DEFAULT_PARAM_CHARSET, headerParam, paramDecoder, parseDisposition, type ParamDecoder } from './content-disposition';
+import { DEFAULT_PARAM_CHARSET, headerParam, paramDecoder, parseDisposition, type ParamDecoder } from './content-disposition';
+import { basename } from '../core/client-filename';
 import type { SpoolErrorCode } from '../core/errors';
 import type { ResolvedLimits } from './options';
 

@@ -1,6 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AppRequest, IncomingFile } from '../core/engine';
+import { basename } from '../core/client-filename';
 import { drainRequest } from '../core/drain';
 import { SpoolError } from '../core/errors';
 import type { MemoryBudget, MemoryLease } from '../core/memory-budget';
@@ -136,7 +137,7 @@ class Handler {
     );
     const location = this.#location(req, upload.id);
     const interim = this.#config.interimResponses ? protocol.interim?.(req, location, this.#config) : undefined;
-    if (interim) sendUploadResumptionSupported(req, res, interim);
+    const announced = interim !== undefined && sendUploadResumptionSupported(req, res, interim);
     if (unfinished) {
       upload = await this.#declareFinal(req, upload as FinalUpload);
     } else if (intent.concat?.kind === 'final') {
@@ -146,7 +147,7 @@ class Handler {
       });
     } else if (intent.hasBody) {
       const append: AppendIntent = { offset: 0, length, complete: intent.complete, checksum: intent.checksum };
-      return this.#append(req, res, protocol, upload.id, append, location);
+      return this.#append(req, res, protocol, upload.id, append, { location, announced });
     } else if (intent.complete === true || (protocol.completesAtLength(req) && length === 0)) {
       upload = await this.#exclusive(upload.id, () => this.#complete(req, upload));
     }
@@ -174,6 +175,10 @@ class Handler {
   async #delete(req: IncomingMessage, res: ServerResponse, protocol: Protocol, id: string): Promise<void> {
     const waiting = await this.#exclusive(id, async () => {
       const found = await this.#live(id);
+      // Handed to onComplete: the app owns those bytes (file.path, file.remove()); a client must not remove them.
+      if (found.complete && found.concat?.kind !== 'partial') {
+        throw new SpoolError('UPLOAD_COMPLETED', 'The upload is complete and belongs to the application: DELETE does not remove it');
+      }
       await this.#store.remove(id);
       this.#hashes.forget(id);
       this.#finals.forget(id);
@@ -184,15 +189,29 @@ class Handler {
     protocol.removed(req, res);
   }
 
-  /** One append under the upload's lock: checks, streams the body, completes, answers. */
-  async #append(req: IncomingMessage, res: ServerResponse, protocol: Protocol, id: string, intent: AppendIntent, created?: string): Promise<void> {
+  /**
+   * One append under the upload's lock: checks, streams the body, completes, answers. `creation`: the
+   * append is a creation's body; `announced`, its location went out in a 104 (the client can resume it).
+   */
+  async #append(
+    req: IncomingMessage,
+    res: ServerResponse,
+    protocol: Protocol,
+    id: string,
+    intent: AppendIntent,
+    creation?: { location: string; announced: boolean },
+  ): Promise<void> {
+    const created = creation?.location;
     let current: ResumableUpload | undefined;
     let appending: InterimProgress | undefined | false = false; // while appendBody runs: its progress 104s, if any
     let failure: SpoolError | undefined;
     let ended: SpoolError | undefined;
     let supersede: ((reason: SpoolError) => void) | undefined;
+    /** Aborted when the request is ended before its append starts: a wait for memory ends with it. */
+    const ending = new AbortController();
     const end = (reason: SpoolError) => {
       ended ??= reason;
+      ending.abort(reason);
       supersede?.(reason);
     };
     const release = await this.#locks.acquire(id, end, this.#config.lockTimeout);
@@ -210,7 +229,7 @@ class Handler {
         if (intent.length > this.#config.fileSize) throw new SpoolError('LIMIT_FILE_SIZE');
         upload = current = await this.#store.update(id, { length: intent.length });
       }
-      await this.#admit(lease);
+      await this.#admit(lease, res, ending.signal);
       if (ended) throw ended; // a newer request came while this one was getting ready
       // The renewed expiry, fixed the first time it is asked for: by the store when it records it with the
       // append's last state write (then the update below has nothing left to write), else after the append.
@@ -228,8 +247,9 @@ class Handler {
       appending = false;
       upload = current = outcome.upload;
       failure = outcome.failure;
-      if (created !== undefined && upload.offset === 0 && failure) {
-        // A creation whose body died before its first byte leaves nothing behind.
+      if (creation && !creation.announced && upload.offset === 0 && failure) {
+        // A creation whose body died before its first byte leaves nothing behind — unless a 104 gave the
+        // client its location: it may resume there (then it stays, empty, until it expires).
         await this.#store.remove(id);
         this.#hashes.forget(id);
         throw failure;
@@ -351,13 +371,7 @@ class Handler {
   async #notify(req: IncomingMessage, done: ResumableUpload): Promise<void> {
     const { onComplete } = this.#config;
     if (done.concat?.kind !== 'partial' && onComplete) {
-      const meta: IncomingFile = {
-        fieldname: done.metadata.fieldname ?? 'file',
-        originalname: done.metadata.filename ?? '',
-        encoding: 'binary',
-        mimetype: done.metadata.filetype ?? 'application/octet-stream',
-      };
-      await onComplete(new UploadedFile(meta, done.offset, done.sha256, this.#store.file(done)), req as AppRequest);
+      await onComplete(new UploadedFile(incomingFile(done.metadata), done.offset, done.sha256, this.#store.file(done)), req as AppRequest);
     }
   }
 
@@ -488,12 +502,7 @@ class Handler {
   async #filter(req: IncomingMessage, intent: CreateIntent): Promise<void> {
     const filter = this.#config.fileFilter;
     if (!filter || intent.concat?.kind === 'partial') return;
-    const file: IncomingFile = {
-      fieldname: intent.metadata.fieldname ?? 'file',
-      originalname: intent.metadata.filename ?? '',
-      encoding: 'binary',
-      mimetype: intent.metadata.filetype ?? 'application/octet-stream',
-    };
+    const file = incomingFile(intent.metadata);
     if (!(await runFileFilter(filter, req, file, AbortSignal.timeout(this.#config.admissionTimeout)))) throw new SpoolError('FILE_REJECTED');
   }
 
@@ -530,12 +539,26 @@ class Handler {
     }
   }
 
-  async #admit(lease: MemoryLease): Promise<void> {
+  /**
+   * The request's memory share, waiting (first come, first served) at most `admissionTimeout` — and no
+   * longer than the request itself: a newer request for the upload (`ended`) or the client going away ends
+   * the wait, and with it the lock this request holds.
+   */
+  async #admit(lease: MemoryLease, res: ServerResponse, ended: AbortSignal): Promise<void> {
     if (lease.tryReserve(REQUEST_SHARE)) return;
+    const gone = new AbortController();
+    const onClose = () => gone.abort(new SpoolError('CLIENT_ABORTED'));
+    res.once('close', onClose);
+    if (res.destroyed) onClose();
+    const timeout = AbortSignal.timeout(this.#config.admissionTimeout);
     try {
-      await lease.reserve(REQUEST_SHARE, AbortSignal.timeout(this.#config.admissionTimeout));
+      await lease.reserve(REQUEST_SHARE, AbortSignal.any([ended, gone.signal, timeout]));
     } catch {
+      if (ended.aborted) throw ended.reason;
+      if (gone.signal.aborted) throw gone.signal.reason;
       throw new SpoolError('MEMORY_BUDGET_EXCEEDED', 'No memory for another upload right now; retry later');
+    } finally {
+      res.off('close', onClose);
     }
   }
 
@@ -599,6 +622,20 @@ const DRAIN_TIMEOUT = 2000;
 /** How long a final upload's link waits for its partial's lock to be free before trying again (doubling up to the max). */
 const LINK_RETRY = 250;
 const LINK_RETRY_MAX = 5000;
+
+/**
+ * The file as the app's fileFilter and onComplete see it, from the upload's metadata. The client's filename
+ * is cut to its last path segment, as multipart's `originalname` is by default: it is the client's word,
+ * and `../../x` must not read as a path (the metadata itself keeps what the client sent).
+ */
+function incomingFile(metadata: Readonly<Record<string, string | null>>): IncomingFile {
+  return {
+    fieldname: metadata.fieldname ?? 'file',
+    originalname: basename(metadata.filename ?? ''),
+    encoding: 'binary',
+    mimetype: metadata.filetype ?? 'application/octet-stream',
+  };
+}
 
 function expired(upload: ResumableUpload, now = Date.now()): boolean {
   return upload.expiresAt !== undefined && upload.expiresAt <= now;

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { basename, paramDecoder, parseDisposition } from '../multipart/content-disposition';
+import { paramDecoder, parseDisposition } from '../multipart/content-disposition';
+import { basename } from '../core/client-filename';
 import { SpoolError } from '../core/errors';
 import { parseDigestField } from './checksum';
 import { parseMetadata } from './metadata';

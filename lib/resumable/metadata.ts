@@ -1,11 +1,14 @@
+import { isUtf8 } from 'node:buffer';
 import { SpoolError } from '../core/errors';
 
 const KEY = /^[\x21-\x2b\x2d-\x7e]+$/; // printable ASCII without space and comma (tus 1.0)
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+// Padded base64 (RFC 4648 §4), as tus clients send it: whole 4-character groups.
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 /**
  * Decodes tus `Upload-Metadata`: `key base64value, key2, …`. Keys are unique ASCII without spaces or commas;
- * a key without a value maps to null. Anything else is INVALID_UPLOAD_REQUEST (400).
+ * a key without a value maps to null; a value is padded base64 of UTF-8 text (metadata is kept as text, so
+ * other bytes could not be given back as sent). Anything else is INVALID_UPLOAD_REQUEST (400).
  */
 export function parseMetadata(header: string | undefined): Record<string, string | null> {
   const metadata: Record<string, string | null> = Object.create(null);
@@ -15,7 +18,13 @@ export function parseMetadata(header: string | undefined): Record<string, string
     if (!key || !KEY.test(key) || extra !== undefined || key in metadata || (value !== undefined && !BASE64.test(value))) {
       throw new SpoolError('INVALID_UPLOAD_REQUEST', 'Malformed Upload-Metadata');
     }
-    metadata[key] = value === undefined ? null : Buffer.from(value, 'base64').toString('utf8');
+    if (value === undefined) {
+      metadata[key] = null;
+      continue;
+    }
+    const bytes = Buffer.from(value, 'base64');
+    if (!isUtf8(bytes)) throw new SpoolError('INVALID_UPLOAD_REQUEST', `Upload-Metadata: the value of ${key} is not UTF-8 text`);
+    metadata[key] = bytes.toString('utf8');
   }
   return metadata;
 }

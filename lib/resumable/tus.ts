@@ -158,7 +158,11 @@ function parseConcat(header: string | undefined): CreateIntent['concat'] {
   if (!match) throw invalid('Upload-Concat')();
   const parts = match[1].trim().split(/ +/).map((url) => {
     const path = url.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/]*/i, '').split(/[?#]/, 1)[0];
-    return decodeURIComponent(path.slice(path.lastIndexOf('/') + 1));
+    try {
+      return decodeURIComponent(path.slice(path.lastIndexOf('/') + 1));
+    } catch {
+      throw invalid('Upload-Concat: a malformed percent-encoding')(); // (URIError)
+    }
   });
   if (parts.some((id) => id === '')) throw invalid('Upload-Concat')();
   return { kind: 'final', parts };
