@@ -175,8 +175,14 @@ async function create(directory: string, name: string, ownsDirectory: boolean, f
   return create(directory, name, false, file);
 }
 
-/** Calls a multer-style `(req, file, cb)` function that may also return its answer (or a promise of it). */
+/**
+ * Calls a multer-style `(req, file, cb)` function that may also return its answer (or a promise of it).
+ * One that declares the callback answers through it unless it returns a string or a promise of one: an
+ * `async (req, file, cb)` that calls `cb` later resolves to nothing, and a concise arrow returns whatever
+ * its last call did (a timer, a handle), neither of which is an answer (multer ignores them too).
+ */
 function ask(fn: DiskNameFunction, request: AppRequest, file: IncomingFile): Promise<unknown> {
+  const takesCallback = fn.length >= 3;
   return new Promise((resolvePromise, reject) => {
     let settled = false;
     const callback: DiskCallback = (error, value) => {
@@ -186,12 +192,21 @@ function ask(fn: DiskNameFunction, request: AppRequest, file: IncomingFile): Pro
       else resolvePromise(value);
     };
     try {
-      const result = fn(request, file, callback);
-      if (result !== undefined) {
-        Promise.resolve(result as string | Promise<string>).then((value) => callback(null, value), (error: unknown) => callback(error as Error));
-      }
+      const result = fn(request, file, callback) as unknown;
+      if (result === undefined || (takesCallback && typeof result !== 'string' && !isThenable(result))) return;
+      Promise.resolve(result).then(
+        (value) => {
+          if (takesCallback && typeof value !== 'string') return; // (the callback answers)
+          callback(null, value as string);
+        },
+        (error: unknown) => callback(error as Error),
+      );
     } catch (error) {
       callback(error as Error);
     }
   });
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null)?.then === 'function';
 }

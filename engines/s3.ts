@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { PutObjectCommandInput, S3Client } from '@aws-sdk/client-s3';
 import type { AppRequest, IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/core/engine';
-import { countOption, describe, sizeOption, type Size } from '../lib/core/sizes';
+import { countOption, describe, sizeOption, type Size, durationOption } from '../lib/core/sizes';
 import { CRC32C, CRC64NVME, type Crc, type S3ChecksumAlgorithm } from './s3-checksum';
 import { toS3Error } from './s3-errors';
 import { uploadMultipart } from './s3-multipart';
@@ -106,7 +106,7 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
   if (partSize < MIN_PART_SIZE) throw new TypeError(`Expected \`partSize\` to be at least 5 MiB, got ${partSize}`);
   const queueSize = countOption('queueSize', options.queueSize, 4);
   if (queueSize < 1) throw new TypeError(`Expected \`queueSize\` to be at least 1, got ${queueSize}`);
-  const abortTimeout = countOption('abortTimeout', options.abortTimeout, 10_000);
+  const abortTimeout = durationOption('abortTimeout', options.abortTimeout, 10_000);
   // Loaded here, not at import, so apps that never use S3 need not install the SDK.
   const sdk = require('@aws-sdk/client-s3') as Sdk;
   if (checksum !== 'none' && sdk.ChecksumType === undefined) {

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { ByteList } from './byte-list';
 import { FileTap } from './file-tap';
 
 /** Where collected bytes are reserved: a request's MemoryLease, or anything shaped like it. */
@@ -20,7 +21,8 @@ export interface Collected {
 
 /**
  * Reads `stream` into memory, reserving every chunk on `lease`, until it ends or would pass
- * `maxBytes` / the budget. Chunks are kept as they come (no concatenation while reading).
+ * `maxBytes` / the budget. Chunks are kept as they come (no concatenation while reading), small ones
+ * copied together (ByteList).
  */
 export function collectChunks(
   stream: Readable,
@@ -31,8 +33,7 @@ export function collectChunks(
   // The core's own stream, not yet read: collect from its source directly (same contract, fewer hops).
   if (signal === undefined && stream instanceof FileTap && stream.collectable) return stream.collect(lease, maxBytes);
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
+    const bytes = new ByteList();
 
     const settle = (fn: () => void) => {
       stream.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
@@ -40,17 +41,16 @@ export function collectChunks(
       fn();
     };
     const onData = (chunk: Buffer) => {
-      if (size + chunk.length <= maxBytes && lease.tryReserve(chunk.length)) {
-        chunks.push(chunk);
-        size += chunk.length;
+      if (bytes.size + chunk.length <= maxBytes && lease.tryReserve(chunk.length)) {
+        bytes.push(chunk);
         return;
       }
       stream.pause();
-      settle(() => resolve({ chunks, size, overflow: chunk }));
+      settle(() => resolve({ size: bytes.size, chunks: bytes.take(), overflow: chunk }));
     };
-    const onEnd = () => settle(() => resolve({ chunks, size }));
+    const onEnd = () => settle(() => resolve({ size: bytes.size, chunks: bytes.take() }));
     const fail = (err: unknown) => {
-      lease.release(size);
+      lease.release(bytes.size);
       settle(() => reject(err));
     };
     const onError = (err: Error) => fail(err);

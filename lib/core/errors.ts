@@ -91,6 +91,8 @@ export const MULTER_CODES: ReadonlySet<SpoolErrorCode> = new Set<SpoolErrorCode>
 export interface SpoolErrorOptions {
   /** The form field the error is about, when there is one. */
   field?: string;
+  /** The client's filename of the file the error is about. */
+  filename?: string;
   /** Overrides the code's default HTTP status (e.g. 502 for an S3 error answer). */
   status?: number;
   cause?: unknown;
@@ -109,6 +111,8 @@ export class SpoolError extends Error {
   readonly statusCode: number;
   /** Set when the error was caused by a specific field (multer's `field`). */
   readonly field?: string;
+  /** The client's filename of the file that caused it (multer's `filename`, on LIMIT_FILE_SIZE and LIMIT_UNEXPECTED_FILE). */
+  readonly filename?: string;
   /** Failures met while removing already stored files during cleanup (multer's `storageErrors`). */
   storageErrors: unknown[] = [];
 
@@ -120,6 +124,7 @@ export class SpoolError extends Error {
     this.status = options.status ?? info.status;
     this.statusCode = this.status;
     if (options.field !== undefined) this.field = options.field;
+    if (options.filename !== undefined) this.filename = options.filename;
   }
 
   /** Whether an HTTP response should expose `message` (client errors only, like http-errors). */

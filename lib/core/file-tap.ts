@@ -2,13 +2,13 @@ import { StreamingSha256 } from './streaming-sha256';
 import { Readable } from 'node:stream';
 import type { ChunkSink } from './chunk-sink';
 import type { Collected, Reservations } from './collect-chunks';
+import { ByteList } from './byte-list';
 
-/** A `collect()` in progress: chunks go straight from the source into `chunks`. */
+/** A `collect()` in progress: chunks go straight from the source into `bytes`. */
 interface Collector {
   readonly lease: Reservations;
   readonly maxBytes: number;
-  readonly chunks: Buffer[];
-  size: number;
+  readonly bytes: ByteList;
   readonly resolve: (collected: Collected) => void;
   readonly reject: (err: unknown) => void;
 }
@@ -51,11 +51,12 @@ export class FileTap extends Readable {
   #collected = false;
   #forward: Forward | undefined;
   /**
-   * Chunks a collector took and gave back (`unread()`), in order: they go out before the source's next
-   * ones, through `_read()` or `forward()`. Kept here rather than `unshift()`ed into the Readable buffer
-   * so that `forward()` can hand them on one by one.
+   * Chunks a collector took and gave back (`unread()`), in order, from `#pendingAt` on: they go out before
+   * the source's next ones, through `_read()` or `forward()`. Kept here rather than `unshift()`ed into the
+   * Readable buffer so that `forward()` can hand them on one by one.
    */
   #pending: Buffer[] = [];
+  #pendingAt = 0;
   /**
    * The last collect stopped on its own (past the threshold or the budget) and its chunks are not back yet.
    * The source is paused, but its 'end' may already be on its way: the tap must not end before them.
@@ -101,7 +102,7 @@ export class FileTap extends Readable {
     return (
       this.#collector === undefined &&
       this.#forward === undefined &&
-      this.#pending.length === 0 &&
+      !this.#hasPending() &&
       !this.#sourceEnded &&
       !this.destroyed &&
       this.readableFlowing === null &&
@@ -119,7 +120,7 @@ export class FileTap extends Readable {
    */
   collect(lease: Reservations, maxBytes: number): Promise<Collected> {
     return new Promise((resolve, reject) => {
-      this.#collector = { lease, maxBytes, chunks: [], size: 0, resolve, reject };
+      this.#collector = { lease, maxBytes, bytes: new ByteList(), resolve, reject };
       this.#source.resume();
     });
   }
@@ -129,9 +130,10 @@ export class FileTap extends Readable {
    * a collect that stopped on its own, with nothing read since; false otherwise (use `unshift()` then).
    */
   unread(collected: Collected): boolean {
-    if (!this.#overflowed || this.#eofPushed || collected.overflow === undefined || this.readableLength > 0 || this.#pending.length > 0) return false;
+    if (!this.#overflowed || this.#eofPushed || collected.overflow === undefined || this.readableLength > 0 || this.#hasPending()) return false;
     this.#overflowed = false;
     this.#pending = [...collected.chunks, collected.overflow];
+    this.#pendingAt = 0;
     return true;
   }
 
@@ -169,9 +171,8 @@ export class FileTap extends Readable {
   override _read(): void {
     if (this.#forward !== undefined) return;
     this.#overflowed = false; // read from here on: a later unread() would come after bytes already out
-    const pending = this.#pending;
-    while (pending.length > 0) {
-      if (!this.push(pending.shift())) return;
+    while (this.#hasPending()) {
+      if (!this.push(this.#nextPending())) return;
     }
     if (this.#sourceEnded) this.#pushEof();
     else this.#source.resume();
@@ -188,10 +189,11 @@ export class FileTap extends Readable {
     // Let the parser go on past this part: the request is failing, or the engine gave up on it.
     this.#source.resume();
     this.#pending = [];
+    this.#pendingAt = 0;
     const collector = this.#collector;
     if (collector) {
       this.#collector = undefined;
-      collector.lease.release(collector.size);
+      collector.lease.release(collector.bytes.size);
       collector.reject(err ?? new Error('Premature close'));
     }
     const forward = this.#forward;
@@ -206,13 +208,26 @@ export class FileTap extends Readable {
   #pump = (): void => {
     const forward = this.#forward;
     if (forward === undefined) return;
-    const pending = this.#pending;
-    while (pending.length > 0) {
-      if (!forward.sink.write(pending.shift() as Buffer, this.#pump)) return;
+    while (this.#hasPending()) {
+      if (!forward.sink.write(this.#nextPending(), this.#pump)) return;
     }
     if (this.#sourceEnded) this.#endForward(forward);
     else this.#source.resume();
   };
+
+  #hasPending(): boolean {
+    return this.#pendingAt < this.#pending.length;
+  }
+
+  /** The next pending chunk (an index, not shift(): shift() moves every element of a large array). */
+  #nextPending(): Buffer {
+    const chunk = this.#pending[this.#pendingAt++];
+    if (this.#pendingAt === this.#pending.length) {
+      this.#pending = [];
+      this.#pendingAt = 0;
+    }
+    return chunk;
+  }
 
   #endForward(forward: Forward): void {
     this.#forward = undefined;
@@ -228,7 +243,7 @@ export class FileTap extends Readable {
     const forward = this.#forward;
     if (forward !== undefined) {
       // The source is resumed only once nothing is pending; a chunk already on its way waits its turn.
-      if (this.#pending.length > 0) {
+      if (this.#hasPending()) {
         this.#pending.push(chunk);
         this.#source.pause();
       } else if (!forward.sink.write(chunk, this.#pump)) {
@@ -239,15 +254,15 @@ export class FileTap extends Readable {
     const collector = this.#collector;
     if (collector === undefined) {
       if (!this.push(chunk)) this.#source.pause();
-    } else if (collector.size + chunk.length <= collector.maxBytes && collector.lease.tryReserve(chunk.length)) {
-      collector.chunks.push(chunk);
-      collector.size += chunk.length;
+    } else if (collector.bytes.size + chunk.length <= collector.maxBytes && collector.lease.tryReserve(chunk.length)) {
+      collector.bytes.push(chunk);
     } else {
       // Past the limit or the budget: stop, and leave the rest to whoever reads the tap next.
       this.#source.pause();
       this.#collector = undefined;
       this.#overflowed = true;
-      collector.resolve({ chunks: collector.chunks, size: collector.size, overflow: chunk });
+      const size = collector.bytes.size;
+      collector.resolve({ chunks: collector.bytes.take(), size, overflow: chunk });
     }
   };
 
@@ -257,18 +272,19 @@ export class FileTap extends Readable {
     if (this.#hash) this.#digest = this.#hash.hex();
     const forward = this.#forward;
     if (forward !== undefined) {
-      if (this.#pending.length === 0) this.#endForward(forward);
+      if (!this.#hasPending()) this.#endForward(forward);
       return;
     }
     const collector = this.#collector;
     if (collector === undefined) {
       // After pending chunks (or a collect's that are not back yet), `_read()` ends the tap once they are out.
-      if (this.#pending.length === 0 && !this.#overflowed) this.#pushEof();
+      if (!this.#hasPending() && !this.#overflowed) this.#pushEof();
       return;
     }
     this.#collector = undefined;
     this.#collected = true;
-    collector.resolve({ chunks: collector.chunks, size: collector.size });
+    const size = collector.bytes.size;
+    collector.resolve({ chunks: collector.bytes.take(), size });
   };
 
   #onError = (err: Error): void => {

@@ -5,21 +5,39 @@ import type { FileFilter } from '../multipart/options';
 
 /**
  * Runs a fileFilter in either style and resolves with its verdict; the first answer wins.
- * - multer's callback: `callback(null, true | false)` or `callback(err)`;
- * - a returned boolean, or a promise of one; a thrown error or rejection fails the request;
- * - a filter that takes no callback and returns (or resolves) nothing accepts the file — the natural
- *   `async (req, file) => { if (bad) throw … }`. One that takes a callback is waited for until it calls it.
+ * - A filter that declares the callback (`(req, file, cb)`, multer's style) answers through it only:
+ *   `cb(null, true | false)` or `cb(err)`. What it returns is ignored (a concise arrow returns whatever its
+ *   last call returned), except that a thrown error or a rejected promise fails the request.
+ * - One that declares `(req, file)` answers by returning: a boolean or a promise of one; nothing (or a
+ *   promise of nothing) accepts the file — the natural `async (req, file) => { if (bad) throw … }`.
+ * - One that declares no parameters (`(...args) => real(...args)`, a wrapper) may do either: a returned
+ *   boolean (or promise of one) is its answer, otherwise the callback is waited for. It never passes a file
+ *   for returning nothing: the real filter behind it may still answer no.
  * Every wait ends: when `signal` aborts (the request failed or hit its deadline) the promise rejects.
+ * `onVerdict` hears the verdict the moment it is given (a `cb(null, false)` called synchronously is heard
+ * before the parser's next part), ahead of the promise.
  */
-export function runFileFilter(filter: FileFilter, req: IncomingMessage, file: IncomingFile, signal: AbortSignal): Promise<boolean> {
-  const usesCallback = filter.length >= 3;
+export function runFileFilter(
+  filter: FileFilter,
+  req: IncomingMessage,
+  file: IncomingFile,
+  signal: AbortSignal,
+  onVerdict?: (accepted: boolean) => void,
+): Promise<boolean> {
+  const style = filter.length >= 3 ? 'callback' : filter.length === 0 ? 'either' : 'return';
   return new Promise<boolean>((resolve, reject) => {
     const stop = whenAborted(signal, reject);
+    let settled = false;
     const accept = (verdict: boolean) => {
+      if (settled) return;
+      settled = true;
       stop();
+      onVerdict?.(verdict);
       resolve(verdict);
     };
     const refuse = (err: unknown) => {
+      if (settled) return;
+      settled = true;
       stop();
       reject(err);
     };
@@ -29,14 +47,16 @@ export function runFileFilter(filter: FileFilter, req: IncomingMessage, file: In
     } catch (err) {
       return refuse(err);
     }
-    if (typeof result === 'boolean') return accept(result);
     if (result && typeof (result as Promise<unknown>).then === 'function') {
       (result as Promise<boolean | void>).then((verdict) => {
+        if (style === 'callback') return;
         if (typeof verdict === 'boolean') accept(verdict);
-        else if (!usesCallback) accept(true);
+        else if (style === 'return') accept(true);
       }, refuse);
       return;
     }
-    if (!usesCallback) accept(true);
+    if (style === 'callback') return;
+    if (typeof result === 'boolean') return accept(result);
+    if (style === 'return') accept(true);
   });
 }

@@ -49,6 +49,21 @@ export function countOption(name: string, value: unknown, fallback: number): num
   return value;
 }
 
+/** The longest delay `setTimeout` takes; past it Node fires at once (or throws, for AbortSignal.timeout). */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * A duration in ms: a whole number from 0 to `max` (by default what a timer can wait). Infinity is refused
+ * rather than taken for "never": a timer would fire at once instead.
+ */
+export function durationOption(name: string, value: unknown, fallback: number, max = MAX_TIMER_MS): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
+    throw new TypeError(`Expected \`${name}\` to be a whole number of ms from 0 to ${max}, got ${describe(value)}`);
+  }
+  return value;
+}
+
 export function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
   if (typeof value === 'function') return 'a function';

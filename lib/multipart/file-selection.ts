@@ -46,23 +46,38 @@ export class FileSelection {
     return new FileSelection('none', new Map());
   }
 
-  /** Creates the per-request counter: returns whether one more file of `fieldname` is allowed. */
-  counter(): (fieldname: string) => boolean {
-    if (this.mode === 'any') return allowAll;
-    if (this.mode === 'none') return allowNone;
+  /**
+   * Creates the per-request counter: `take` says whether one more file of `fieldname` is allowed (and
+   * counts it); `giveBack` uncounts one the fileFilter skipped — as with multer, skipped files do not
+   * count towards `maxCount`.
+   */
+  counter(): FileCounter {
+    if (this.mode === 'any') return ALLOW_ALL;
+    if (this.mode === 'none') return ALLOW_NONE;
     if (this.mode !== 'fields') {
       // One field (single, array): a number, not a copy of the map, for every request.
       const [[name, max]] = this.#maxCounts;
       let left = max;
-      return (fieldname) => fieldname === name && left-- >= 1;
+      return {
+        take: (fieldname) => fieldname === name && left-- >= 1,
+        giveBack: (fieldname) => {
+          if (fieldname === name) left++;
+        },
+      };
     }
     let left: Map<string, number> | undefined; // copied when the first file arrives
-    return (fieldname) => {
-      left ??= new Map(this.#maxCounts);
-      const remaining = left.get(fieldname);
-      if (remaining === undefined || remaining < 1) return false;
-      left.set(fieldname, remaining - 1);
-      return true;
+    return {
+      take: (fieldname) => {
+        left ??= new Map(this.#maxCounts);
+        const remaining = left.get(fieldname);
+        if (remaining === undefined || remaining < 1) return false;
+        left.set(fieldname, remaining - 1);
+        return true;
+      },
+      giveBack: (fieldname) => {
+        const remaining = left?.get(fieldname);
+        if (remaining !== undefined) left!.set(fieldname, remaining + 1);
+      },
     };
   }
 
@@ -91,13 +106,14 @@ export class FileSelection {
   }
 }
 
-function allowAll(): boolean {
-  return true;
+/** Counts the files a request may have per field (see `FileSelection.counter`). */
+export interface FileCounter {
+  take(fieldname: string): boolean;
+  giveBack(fieldname: string): void;
 }
 
-function allowNone(): boolean {
-  return false;
-}
+const ALLOW_ALL: FileCounter = { take: () => true, giveBack: () => undefined };
+const ALLOW_NONE: FileCounter = { take: () => false, giveBack: () => undefined };
 
 function fieldName(name: unknown): string {
   if (typeof name !== 'string' || name === '') {

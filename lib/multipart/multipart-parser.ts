@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
 import { Dicer } from '@fastify/busboy';
 import { DEFAULT_PARAM_CHARSET, headerParam, paramDecoder, parseDisposition, type ParamDecoder } from './content-disposition';
+import { ByteList } from '../core/byte-list';
 import { basename } from '../core/client-filename';
 import type { SpoolErrorCode } from '../core/errors';
 import type { ResolvedLimits } from './options';
@@ -66,8 +67,8 @@ export function createMultipartParser(
   const decode: ParamDecoder = paramCharset;
   const parser = new Dicer({
     boundary: boundaryOf(requestHeaders['content-type']),
-    // One more than ours: Dicer stops counting at its own limit, so N lines and N + 1 would look the same.
-    maxHeaderPairs: limits.headerPairs + 1,
+    // Lines past it are ignored, as busboy (and so multer) ignores them.
+    maxHeaderPairs: limits.headerPairs,
     // Twice our limit: the parser cuts silently past its own, we measure and refuse past ours.
     maxHeaderSize: HEADER_SIZE * 2,
   } as Dicer.Config);
@@ -82,9 +83,8 @@ export function createMultipartParser(
   /** The text field being read (one at a time: parts come in order) and what it has so far. */
   let field: Readable | undefined;
   let fieldName: string | undefined;
-  let fieldValue = '';
+  let fieldValue = new ByteList();
   let fieldBytes = 0;
-  let fieldTruncated = false;
   let fieldCharset = FIELD_CHARSET;
 
   const fail = (err: Error): void => {
@@ -99,26 +99,28 @@ export function createMultipartParser(
   const onPartError = (err: Error): void => fail(err);
 
   function onFieldData(this: Readable, chunk: Buffer): void {
-    if (this !== field || fieldTruncated) return;
-    let take = chunk.length;
-    if (fieldBytes + take > limits.fieldSize) {
-      take = limits.fieldSize - fieldBytes;
-      fieldTruncated = true;
+    if (this !== field) return;
+    if (fieldBytes + chunk.length > limits.fieldSize) {
+      // Reported now, not at the field's end: a client may keep sending it for as long as it likes.
+      field = undefined;
+      fieldValue = new ByteList();
+      if (!failed) events.onField(fieldName, '', true);
+      return;
     }
-    fieldBytes += take;
-    fieldValue += chunk.toString('latin1', 0, take);
-    events.onFieldBytes?.(take);
+    fieldBytes += chunk.length;
+    fieldValue.push(chunk);
+    events.onFieldBytes?.(chunk.length);
   }
 
   /** Reports the field being read; at its own 'end', or earlier when the next part begins (see 'part'). */
   function endField(this: Readable): void {
     if (this !== field) return;
     field = undefined;
-    const raw = fieldValue;
-    fieldValue = '';
+    const chunks = fieldValue.take();
     if (failed) return;
+    const raw = chunks.length === 1 ? chunks[0].toString('latin1') : Buffer.concat(chunks).toString('latin1');
     const decodeValue = fieldCharset === FIELD_CHARSET ? decodeUtf8 : (paramDecoder(fieldCharset) ?? keepRaw);
-    events.onField(fieldName, raw.length === 0 ? '' : decodeValue(raw), fieldTruncated);
+    events.onField(fieldName, raw.length === 0 ? '' : decodeValue(raw), false);
   }
 
   /**
@@ -141,15 +143,10 @@ export function createMultipartParser(
     }
     const disposition = parseDisposition(rawDisposition, decode);
     if (typeof disposition === 'string') return failPart(this, disposition);
-    let pairs = 0;
     let bytes = 0;
     for (const name in header) {
-      for (const value of header[name] as string[]) {
-        pairs++;
-        bytes += name.length + value.length + 4; // "name: value\r\n"
-      }
+      for (const value of header[name] as string[]) bytes += name.length + value.length + 4; // "name: value\r\n"
     }
-    if (pairs > limits.headerPairs) return failPart(this, `more than ${limits.headerPairs} lines (limits.headerPairs)`);
     if (bytes > HEADER_SIZE) return failPart(this, `larger than ${HEADER_SIZE} bytes`);
 
     const contentType = header['content-type']?.[0];
@@ -171,7 +168,7 @@ export function createMultipartParser(
     field = this;
     fieldName = disposition.name;
     fieldBytes = 0;
-    fieldTruncated = false;
+    fieldValue = new ByteList();
     fieldCharset = charsetOf(contentType);
     this.on('data', onFieldData).on('end', endField);
   }

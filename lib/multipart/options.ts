@@ -4,7 +4,7 @@ import { charsetOption, DEFAULT_PARAM_CHARSET } from './content-disposition';
 import { isStorageEngine, type AppRequest, type IncomingFile, type StorageEngine } from '../core/engine';
 import { MemoryBudget } from '../core/memory-budget';
 import { assertParserSupported } from './multipart-parser';
-import { countOption, describe, sizeOption, type Size } from '../core/sizes';
+import { countOption, describe, sizeOption, type Size, durationOption } from '../core/sizes';
 
 /** Request limits (busboy's names). Every limit is on by default; pass `Infinity` to lift one. */
 export interface SpoolLimits {
@@ -174,11 +174,11 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
     sha256: booleanOption('sha256', options.sha256, false),
     preservePath: booleanOption('preservePath', options.preservePath, false),
     defParamCharset: charsetOption('defParamCharset', options.defParamCharset, DEFAULT_PARAM_CHARSET),
-    idleTimeout: countOption('idleTimeout', options.idleTimeout, 30_000),
-    requestTimeout: countOption('requestTimeout', options.requestTimeout, 300_000),
-    admissionTimeout: countOption('admissionTimeout', options.admissionTimeout, 10_000),
-    settleTimeout: countOption('settleTimeout', options.settleTimeout, 10_000),
-    drainTimeout: countOption('drainTimeout', options.drainTimeout, 2_000),
+    idleTimeout: durationOption('idleTimeout', options.idleTimeout, 30_000),
+    requestTimeout: durationOption('requestTimeout', options.requestTimeout, 300_000),
+    admissionTimeout: durationOption('admissionTimeout', options.admissionTimeout, 10_000),
+    settleTimeout: durationOption('settleTimeout', options.settleTimeout, 10_000),
+    drainTimeout: durationOption('drainTimeout', options.drainTimeout, 2_000),
   };
 }
 

@@ -3,11 +3,11 @@ import type { Readable, Writable } from 'node:stream';
 import { appendField, createBody, type FieldObject } from './append-field';
 import type { AppRequest, IncomingFile, StoreContext } from '../core/engine';
 import { SpoolError } from '../core/errors';
-import type { FileSelection } from './file-selection';
+import type { FileCounter, FileSelection } from './file-selection';
 import { FileTap } from '../core/file-tap';
 import type { MemoryLease } from '../core/memory-budget';
 import type { SpoolConfig } from './options';
-import { removeAll } from '../core/remove-all';
+import { removeAll, removeAllWithin } from '../core/remove-all';
 import { runFileFilter } from '../core/run-file-filter';
 import { UploadedFile } from '../core/uploaded-file';
 import { toParserError, toStorageError } from '../core/error-mapping';
@@ -100,7 +100,7 @@ export class UploadRequest implements Watched {
   readonly #next: Next;
   readonly #config: SpoolConfig;
   readonly #selection: FileSelection;
-  readonly #allowFile: (fieldname: string) => boolean;
+  readonly #fileSlots: FileCounter;
   #controller: AbortController | undefined;
   readonly #lease: MemoryLease;
   readonly #body: FieldObject = createBody();
@@ -138,7 +138,7 @@ export class UploadRequest implements Watched {
     this.#next = next;
     this.#config = config;
     this.#selection = selection;
-    this.#allowFile = selection.counter();
+    this.#fileSlots = selection.counter();
     this.#lease = config.budget.lease();
   }
 
@@ -150,6 +150,9 @@ export class UploadRequest implements Watched {
   }
 
   start(): void {
+    // As multer: error handlers can read req.body (the fields parsed so far) whenever the request fails,
+    // before its parse began too.
+    this.#req.body = this.#body;
     this.#res.on('close', this.#onResponseClose); // 'close' comes once: `on` spares a wrapper per request
     if (this.#lease.tryReserve(REQUEST_SHARE)) return this.#begin();
     this.#waitForAdmission();
@@ -246,8 +249,13 @@ export class UploadRequest implements Watched {
     if (problem || fieldname === undefined) return this.#failAndSkip(stream, problem ?? new SpoolError('MISSING_FIELD_NAME'));
     // No filename: what a browser sends for a file input left empty. multer skips such a part, and so do we.
     if (!info.filename) return void stream.resume();
-    if (!this.#allowFile(fieldname)) {
-      return this.#failAndSkip(stream, new SpoolError('LIMIT_UNEXPECTED_FILE', undefined, { field: fieldname }));
+    if (!this.#fileSlots.take(fieldname)) {
+      return this.#failAndSkip(stream, new SpoolError('LIMIT_UNEXPECTED_FILE', undefined, { field: fieldname, filename: info.filename }));
+    }
+    // Its names stay on req.files with the file, up to 16 KiB each (a part's header block): they count
+    // like a text field's value.
+    if (!this.#takeFieldMemory(fieldname.length + info.filename.length + info.mimeType.length)) {
+      return this.#failAndSkip(stream, new SpoolError('MEMORY_BUDGET_EXCEEDED', undefined, { field: fieldname }));
     }
     const meta: IncomingFile = {
       fieldname,
@@ -277,7 +285,9 @@ export class UploadRequest implements Watched {
     if (fileFilter) {
       let accepted: boolean;
       try {
-        accepted = await runFileFilter(fileFilter, this.#req, meta, this.signal);
+        // A file it skips does not count towards its field's maxCount, as with multer: its slot goes back
+        // as soon as the verdict is given, before a part that follows in the same read is counted.
+        accepted = await runFileFilter(fileFilter, this.#req, meta, this.signal, (ok) => ok || this.#fileSlots.giveBack(meta.fieldname));
       } catch (err) {
         stream.resume();
         if (this.#error) return; // the request failed while the filter ran: that error wins
@@ -292,7 +302,7 @@ export class UploadRequest implements Watched {
     // stream yet. A file the filter rejected was skipped above whatever its size, as with multer; one whose
     // stream already holds more than the limit (it arrived while the filter ran) fails before any engine starts.
     const { fileSize } = this.#config.limits;
-    const overLimit = () => this.#fail(new SpoolError('LIMIT_FILE_SIZE', undefined, { field: meta.fieldname }));
+    const overLimit = () => this.#fail(new SpoolError('LIMIT_FILE_SIZE', undefined, { field: meta.fieldname, filename: meta.originalname }));
     if (stream.readableLength > fileSize) {
       stream.resume();
       return overLimit();
@@ -423,7 +433,9 @@ export class UploadRequest implements Watched {
     this.#abandoned = true;
     this.#done = true;
     this.#unwatch?.();
-    const failures = await removeAll(this.#stored);
+    // Bounded like the wait above: an engine whose remove() never settles must not keep the answer back
+    // (the removal goes on in the background; what it reported by then is in storageErrors).
+    const failures = await removeAllWithin(this.#stored, this.#config.settleTimeout);
     this.#stored.length = 0;
     if (failures.length > 0) (this.#error as SpoolError).storageErrors = failures;
     this.#lease.close();

@@ -25,8 +25,11 @@ export interface AppendTapOptions {
  * there are several). A client sending 1-byte HTTP chunks thus costs one Buffer per read rather than one
  * per byte (~200 bytes of memory and a push/pull each) downstream of the request.
  *
- * It is the one channel of cancellation: `fail(err)` destroys it, and the store stops (keeping what it
- * stored unless the append is atomic). `failure` tells why it did not end cleanly.
+ * It is the one channel of cancellation: `fail(err)` stops it, and the store stops (keeping what it
+ * stored unless the append is atomic). What was already handed over, and so counted and hashed — bytes the
+ * client delivered — still goes to the store first: the tap ends after it rather than being destroyed with
+ * it. An atomic (checksummed) append's tap is destroyed instead: none of its bytes count. `failure` tells
+ * why it did not end cleanly.
  */
 /** Fewer bytes than this, buffered by the request, are read once the socket read has been parsed. */
 const GATHER_BYTES = 16 * 1024;
@@ -42,6 +45,8 @@ export class AppendTap extends Readable {
   #wanted = false;
   /** A read of a few buffered bytes waits for the rest of the socket read (see #onReadable). */
   #gathering: NodeJS.Immediate | undefined;
+  /** `push(null)` was called. */
+  #eof = false;
 
   constructor(source: IncomingMessage, options: AppendTapOptions) {
     super({ highWaterMark: 0 });
@@ -78,7 +83,14 @@ export class AppendTap extends Readable {
     if (this.#failure || this.readableEnded) return;
     this.#failure = err;
     this.#detach();
+    if (this.#options.verifier === undefined && !this.destroyed) return this.#end();
     this.destroy(err);
+  }
+
+  #end(): void {
+    if (this.#eof) return;
+    this.#eof = true;
+    this.push(null);
   }
 
   override _read(): void {
@@ -105,7 +117,7 @@ export class AppendTap extends Readable {
 
   /** Hands over what the request has buffered, as one Buffer, while the store wants more. */
   #pull(): void {
-    while (this.#wanted && !this.destroyed) {
+    while (this.#wanted && !this.destroyed && !this.#eof) {
       // Everything buffered; null when nothing is (then 'readable' or 'end' comes once something happens).
       const chunk = this.#source.read() as Buffer | null;
       if (chunk === null) return;
@@ -122,7 +134,7 @@ export class AppendTap extends Readable {
     if (this.#failure) return;
     this.#detach();
     if (this.#options.verifier && !this.#options.verifier.matches()) return this.fail(new SpoolError('CHECKSUM_MISMATCH'));
-    this.push(null);
+    this.#end();
   };
 
   #onAborted = (): void => this.fail(new SpoolError('CLIENT_ABORTED'));

@@ -70,7 +70,7 @@ export async function appendBody(
   if (res.destroyed) onClose(); // closed before the append started: no 'close' will come any more
   const stopWatching = config.idleTimeout > 0 ? watchIdle(tap, config.idleTimeout, end) : undefined;
   // Progress only while the body is still coming: once it ended (or failed) the final response is next.
-  const streaming = () => !tap.readableEnded && !tap.destroyed;
+  const streaming = () => !tap.readableEnded && !tap.destroyed && tap.failure === undefined;
   const interim = atomic ? undefined : context.progress;
   const progress = interim && {
     wanted: (at: number) => streaming() && interim.wanted(at),
@@ -104,7 +104,7 @@ function watchIdle(tap: AppendTap, timeout: number, end: (reason: SpoolError) =>
   return watchdog.watch(
     {
       check(now) {
-        if (tap.destroyed || tap.readableEnded) return false;
+        if (tap.destroyed || tap.readableEnded || tap.failure !== undefined) return false;
         // Only time the store spends waiting for the client counts: a slow store is not a stalled client.
         const since = tap.waitingSince;
         if (since !== undefined && now - since >= timeout) {

@@ -175,8 +175,8 @@ class Handler {
   async #delete(req: IncomingMessage, res: ServerResponse, protocol: Protocol, id: string): Promise<void> {
     const waiting = await this.#exclusive(id, async () => {
       const found = await this.#live(id);
-      // Handed to onComplete: the app owns those bytes (file.path, file.remove()); a client must not remove them.
-      if (found.complete && found.concat?.kind !== 'partial') {
+      // Handed to onComplete: with terminateCompleted off, those bytes are the app's alone.
+      if (!this.#config.terminateCompleted && found.complete && found.concat?.kind !== 'partial') {
         throw new SpoolError('UPLOAD_COMPLETED', 'The upload is complete and belongs to the application: DELETE does not remove it');
       }
       await this.#store.remove(id);

@@ -2,7 +2,7 @@ import { resumableDiskStore } from '../../engines/resumable-disk';
 import type { AppRequest } from '../core/engine';
 import { MemoryBudget } from '../core/memory-budget';
 import { DEFAULT_LIMITS, type FileFilter } from '../multipart/options';
-import { countOption, describe, sizeOption, type Size } from '../core/sizes';
+import { countOption, describe, sizeOption, type Size, durationOption } from '../core/sizes';
 import type { UploadedFile } from '../core/uploaded-file';
 import { UploadLocks } from './upload-lock';
 import type { UploadLocker } from './upload-locker';
@@ -79,6 +79,14 @@ export interface ResumableOptions {
   locker?: UploadLocker;
   /** How long (ms) a request may wait for its share of the memory budget; then 503 + Retry-After. @default 10000 */
   admissionTimeout?: number;
+  /**
+   * Whether a client's `DELETE` may remove a completed upload (tus termination; as tusd and @tus/server
+   * do by default: the upload's URL is the client's capability). `false` when the app keeps what
+   * onComplete got (`file.path`) and no client may remove it: such a DELETE is answered 400
+   * UPLOAD_COMPLETED and removes nothing. Unfinished uploads and partial ones can always be terminated.
+   * @default true
+   */
+  terminateCompleted?: boolean;
 }
 
 export interface ResumableConfig {
@@ -99,11 +107,13 @@ export interface ResumableConfig {
   lockTimeout: number;
   locker: UploadLocker;
   admissionTimeout: number;
+  terminateCompleted: boolean;
 }
 
 const KNOWN = new Set([
   'store', 'limits', 'fileFilter', 'onComplete', 'sha256', 'expiration', 'sweepInterval', 'memoryBudget',
   'protocols', 'interimResponses', 'interimProgress', 'idleTimeout', 'lockTimeout', 'admissionTimeout', 'locker',
+  'terminateCompleted',
 ]);
 
 export function resolveResumableOptions(options: ResumableOptions = {}): ResumableConfig {
@@ -130,16 +140,17 @@ export function resolveResumableOptions(options: ResumableOptions = {}): Resumab
     fileFilter,
     onComplete,
     sha256: booleanOption('sha256', options.sha256, false),
-    expiration: countOption('expiration', options.expiration, 86_400_000),
-    sweepInterval: countOption('sweepInterval', options.sweepInterval, 3_600_000),
+    expiration: durationOption('expiration', options.expiration, 86_400_000, Number.MAX_SAFE_INTEGER),
+    sweepInterval: durationOption('sweepInterval', options.sweepInterval, 3_600_000),
     budget: options.memoryBudget instanceof MemoryBudget ? options.memoryBudget : new MemoryBudget(options.memoryBudget ?? '64MiB'),
     protocols: new Set(protocols),
     interimResponses: booleanOption('interimResponses', options.interimResponses, true),
     interimProgress: progressOption(options.interimProgress),
-    idleTimeout: countOption('idleTimeout', options.idleTimeout, 30_000),
-    lockTimeout: countOption('lockTimeout', options.lockTimeout, 5_000),
+    idleTimeout: durationOption('idleTimeout', options.idleTimeout, 30_000),
+    lockTimeout: durationOption('lockTimeout', options.lockTimeout, 5_000),
     locker: lockerOption(options.locker),
-    admissionTimeout: countOption('admissionTimeout', options.admissionTimeout, 10_000),
+    admissionTimeout: durationOption('admissionTimeout', options.admissionTimeout, 10_000),
+    terminateCompleted: booleanOption('terminateCompleted', options.terminateCompleted, true),
   };
 }
 
@@ -159,7 +170,7 @@ function progressOption(value: unknown): ResumableConfig['interimProgress'] {
     if (key !== 'bytes' && key !== 'interval') throw new TypeError(`Unknown option \`interimProgress.${key}\``);
   }
   const { bytes, interval } = value as { bytes?: Size; interval?: number };
-  return { bytes: sizeOption('interimProgress.bytes', bytes, 1024 * 1024), interval: countOption('interimProgress.interval', interval, 1000) };
+  return { bytes: sizeOption('interimProgress.bytes', bytes, 1024 * 1024), interval: durationOption('interimProgress.interval', interval, 1000) };
 }
 
 function lockerOption(value: unknown): UploadLocker {
