@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -92,6 +92,8 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
     throw new TypeError(`Expected \`filename\` to be a function, got ${describe(filename)}`);
   }
   const fixed = typeof directory === 'function' ? undefined : resolve(directory ?? join(tmpdir(), 'express-spool'));
+  // The default directory sits in the shared tmp: it must be ours alone (see `ownPrivateDirectory`).
+  const shared = directory === undefined;
   const temporary = (lifetime ?? (directory === undefined ? 'temporary' : 'persistent')) === 'temporary';
 
   async function chooseName(file: IncomingFile, request: AppRequest): Promise<string> {
@@ -120,7 +122,7 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
       const name = await chooseName(file, context.request);
       const path = join(destination, name);
       // Only a file this call created may be removed: 'wx' refuses to open an existing one.
-      const handle = await create(destination, name, fixed !== undefined, file);
+      const handle = await create(destination, name, fixed !== undefined ? { shared } : undefined, file);
       try {
         // No signal: the core destroys `stream` when the request fails, which aborts the writer.
         await writeBatched(stream, handle, context);
@@ -158,21 +160,61 @@ async function writeBatched(stream: Readable, handle: FileHandle, context: Store
 
 /**
  * Creates `path` exclusively. A directory the engine owns (a string option) is created when missing —
- * also after a tmp cleaner removed it; one the app chose per file is not (multer's rule).
+ * also after a tmp cleaner removed it; one the app chose per file is not (multer's rule). The default
+ * directory (`shared`: under the system's tmp, where other local users can create names too) is created
+ * private (0700) and checked before its first file, and its files are readable by this user only.
  */
-async function create(directory: string, name: string, ownsDirectory: boolean, file: IncomingFile): Promise<FileHandle> {
+async function create(directory: string, name: string, owned: { shared: boolean } | undefined, file: IncomingFile): Promise<FileHandle> {
+  if (owned?.shared) await ownPrivateDirectory(directory);
   try {
-    return await open(join(directory, name), 'wx');
+    return await open(join(directory, name), 'wx', owned?.shared ? 0o600 : 0o666);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') {
       // The message names the file, not the server's directory: 4xx messages are shown to clients.
       throw new SpoolError('FILE_EXISTS', `A file named ${JSON.stringify(name)} already exists`, { cause: err, field: file.fieldname });
     }
-    if (code !== 'ENOENT' || !ownsDirectory) throw err;
+    if (code !== 'ENOENT' || !owned) throw err;
   }
-  await mkdir(directory, { recursive: true });
-  return create(directory, name, false, file);
+  if (owned.shared) checked.delete(directory);
+  await mkdir(directory, { recursive: true, mode: owned.shared ? 0o700 : 0o777 });
+  return create(directory, name, owned.shared ? owned : undefined, file);
+}
+
+/** Shared-tmp directories found to be this user's own, per process (checked again once recreated). */
+const checked = new Map<string, Promise<void>>();
+
+/**
+ * Makes sure a directory in the shared tmp is this user's own, so that another local user can neither read
+ * the uploads in it nor swap files under it: a real directory (not a symlink), owned by this user, 0700
+ * (tightened if it is ours and looser). Another owner, or a symlink, fails the request (STORAGE_FAILED,
+ * `cause` says why): give diskEngine a `directory` to put files elsewhere. A missing one passes: `create()`
+ * makes it, 0700.
+ */
+function ownPrivateDirectory(directory: string): Promise<void> {
+  let done = checked.get(directory);
+  if (done === undefined) {
+    done = checkPrivate(directory);
+    checked.set(directory, done);
+    done.catch(() => checked.delete(directory));
+  }
+  return done;
+}
+
+async function checkPrivate(directory: string): Promise<void> {
+  let info;
+  try {
+    info = await lstat(directory);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    checked.delete(directory); // made by create(), then checked on the next file
+    return;
+  }
+  const uid = process.getuid?.();
+  if (!info.isDirectory() || (uid !== undefined && info.uid !== uid)) {
+    throw new Error(`${directory} is not a directory of this user's own (a symlink, or another user's): uploads are not stored there; set diskEngine's \`directory\``);
+  }
+  if (process.platform !== 'win32' && (info.mode & 0o077) !== 0) await chmod(directory, 0o700);
 }
 
 /**

@@ -27,6 +27,8 @@ export interface ParserEvents {
 
 /** Max bytes of one part's header block; a longer one is malformed rather than silently cut. */
 const HEADER_SIZE = 16 * 1024;
+/** The most lines the parser's own size cap (2 × HEADER_SIZE) can hold: "a:\r\n" is 4 bytes. */
+const MAX_HEADER_LINES = (HEADER_SIZE * 2) / 4;
 /** RFC 2046: a boundary is 1 to 70 characters. */
 const MAX_BOUNDARY = 70;
 const FORM_DATA = /^\s*form-data\s*(?:;|$)/i;
@@ -67,8 +69,10 @@ export function createMultipartParser(
   const decode: ParamDecoder = paramCharset;
   const parser = new Dicer({
     boundary: boundaryOf(requestHeaders['content-type']),
-    // Lines past it are ignored, as busboy (and so multer) ignores them.
-    maxHeaderPairs: limits.headerPairs,
+    // Every line its size cap lets through is parsed, so that the header block's size is measured whole
+    // (below); lines past limits.headerPairs are ignored, as busboy (and so multer) ignores them: only
+    // Content-Disposition and Content-Type are read.
+    maxHeaderPairs: Math.max(limits.headerPairs, MAX_HEADER_LINES),
     // Twice our limit: the parser cuts silently past its own, we measure and refuse past ours.
     maxHeaderSize: HEADER_SIZE * 2,
   } as Dicer.Config);
