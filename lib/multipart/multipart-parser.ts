@@ -105,10 +105,12 @@ export function createMultipartParser(
   function onFieldData(this: Readable, chunk: Buffer): void {
     if (this !== field) return;
     if (fieldBytes + chunk.length > limits.fieldSize) {
-      // Reported now, not at the field's end: a client may keep sending it for as long as it likes.
-      field = undefined;
-      fieldValue = new ByteList();
-      if (!failed) events.onField(fieldName, '', true);
+      // Cut at the limit and reported now, not at the field's end: a client may keep sending it for as
+      // long as it likes.
+      const take = limits.fieldSize - fieldBytes;
+      fieldValue.push(chunk.subarray(0, take));
+      events.onFieldBytes?.(take);
+      reportField(true);
       return;
     }
     fieldBytes += chunk.length;
@@ -119,12 +121,17 @@ export function createMultipartParser(
   /** Reports the field being read; at its own 'end', or earlier when the next part begins (see 'part'). */
   function endField(this: Readable): void {
     if (this !== field) return;
+    reportField(false);
+  }
+
+  /** Reports the field being read with what it has so far, and stops reading it. */
+  function reportField(truncated: boolean): void {
     field = undefined;
     const chunks = fieldValue.take();
     if (failed) return;
     const raw = chunks.length === 1 ? chunks[0].toString('latin1') : Buffer.concat(chunks).toString('latin1');
     const decodeValue = fieldCharset === FIELD_CHARSET ? decodeUtf8 : (paramDecoder(fieldCharset) ?? keepRaw);
-    events.onField(fieldName, raw.length === 0 ? '' : decodeValue(raw), false);
+    events.onField(fieldName, raw.length === 0 ? '' : decodeValue(raw), truncated);
   }
 
   /**
