@@ -41,6 +41,8 @@ export interface ParserOptions {
   preservePath: boolean;
   /** Charset of parameters without their own (`filename="…"`), multer's `defParamCharset`. @default 'utf8' */
   defParamCharset?: string;
+  /** Charset of text field values whose part declares none, multer's `defCharset`. @default 'utf8' */
+  defCharset?: string;
 }
 
 type CountLimit = 'LIMIT_PART_COUNT' | 'LIMIT_FILE_COUNT' | 'LIMIT_FIELD_COUNT';
@@ -67,6 +69,7 @@ export function createMultipartParser(
   const paramCharset = paramDecoder(options.defParamCharset ?? DEFAULT_PARAM_CHARSET);
   if (!paramCharset) throw new TypeError(`Unknown defParamCharset ${options.defParamCharset}`);
   const decode: ParamDecoder = paramCharset;
+  const defaultCharset = options.defCharset ?? FIELD_CHARSET;
   const parser = new Dicer({
     boundary: boundaryOf(requestHeaders['content-type']),
     // Every line its size cap lets through is parsed, so that the header block's size is measured whole
@@ -180,7 +183,7 @@ export function createMultipartParser(
     fieldName = disposition.name;
     fieldBytes = 0;
     fieldValue = new ByteList();
-    fieldCharset = charsetOf(contentType);
+    fieldCharset = charsetOf(contentType, defaultCharset);
     this.on('data', onFieldData).on('end', endField);
   }
 
@@ -237,9 +240,9 @@ function mediaType(contentType: string | undefined): string {
   return type === '' ? 'text/plain' : type;
 }
 
-function charsetOf(contentType: string | undefined): string {
-  if (contentType === undefined) return FIELD_CHARSET;
-  return headerParam(contentType, 'charset')?.toLowerCase() || FIELD_CHARSET;
+function charsetOf(contentType: string | undefined, fallback: string): string {
+  if (contentType === undefined) return fallback;
+  return headerParam(contentType, 'charset')?.toLowerCase() || fallback;
 }
 
 const SELF_TEST_BOUNDARY = 'express-spool-self-test';

@@ -57,7 +57,12 @@ export interface SpoolOptions {
    * @default '64MiB'
    */
   memoryBudget?: Size | MemoryBudget;
-  limits?: SpoolLimits;
+  /**
+   * Request limits; or, as with multer 2, a function of the request that returns them, called once per
+   * request before its body is read (limits by user, say). A function that throws fails the request with
+   * its error.
+   */
+  limits?: SpoolLimits | ((req: AppRequest) => SpoolLimits);
   fileFilter?: FileFilter;
   /**
    * Compute `file.sha256` while streaming (on the event loop, at the digest's own cost). Off by default:
@@ -74,6 +79,24 @@ export interface SpoolOptions {
    * @default 'utf8'
    */
   defParamCharset?: string;
+  /**
+   * Charset of text field values whose part declares none (multer's option).
+   * @default 'utf8'
+   */
+  defCharset?: string;
+  /**
+   * Feeds the request body to the parser instead of `req.pipe(parser)` (multer's option): for platforms
+   * that read the body before the app runs (Google Cloud Functions' and Firebase's `req.rawBody`), write
+   * it yourself — `parser.end(req.rawBody)` — and end the parser.
+   */
+  streamHandler?: (req: AppRequest, parser: NodeJS.WritableStream) => void;
+  /**
+   * multer's buffer sizes for busboy's streams: accepted so that options move over unchanged, and not
+   * used — express-spool sizes its own buffers, which its memory bound counts on.
+   */
+  highWaterMark?: number;
+  /** See `highWaterMark`. */
+  fileHwm?: number;
   /**
    * Fail with REQUEST_TIMEOUT (408) when the body stalls this many ms; 0 turns it off.
    * @default 30000
@@ -120,11 +143,14 @@ export interface ResolvedLimits {
 export interface SpoolConfig {
   engine: StorageEngine;
   budget: MemoryBudget;
-  limits: ResolvedLimits;
+  /** The request's limits (the same object for every request, unless the app gave a function). */
+  limitsFor: (req: AppRequest) => ResolvedLimits;
   fileFilter: FileFilter | undefined;
   sha256: boolean;
   preservePath: boolean;
   defParamCharset: string;
+  defCharset: string;
+  streamHandler: SpoolOptions['streamHandler'];
   idleTimeout: number;
   requestTimeout: number;
   admissionTimeout: number;
@@ -144,7 +170,7 @@ export const DEFAULT_LIMITS: Readonly<ResolvedLimits> = Object.freeze({
 
 const KNOWN_OPTIONS = new Set([
   'threshold', 'rollover', 'storage', 'memoryBudget', 'limits', 'fileFilter',
-  'sha256', 'preservePath', 'defParamCharset', 'idleTimeout', 'requestTimeout', 'admissionTimeout', 'settleTimeout', 'drainTimeout',
+  'sha256', 'preservePath', 'defParamCharset', 'defCharset', 'streamHandler', 'highWaterMark', 'fileHwm', 'idleTimeout', 'requestTimeout', 'admissionTimeout', 'settleTimeout', 'drainTimeout',
 ]);
 
 /** Validates options once, when the factory is called; throws TypeError with the option's name. */
@@ -162,23 +188,42 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
   if (storage !== undefined && (options.threshold !== undefined || options.rollover !== undefined)) {
     throw new TypeError('`threshold` and `rollover` configure the default spool engine; do not combine them with `storage`');
   }
-  if (fileFilter !== undefined && typeof fileFilter !== 'function') {
-    throw new TypeError(`Expected \`fileFilter\` to be a function, got ${describe(fileFilter)}`);
+  for (const [name, fn] of [['fileFilter', fileFilter], ['streamHandler', options.streamHandler]] as const) {
+    if (fn !== undefined && typeof fn !== 'function') throw new TypeError(`Expected \`${name}\` to be a function, got ${describe(fn)}`);
   }
+  countOption('highWaterMark', options.highWaterMark, 0);
+  countOption('fileHwm', options.fileHwm, 0);
   assertParserSupported();
   return {
     engine: storage ?? spoolEngine({ threshold: options.threshold, rollover: options.rollover ?? diskEngine() }),
     budget: options.memoryBudget instanceof MemoryBudget ? options.memoryBudget : new MemoryBudget(options.memoryBudget ?? '64MiB'),
-    limits: resolveLimits(options.limits),
+    limitsFor: limitsOption(options.limits),
     fileFilter,
     sha256: booleanOption('sha256', options.sha256, false),
     preservePath: booleanOption('preservePath', options.preservePath, false),
     defParamCharset: charsetOption('defParamCharset', options.defParamCharset, DEFAULT_PARAM_CHARSET),
+    defCharset: charsetOption('defCharset', options.defCharset, 'utf8'),
+    streamHandler: options.streamHandler,
     idleTimeout: durationOption('idleTimeout', options.idleTimeout, 30_000),
     requestTimeout: durationOption('requestTimeout', options.requestTimeout, 300_000),
     admissionTimeout: durationOption('admissionTimeout', options.admissionTimeout, 10_000),
     settleTimeout: durationOption('settleTimeout', options.settleTimeout, 10_000),
     drainTimeout: durationOption('drainTimeout', options.drainTimeout, 2_000),
+  };
+}
+
+/** Limits fixed once, or asked of the app's function per request (and checked each time). */
+function limitsOption(limits: SpoolOptions['limits']): (req: AppRequest) => ResolvedLimits {
+  if (typeof limits !== 'function') {
+    const fixed = resolveLimits(limits);
+    return () => fixed;
+  }
+  return (req) => {
+    const chosen = limits(req);
+    if (typeof (chosen as unknown as PromiseLike<unknown> | null)?.then === 'function') {
+      throw new TypeError('`limits` must return the limits object itself, not a promise (multer calls it the same way)');
+    }
+    return resolveLimits(chosen);
   };
 }
 

@@ -6,7 +6,7 @@ import { SpoolError } from '../core/errors';
 import type { FileCounter, FileSelection } from './file-selection';
 import { FileTap } from '../core/file-tap';
 import type { MemoryLease } from '../core/memory-budget';
-import type { SpoolConfig } from './options';
+import type { ResolvedLimits, SpoolConfig } from './options';
 import { removeAll, removeAllWithin } from '../core/remove-all';
 import { runFileFilter } from '../core/run-file-filter';
 import { UploadedFile } from '../core/uploaded-file';
@@ -101,6 +101,8 @@ export class UploadRequest implements Watched {
   readonly #config: SpoolConfig;
   readonly #selection: FileSelection;
   readonly #fileSlots: FileCounter;
+  /** This request's limits, fixed when its parse begins. */
+  #limits!: ResolvedLimits;
   #controller: AbortController | undefined;
   readonly #lease: MemoryLease;
   readonly #body: FieldObject = createBody();
@@ -176,10 +178,17 @@ export class UploadRequest implements Watched {
 
   #begin(): void {
     if (this.#done || this.#error) return;
-    const { limits, preservePath, defParamCharset } = this.#config;
+    const { limitsFor, preservePath, defParamCharset, defCharset, streamHandler } = this.#config;
+    let limits: ResolvedLimits;
+    try {
+      limits = this.#limits = limitsFor(this.#req); // (the app's function may throw: its error is the answer)
+    } catch (err) {
+      this.#finishWith(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
     let parser: Writable;
     try {
-      parser = createMultipartParser(this.#req.headers, { limits, preservePath, defParamCharset }, {
+      parser = createMultipartParser(this.#req.headers, { limits, preservePath, defParamCharset, defCharset }, {
         onField: this.#onField,
         onFieldBytes: this.#onFieldBytes,
         onFile: this.#onFile,
@@ -201,7 +210,12 @@ export class UploadRequest implements Watched {
     // 'error' covers resets; a client that goes away closes the response before we answered.
     this.#req.on('error', this.#onClientAborted);
     this.#watch();
-    this.#req.pipe(parser);
+    if (!streamHandler) return void this.#req.pipe(parser);
+    try {
+      streamHandler(this.#req, parser);
+    } catch (err) {
+      this.#fail(err instanceof Error ? err : new Error(String(err)));
+    }
   }
 
   /** A text field's bytes as they arrive: the parser holds them until the field ends, so they count now. */
@@ -301,7 +315,7 @@ export class UploadRequest implements Watched {
     // Past limits.fileSize the request fails. The tap counts from the file's first byte: nothing has read the
     // stream yet. A file the filter rejected was skipped above whatever its size, as with multer; one whose
     // stream already holds more than the limit (it arrived while the filter ran) fails before any engine starts.
-    const { fileSize } = this.#config.limits;
+    const { fileSize } = this.#limits;
     const overLimit = () => this.#fail(new SpoolError('LIMIT_FILE_SIZE', undefined, { field: meta.fieldname, filename: meta.originalname }));
     if (stream.readableLength > fileSize) {
       stream.resume();
@@ -334,7 +348,7 @@ export class UploadRequest implements Watched {
 
   #checkName(name: string | undefined): SpoolError | undefined {
     if (name === undefined || name === '') return new SpoolError('MISSING_FIELD_NAME');
-    if (Buffer.byteLength(name) > this.#config.limits.fieldNameSize) {
+    if (Buffer.byteLength(name) > this.#limits.fieldNameSize) {
       return new SpoolError('LIMIT_FIELD_KEY', undefined, { field: name.slice(0, 100) });
     }
     return undefined;
