@@ -219,12 +219,13 @@ async function checkPrivate(directory: string): Promise<void> {
 
 /**
  * Calls a multer-style `(req, file, cb)` function that may also return its answer (or a promise of it).
- * One that declares the callback answers through it unless it returns a string or a promise of one: an
- * `async (req, file, cb)` that calls `cb` later resolves to nothing, and a concise arrow returns whatever
- * its last call did (a timer, a handle), neither of which is an answer (multer ignores them too).
+ * One that declares the callback (or no parameter at all: a wrapper) answers through it unless it returns a
+ * string or a promise of one: an `async (req, file, cb)` that calls `cb` later resolves to nothing, and a
+ * concise arrow returns whatever its last call did (a timer, a handle), neither of which is an answer
+ * (multer ignores them too).
  */
 function ask(fn: DiskNameFunction, request: AppRequest, file: IncomingFile): Promise<unknown> {
-  const takesCallback = fn.length >= 3;
+  const takesCallback = fn.length >= 3 || fn.length === 0;
   return new Promise((resolvePromise, reject) => {
     let settled = false;
     const callback: DiskCallback = (error, value) => {

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { SpoolError } from '../lib/core/errors';
-import { countOption, describe } from '../lib/core/sizes';
+import { describe, durationOption } from '../lib/core/sizes';
 import { UploadLocks } from '../lib/resumable/upload-lock';
 import type { UploadFence, UploadLocker } from '../lib/resumable/upload-locker';
 
@@ -75,9 +75,9 @@ export function redisLocker(options: RedisLockerOptions): RedisLocker {
   if (client !== undefined && typeof client?.eval !== 'function') throw new TypeError(`Expected \`client\` to be an ioredis client, got ${describe(client)}`);
   if (client === undefined && typeof url !== 'string') throw new TypeError(`Expected \`client\` or \`url\`, got ${describe(url)}`);
   if (typeof prefix !== 'string') throw new TypeError(`Expected \`prefix\` to be a string, got ${describe(prefix)}`);
-  const lease = countOption('lease', options.lease, 10_000);
+  const lease = durationOption('lease', options.lease, 10_000);
   if (lease < 100) throw new TypeError(`Expected \`lease\` to be at least 100, got ${lease}`);
-  const retryInterval = countOption('retryInterval', options.retryInterval, 25);
+  const retryInterval = durationOption('retryInterval', options.retryInterval, 25);
   // Loaded here, not at import, so apps without Redis need not install ioredis.
   const redis = client ?? new (require('ioredis') as typeof import('ioredis')).Redis(url!);
   return new Locker(redis, client === undefined, prefix, lease, Math.max(1, retryInterval));

@@ -10,9 +10,11 @@ import type { FileFilter } from '../multipart/options';
  *   last call returned), except that a thrown error or a rejected promise fails the request.
  * - One that declares `(req, file)` answers by returning: a boolean or a promise of one; nothing (or a
  *   promise of nothing) accepts the file — the natural `async (req, file) => { if (bad) throw … }`.
- * - One that declares no parameters (`(...args) => real(...args)`, a wrapper) may do either: a returned
- *   boolean (or promise of one) is its answer, otherwise the callback is waited for. It never passes a file
- *   for returning nothing: the real filter behind it may still answer no.
+ * - One that declares no parameters (`(...args) => real(...args)`, a wrapper) is taken for multer's style:
+ *   the filter behind it may return anything (`true` from an unrelated call) and answer no through the
+ *   callback later, so only the callback says yes. A returned `false` (or a promise of it) still refuses.
+ *   (A wrapped `(req, file)` filter that answers yes by returning is then ended by `requestTimeout`: wrap
+ *   it with a declared `(req, file)` instead.)
  * Every wait ends: when `signal` aborts (the request failed or hit its deadline) the promise rejects.
  * `onVerdict` hears the verdict the moment it is given (a `cb(null, false)` called synchronously is heard
  * before the parser's next part), ahead of the promise.
@@ -48,15 +50,15 @@ export function runFileFilter(
       return refuse(err);
     }
     if (result && typeof (result as Promise<unknown>).then === 'function') {
-      (result as Promise<boolean | void>).then((verdict) => {
-        if (style === 'callback') return;
-        if (typeof verdict === 'boolean') accept(verdict);
-        else if (style === 'return') accept(true);
-      }, refuse);
+      (result as Promise<boolean | void>).then((verdict) => answer(verdict), refuse);
       return;
     }
-    if (style === 'callback') return;
-    if (typeof result === 'boolean') return accept(result);
-    if (style === 'return') accept(true);
+    answer(result as boolean | void);
+
+    /** A returned verdict: the whole answer for a `(req, file)` filter; for a wrapper, only a no counts. */
+    function answer(verdict: boolean | void): void {
+      if (style === 'return') accept(verdict !== false);
+      else if (style === 'either' && verdict === false) accept(false);
+    }
   });
 }

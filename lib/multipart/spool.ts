@@ -48,7 +48,9 @@ export function spool(options?: SpoolOptions): Spool {
       if (typeof contentType !== 'string' || !FORM_DATA.test(contentType)) {
         const type = typeof contentType === 'string' ? contentType.split(';', 1)[0].trim().toLowerCase() : '';
         if (!type.startsWith('multipart/')) return next();
-        // multipart/mixed, /related, …: meant for us (multipart) but not a form we can parse.
+        // multipart/mixed, /related, …: meant for us (multipart) but not a form we can parse. As with multer,
+        // the error handler finds an (empty) req.body.
+        (req as { body?: unknown }).body = Object.create(null);
         return next(new SpoolError('UNSUPPORTED_CONTENT_TYPE', `Unsupported content type ${type}`));
       }
       handled.add(req);
