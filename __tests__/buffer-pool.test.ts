@@ -146,3 +146,15 @@ test("the process's pools: at most 16 MiB idle across all sizes, let go once 10 
     jest.useRealTimers();
   }
 });
+
+test('enter() recounts at once: idle buffers past the shared cap become the running user\'s, freeing the cap for other pools', () => {
+  const account = { bytes: 0, max: 2 * 64 * KiB };
+  const pool = new BufferPool(64 * KiB, { account });
+  const taken = [pool.take(), pool.take()];
+  for (const b of taken) pool.give(b);
+  expect(account.bytes).toBe(2 * 64 * KiB);
+  const leave = pool.enter(2);
+  expect(account.bytes).toBe(0);
+  leave();
+  expect(account.bytes).toBe(2 * 64 * KiB);
+});

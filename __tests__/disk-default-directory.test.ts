@@ -4,7 +4,7 @@
  * tightened, and a symlink or another user's directory in its place is refused (STORAGE_FAILED) without a
  * byte written through it. A directory the app names keeps the usual modes.
  */
-import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import type { Server } from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -91,4 +91,19 @@ test('a directory the app names keeps the usual modes (umask applies)', async ()
   expect(res.status).toBe(200);
   const umask = process.umask();
   expect(mode(res.json.file.path)).toBe(0o666 & ~umask);
+});
+
+test('checked before every file: a directory removed (a tmp cleaner) and recreated by someone else is refused', async () => {
+  const srv = await serveDefault();
+  const first = await postMultipart(srv, '/upload', [{ name: 'f', filename: 'a.bin', data: randomData(1000) }]);
+  expect(first.status).toBe(200);
+  const dir = join(sandbox.path, 'express-spool');
+  rmSync(dir, { recursive: true, force: true });
+  const elsewhere = join(sandbox.path, 'planted');
+  mkdirSync(elsewhere);
+  symlinkSync(elsewhere, dir);
+  const second = await postMultipart(srv, '/upload', [{ name: 'f', filename: 'b.bin', data: randomData(1000) }]);
+  expect(second.status).toBe(500);
+  expect(second.json.error.code).toBe('STORAGE_FAILED');
+  expect(readdirSync(elsewhere)).toEqual([]);
 });

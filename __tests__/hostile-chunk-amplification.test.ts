@@ -13,6 +13,7 @@ import { AppendTap } from '../lib/resumable/append-tap';
 import { ChecksumVerifier } from '../lib/resumable/checksum';
 import { close, listen, tempDir } from './helpers/app';
 import { OCTETS, request, TUS } from './helpers/resumable';
+import { oneByteChunks } from './helpers/multipart';
 
 // A body sent with Transfer-Encoding: chunked in 1-byte HTTP chunks reaches the app as one 1-byte Buffer
 // per chunk (Node copies each on_body piece), ~200 bytes of live memory each. The disk engine copies chunks
@@ -37,16 +38,6 @@ const live = () => {
  */
 const bound = (counted: number, uploads: number) => counted + 640 * KiB * uploads;
 
-/** `data` as HTTP/1.1 chunked encoding, one byte per chunk. */
-function oneByteChunks(data: Buffer): Buffer {
-  const out = Buffer.alloc(data.length * 6);
-  for (let i = 0; i < data.length; i++) {
-    out.write('1\r\n', i * 6, 'latin1');
-    out[i * 6 + 3] = data[i];
-    out.write('\r\n', i * 6 + 4, 'latin1');
-  }
-  return out;
-}
 const chunk = (b: Buffer) => Buffer.concat([Buffer.from(`${b.length.toString(16)}\r\n`), b, Buffer.from('\r\n')]);
 
 function serverSockets(server: Server): net.Socket[] {

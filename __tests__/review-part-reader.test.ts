@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import express from 'express';
 import { diskEngine, memoryEngine, spool, type Spool, type SpoolOptions, type StorageEngine } from '../lib';
 import { close, eventually, jsonErrors, listen, tempDir } from './helpers/app';
-import { cutAt, seededRandom, sha256 } from './helpers/multipart';
+import { cutAt, seededBytes as bytes, seededRandom, sha256 } from './helpers/multipart';
 /* eslint-disable @typescript-eslint/no-require-imports, @typescript-eslint/no-explicit-any */
 const multer = require('multer');
 
@@ -31,16 +31,6 @@ const rawPart = (headers: string, data: string | Buffer = 'abc'): Buffer =>
   Buffer.concat([latin1(`--${B}\r\n${headers}\r\n\r\n`), Buffer.from(data), latin1('\r\n')]);
 const body = (...parts: (Buffer | string)[]): Buffer => Buffer.concat(parts.map((p) => (typeof p === 'string' ? latin1(p) : p)));
 
-/** Deterministic bytes (every value 0..255, no accidental boundary). */
-function bytes(size: number, seed: number): Buffer {
-  const out = Buffer.alloc(size);
-  let state = seed * 2654435761 + 1;
-  for (let i = 0; i < size; i++) {
-    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
-    out[i] = state >>> 24;
-  }
-  return out;
-}
 
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {

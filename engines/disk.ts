@@ -162,7 +162,7 @@ async function writeBatched(stream: Readable, handle: FileHandle, context: Store
  * Creates `path` exclusively. A directory the engine owns (a string option) is created when missing —
  * also after a tmp cleaner removed it; one the app chose per file is not (multer's rule). The default
  * directory (`shared`: under the system's tmp, where other local users can create names too) is created
- * private (0700) and checked before its first file, and its files are readable by this user only.
+ * private (0700) and checked before each file, and its files are readable by this user only.
  */
 async function create(directory: string, name: string, owned: { shared: boolean } | undefined, file: IncomingFile): Promise<FileHandle> {
   if (owned?.shared) await ownPrivateDirectory(directory);
@@ -176,38 +176,24 @@ async function create(directory: string, name: string, owned: { shared: boolean 
     }
     if (code !== 'ENOENT' || !owned) throw err;
   }
-  if (owned.shared) checked.delete(directory);
   await mkdir(directory, { recursive: true, mode: owned.shared ? 0o700 : 0o777 });
   return create(directory, name, owned.shared ? owned : undefined, file);
 }
 
-/** Shared-tmp directories found to be this user's own, per process (checked again once recreated). */
-const checked = new Map<string, Promise<void>>();
-
 /**
- * Makes sure a directory in the shared tmp is this user's own, so that another local user can neither read
- * the uploads in it nor swap files under it: a real directory (not a symlink), owned by this user, 0700
- * (tightened if it is ours and looser). Another owner, or a symlink, fails the request (STORAGE_FAILED,
+ * Makes sure a directory in the shared tmp is this user's own before each file, so that another local user can
+ * neither read the uploads in it nor swap files under it: a real directory (not a symlink), owned by this
+ * user, 0700 (tightened if it is ours and looser). Checked every time, not once: a tmp cleaner may remove it,
+ * and anyone may create the name again. Another owner, or a symlink, fails the request (STORAGE_FAILED,
  * `cause` says why): give diskEngine a `directory` to put files elsewhere. A missing one passes: `create()`
- * makes it, 0700.
+ * makes it, 0700, and checks it again.
  */
-function ownPrivateDirectory(directory: string): Promise<void> {
-  let done = checked.get(directory);
-  if (done === undefined) {
-    done = checkPrivate(directory);
-    checked.set(directory, done);
-    done.catch(() => checked.delete(directory));
-  }
-  return done;
-}
-
-async function checkPrivate(directory: string): Promise<void> {
+async function ownPrivateDirectory(directory: string): Promise<void> {
   let info;
   try {
     info = await lstat(directory);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    checked.delete(directory); // made by create(), then checked on the next file
     return;
   }
   const uid = process.getuid?.();

@@ -150,3 +150,25 @@ export function cutAt(buf: Buffer, offsets: number[]): Buffer[] {
   }
   return pieces;
 }
+
+/** Deterministic bytes (every value 0..255, no accidental boundary), the same for the same seed. */
+export function seededBytes(size: number, seed: number): Buffer {
+  const out = Buffer.alloc(size);
+  let state = seed * 2654435761 + 1;
+  for (let i = 0; i < size; i++) {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+    out[i] = state >>> 24;
+  }
+  return out;
+}
+
+/** `data` as HTTP/1.1 chunked encoding, one byte per chunk (no terminating chunk). */
+export function oneByteChunks(data: Buffer): Buffer {
+  const out = Buffer.alloc(data.length * 6);
+  for (let i = 0; i < data.length; i++) {
+    out.write('1\r\n', i * 6, 'latin1');
+    out[i * 6 + 3] = data[i];
+    out.write('\r\n', i * 6 + 4, 'latin1');
+  }
+  return out;
+}

@@ -15,9 +15,11 @@ const IDLE_MS = 10_000;
  * Bounded: the pool allocates only when no buffer waits, so it never holds more than its users held at once.
  * Of the waiting ones it keeps as many as its running users may hold at once (`enter()`), and beyond that at
  * most 16 MiB in all of the process's pools together (the same bytes would otherwise be garbage waiting for a
- * full GC); a pool lets its waiting buffers go after 10 s without a take.
- * Only the user that took a buffer gives it back, once nothing (no write or request in flight) reads it;
- * a buffer given back twice, or never taken from this pool, is ignored.
+ * full GC); a pool lets all its waiting buffers go (those kept for running users too) after 10 s without a take.
+ * Only the user that took a buffer gives it back, once, when nothing (no write or request in flight) reads
+ * it any more. A buffer never taken from this pool is ignored, and so is one given back again while it
+ * waits; one given back again after another user took it cannot be told apart (a lease per take would):
+ * callers give back exactly once.
  */
 export class BufferPool {
   readonly size: number;
@@ -69,6 +71,7 @@ export class BufferPool {
    */
   enter(keep: number): () => void {
     this.#kept += keep;
+    this.#count();
     let left = false;
     return () => {
       if (left) return;

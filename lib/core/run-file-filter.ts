@@ -10,11 +10,12 @@ import type { FileFilter } from '../multipart/options';
  *   last call returned), except that a thrown error or a rejected promise fails the request.
  * - One that declares `(req, file)` answers by returning: a boolean or a promise of one; nothing (or a
  *   promise of nothing) accepts the file — the natural `async (req, file) => { if (bad) throw … }`.
- * - One that declares no parameters (`(...args) => real(...args)`, a wrapper) is taken for multer's style:
- *   the filter behind it may return anything (`true` from an unrelated call) and answer no through the
- *   callback later, so only the callback says yes. A returned `false` (or a promise of it) still refuses.
- *   (A wrapped `(req, file)` filter that answers yes by returning is then ended by `requestTimeout`: wrap
- *   it with a declared `(req, file)` instead.)
+ * - One that declares no parameters (`() => true`, or a wrapper `(...args) => real(...args)`) may do either:
+ *   a returned boolean, or a promise's, is its answer; returning (or resolving) nothing waits for the
+ *   callback — the filter behind a wrapper may be multer's, answering later, so nothing is not a yes (a
+ *   wrapper that answers yes that way is ended by `requestTimeout`).
+ * The style is read from `filter.length`: a callback hidden behind rest or default parameters
+ * (`(req, ...rest)`, `cb = noop`) is not seen — declare `cb` plainly.
  * Every wait ends: when `signal` aborts (the request failed or hit its deadline) the promise rejects.
  * `onVerdict` hears the verdict the moment it is given (a `cb(null, false)` called synchronously is heard
  * before the parser's next part), ahead of the promise.
@@ -50,15 +51,15 @@ export function runFileFilter(
       return refuse(err);
     }
     if (result && typeof (result as Promise<unknown>).then === 'function') {
-      (result as Promise<boolean | void>).then((verdict) => answer(verdict), refuse);
+      (result as Promise<boolean | void>).then(answer, refuse);
       return;
     }
     answer(result as boolean | void);
 
-    /** A returned verdict: the whole answer for a `(req, file)` filter; for a wrapper, only a no counts. */
+    /** A returned verdict: the whole answer for a `(req, file)` filter; for one without parameters, a boolean. */
     function answer(verdict: boolean | void): void {
       if (style === 'return') accept(verdict !== false);
-      else if (style === 'either' && verdict === false) accept(false);
+      else if (style === 'either' && typeof verdict === 'boolean') accept(verdict);
     }
   });
 }

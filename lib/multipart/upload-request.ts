@@ -268,7 +268,8 @@ export class UploadRequest implements Watched {
     }
     // Its names stay on req.files with the file, up to 16 KiB each (a part's header block): they count
     // like a text field's value.
-    if (!this.#takeFieldMemory(fieldname.length + info.filename.length + info.mimeType.length)) {
+    const names = Buffer.byteLength(fieldname) + Buffer.byteLength(info.filename) + Buffer.byteLength(info.mimeType);
+    if (!this.#takeFieldMemory(names)) {
       return this.#failAndSkip(stream, new SpoolError('MEMORY_BUDGET_EXCEEDED', undefined, { field: fieldname }));
     }
     const meta: IncomingFile = {

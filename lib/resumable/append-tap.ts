@@ -80,7 +80,8 @@ export class AppendTap extends Readable {
   }
 
   fail(err: Error): void {
-    if (this.#failure || this.readableEnded) return;
+    // After a clean end (every byte in, the checksum matched) nothing can fail the body any more.
+    if (this.#failure || this.readableEnded || this.#eof) return;
     this.#failure = err;
     this.#detach();
     if (this.#options.verifier === undefined && !this.destroyed) return this.#end();
