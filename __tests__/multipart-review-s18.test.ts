@@ -166,7 +166,7 @@ function dir(): ReturnType<typeof tempDir> {
 
 // ---------------------------------------------------------------------------------------------------------
 describe('r06/r07: a file sent in 1-byte HTTP chunks', () => {
-  test('ByteList: 100,000 1-byte chunks come back as at most ceil(100000/16384)+1 chunks, byte-exact, and the list is empty after take()', () => {
+  test('ByteList: 100,000 1-byte chunks come back as at most 8 kept as sent + ceil(100000/16384)+1 blocks, byte-exact, and the list is empty after take()', () => {
     // Loaded here rather than imported: lib/core/byte-list.ts is new in 0dad4df, and this keeps the rest of the
     // file runnable against the code before it (where this test fails: the module does not exist).
     const { ByteList } = require('../lib/core/byte-list') as { ByteList: new () => { push(b: Buffer): void; take(): Buffer[]; readonly size: number } };
@@ -175,7 +175,7 @@ describe('r06/r07: a file sent in 1-byte HTTP chunks', () => {
     for (let i = 0; i < data.length; i++) list.push(data.subarray(i, i + 1));
     expect(list.size).toBe(100_000);
     const chunks = list.take();
-    expect(chunks.length).toBeLessThanOrEqual(Math.ceil(100_000 / 16_384) + 1);
+    expect(chunks.length).toBeLessThanOrEqual(8 + Math.ceil(100_000 / 16_384) + 1);
     expect(sha256(Buffer.concat(chunks))).toBe(sha256(data));
     expect(list.size).toBe(0);
     expect(list.take()).toEqual([]);

@@ -1,11 +1,17 @@
-/** Chunks below this many bytes are copied together rather than kept one by one. */
+/** Chunks below this many bytes are copied together rather than kept one by one… */
 const SMALL_CHUNK = 4 * 1024;
+/**
+ * …once the list holds this many: a field or a small file of a few chunks is kept as it came, with no block
+ * allocated (a 16 KiB block per text field cost small-file requests ~25% more CPU in the benchmark).
+ */
+const KEPT_AS_IS = 8;
 /** Bytes per block the small chunks are copied into. */
 const BLOCK = 16 * 1024;
 
 /**
  * Bytes received in pieces, kept in order for later (a file held in memory, a text field). Chunks of 4 KiB
- * and more are kept as they are, without a copy; smaller ones are copied into 16 KiB blocks. Why: each
+ * and more are kept as they are, without a copy, and so are the first few; past those, smaller ones are
+ * copied into 16 KiB blocks. Why: each
  * kept Buffer costs an object (~100–200 bytes of heap) and pins the whole socket read it was sliced from,
  * so a body sent in tiny pieces (1-byte HTTP chunks) would cost hundreds of times its size while the budget
  * counts its bytes. Copied, it costs its bytes plus at most one part-filled block.
@@ -25,7 +31,7 @@ export class ByteList {
 
   push(chunk: Buffer): void {
     this.#size += chunk.length;
-    if (chunk.length >= SMALL_CHUNK) {
+    if (chunk.length >= SMALL_CHUNK || (this.#block === undefined && this.#chunks.length < KEPT_AS_IS)) {
       this.#seal();
       this.#chunks.push(chunk);
       return;
