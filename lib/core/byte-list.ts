@@ -11,10 +11,10 @@ const BLOCK = 16 * 1024;
 /**
  * Bytes received in pieces, kept in order for later (a file held in memory, a text field). Chunks of 4 KiB
  * and more are kept as they are, without a copy, and so are the first few; past those, smaller ones are
- * copied into 16 KiB blocks. Why: each
- * kept Buffer costs an object (~100–200 bytes of heap) and pins the whole socket read it was sliced from,
- * so a body sent in tiny pieces (1-byte HTTP chunks) would cost hundreds of times its size while the budget
- * counts its bytes. Copied, it costs its bytes plus at most one part-filled block.
+ * copied into 16 KiB blocks. Why: each kept Buffer costs an object (~100–200 bytes of heap) and pins the
+ * whole socket read it was sliced from, so a body sent in tiny pieces (1-byte HTTP chunks) would cost
+ * hundreds of times its size while the budget counts its bytes. Copied, it costs its bytes plus at most
+ * eight chunks kept as sent and one part-filled block.
  */
 export class ByteList {
   #chunks: Buffer[] = [];
