@@ -34,6 +34,8 @@ interface Held {
   readonly end: (reason: SpoolError) => void;
   readonly timer: NodeJS.Timeout;
   lost: boolean;
+  /** When the last renewal that succeeded was sent (or the lock taken): the lease runs at least until then + lease. */
+  renewedAt: number;
   /** A request elsewhere asked for the upload: announce the release, so that it need not wait for its next retry. */
   asked: boolean;
 }
@@ -83,11 +85,24 @@ export function redisLocker(options: RedisLockerOptions): RedisLocker {
   return new Locker(redis, client === undefined, prefix, lease, Math.max(1, retryInterval));
 }
 
+/**
+ * `work`, or UPLOAD_LOCKED once `ms` have passed without an answer: a Redis behind a silent network (no
+ * reset, no close) never answers, and ioredis has no command timeout by default.
+ */
+function answered<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new SpoolError('UPLOAD_LOCKED', `Redis did not answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
+}
+
 class Locker implements RedisLocker {
   readonly #redis: Redis;
   readonly #owned: boolean;
   readonly #subscriber: Redis;
-  readonly #ready: Promise<unknown>;
+  /** The subscription to the release channels; retried by the next request if it failed (Redis was down at start). */
+  #subscribed: Promise<unknown> | undefined;
   readonly #prefix: string;
   readonly #lease: number;
   readonly #retry: number;
@@ -107,6 +122,8 @@ class Locker implements RedisLocker {
     this.#lease = lease;
     this.#retry = retry;
     this.#subscriber = redis.duplicate();
+    // Its own connection: a Redis that is away shows as failed calls (each request's 423), not as errors here.
+    this.#subscriber.on('error', () => undefined);
     this.#subscriber.on('message', (channel: string, id: string) => {
       if (channel === `${prefix}released`) {
         for (const wake of this.#waiting.get(id) ?? []) wake();
@@ -117,8 +134,25 @@ class Locker implements RedisLocker {
       held.asked = true;
       held.end(new SpoolError('UPLOAD_LOCKED', 'A newer request for this upload (on another instance) ended this one'));
     });
-    this.#ready = this.#subscriber.subscribe(`${prefix}release`, `${prefix}released`);
-    this.#ready.catch(() => undefined); // reported by the first acquire
+    void this.#ready().catch(() => undefined); // reported by the first acquire
+  }
+
+  /** Subscribed to the release channels (ioredis subscribes again by itself after a reconnect). */
+  #ready(): Promise<unknown> {
+    if (this.#subscribed) return this.#subscribed;
+    const subscribing = this.#subscriber.subscribe(`${this.#prefix}release`, `${this.#prefix}released`);
+    subscribing.catch(() => {
+      if (this.#subscribed === subscribing) this.#subscribed = undefined;
+    });
+    return (this.#subscribed = subscribing);
+  }
+
+  /**
+   * How long one Redis call may take: past the time left to wait, but at least a third of the lease
+   * (a renewal's period), so that a lockTimeout of 0 still gets its one answer.
+   */
+  #callTimeout(deadline: number): number {
+    return Math.max(deadline - Date.now(), Math.max(1, Math.floor(this.#lease / 3)));
   }
 
   has(id: string): boolean {
@@ -129,17 +163,16 @@ class Locker implements RedisLocker {
     const deadline = Date.now() + timeout;
     const releaseLocal = await this.#local.acquire(id, end, timeout);
     try {
-      await this.#ready;
-      await this.#releasing.get(id);
+      await this.#prepare(id, deadline);
       let token: number;
       for (let asked = false; ; ) {
-        token = Number(await this.#redis.eval(ACQUIRE, 2, this.#lockKey(id), `${this.#prefix}fence:${id}`, this.#lease));
+        token = await this.#take(id, deadline);
         if (token > 0) break;
         // Held elsewhere (or by a request here that is letting go): ask once, then wait for the key to go.
-        if (!asked) await this.#redis.publish(`${this.#prefix}release`, id);
+        if (!asked) await answered(this.#redis.publish(`${this.#prefix}release`, id), this.#callTimeout(deadline));
         asked = true;
-        if (Date.now() + this.#retry > deadline) throw new SpoolError('UPLOAD_LOCKED');
-        await this.#released(id, this.#retry);
+        if (Date.now() >= deadline) throw new SpoolError('UPLOAD_LOCKED');
+        await this.#released(id, Math.min(this.#retry, deadline - Date.now()));
       }
       return this.#hold(id, String(token), end, releaseLocal);
     } catch (err) {
@@ -152,27 +185,52 @@ class Locker implements RedisLocker {
     if (this.#local.has(id)) {
       // A request here holds it: the caller is that request (DELETE), or it is busy (then leave it alone).
       const held = this.#held.get(id);
-      return held && !held.lost ? { value: await work() } : undefined;
+      if (!held) return undefined;
+      // The caller's lease lapsed (Redis unreachable, the instance frozen): another instance may own it now.
+      if (held.lost) throw new SpoolError('UPLOAD_LOCKED', 'This request lost the upload lock (lease expired or another instance took over)');
+      return { value: await work() };
     }
     const releaseLocal = await this.#local.acquire(id, () => undefined, 0);
     let release: (() => void) | undefined;
     try {
-      await this.#ready;
-      await this.#releasing.get(id);
       const deadline = Date.now() + wait;
+      await this.#prepare(id, deadline);
       for (;;) {
-        const token = Number(await this.#redis.eval(ACQUIRE, 2, this.#lockKey(id), `${this.#prefix}fence:${id}`, this.#lease));
+        const token = await this.#take(id, deadline);
         if (token > 0) {
           release = this.#hold(id, String(token), () => undefined, releaseLocal);
           break;
         }
-        if (Date.now() + this.#retry > deadline) return undefined; // another instance is working on it
-        await this.#released(id, this.#retry);
+        if (Date.now() >= deadline) return undefined; // another instance is working on it
+        await this.#released(id, Math.min(this.#retry, deadline - Date.now()));
       }
       return { value: await work() };
     } finally {
       if (release) release();
       else releaseLocal();
+    }
+  }
+
+  /** Subscribed, and this process's last release of `id` sent: each bounded by the time left. */
+  async #prepare(id: string, deadline: number): Promise<void> {
+    await answered(this.#ready(), this.#callTimeout(deadline));
+    const releasing = this.#releasing.get(id);
+    if (releasing) await answered(releasing, this.#callTimeout(deadline));
+  }
+
+  /** One attempt at the lock: its fencing token, or 0 while another holder has it. */
+  async #take(id: string, deadline: number): Promise<number> {
+    const taking = this.#redis.eval(ACQUIRE, 2, this.#lockKey(id), `${this.#prefix}fence:${id}`, this.#lease);
+    try {
+      return Number(await answered(taking, this.#callTimeout(deadline)));
+    } catch (err) {
+      // Given up on, it may still run once Redis answers again: a lock taken then has no holder, so it
+      // is let go at once rather than blocking the upload for a whole lease.
+      taking.then(
+        (token) => Number(token) > 0 && this.#redis.eval(RELEASE, 1, this.#lockKey(id), String(token)).catch(() => undefined),
+        () => undefined,
+      );
+      throw err;
     }
   }
 
@@ -193,7 +251,7 @@ class Locker implements RedisLocker {
   #hold(id: string, token: string, end: (reason: SpoolError) => void, releaseLocal: () => void): () => void {
     const timer = setInterval(() => void this.#renew(id, held), Math.max(1, Math.floor(this.#lease / 3)));
     timer.unref();
-    const held: Held = { token, end, timer, lost: false, asked: false };
+    const held: Held = { token, end, timer, lost: false, asked: false, renewedAt: Date.now() };
     this.#held.set(id, held);
     let released = false;
     return () => {
@@ -201,8 +259,8 @@ class Locker implements RedisLocker {
       released = true;
       clearInterval(timer);
       if (this.#held.get(id) === held) this.#held.delete(id);
-      const deleting = this.#redis
-        .eval(RELEASE, 1, this.#lockKey(id), token)
+      // Bounded by the lease: past it the key lapses by itself, and the next request here need not wait.
+      const deleting = answered(this.#redis.eval(RELEASE, 1, this.#lockKey(id), token), this.#lease)
         .then((deleted) => (Number(deleted) === 1 && held.asked ? this.#redis.publish(`${this.#prefix}released`, id) : undefined))
         .catch(() => undefined) // the lease lapses by itself; nothing is lost
         .finally(() => {
@@ -229,16 +287,26 @@ class Locker implements RedisLocker {
     });
   }
 
-  /** Renews the lease; false (and the request ended) once the key no longer holds our token. */
+  /**
+   * Renews the lease; false (and the request ended) once the key no longer holds our token, or once Redis
+   * has not confirmed a renewal for so long that the lease may lapse before the next one.
+   */
   async #renew(id: string, held: Held): Promise<boolean> {
     if (held.lost) return false;
+    const period = Math.max(1, Math.floor(this.#lease / 3));
+    const sent = Date.now();
     let ours: boolean;
     try {
-      ours = Number(await this.#redis.eval(RENEW, 1, this.#lockKey(id), held.token, this.#lease)) === 1;
+      ours = Number(await answered(this.#redis.eval(RENEW, 1, this.#lockKey(id), held.token, this.#lease), period)) === 1;
     } catch {
-      return false; // Redis unreachable: this write is refused, the lease may still be ours for the next
+      // Redis unreachable or silent: this write is refused; the lease may still be ours for the next one,
+      // unless it can lapse before the next renewal: then another instance may take the upload, and this
+      // request must stop now rather than write on unfenced (a disk store has no fence of its own).
+      if (Date.now() + period < held.renewedAt + this.#lease) return false;
+      ours = false;
     }
-    if (!ours && !held.lost) {
+    if (ours) held.renewedAt = sent;
+    else if (!held.lost) {
       held.lost = true;
       clearInterval(held.timer);
       held.end(new SpoolError('UPLOAD_LOCKED', 'The upload lock was lost (lease expired or another instance took over)'));

@@ -139,7 +139,8 @@ async function abortUpload(UploadId: string, options: MultipartOptions): Promise
   const { client, sdk, input, abortTimeout } = options;
   const command = new sdk.AbortMultipartUploadCommand({ ...input, UploadId });
   try {
-    await client.send(command, { abortSignal: AbortSignal.timeout(abortTimeout) });
+    // 0: no bound of our own (the client's own timeouts still apply), as for the middleware's other timeouts.
+    await client.send(command, abortTimeout > 0 ? { abortSignal: AbortSignal.timeout(abortTimeout) } : {});
     return 'aborted';
   } catch (err) {
     if ((err as { name?: string }).name === 'NoSuchUpload') return 'gone';

@@ -39,10 +39,20 @@ export function s3StoredFile(client: S3Client, sdk: Sdk, details: S3Details, rea
       return out;
     },
     remove: async () => {
-      // With the version id, a versioned bucket loses exactly what we wrote (no delete marker is left).
-      await client.send(new sdk.DeleteObjectCommand({ ...pick(read, 'RequestPayer', 'ExpectedBucketOwner'), ...target })).catch((err: unknown) => {
+      const owner = pick(read, 'RequestPayer', 'ExpectedBucketOwner');
+      try {
+        // With the version id, a versioned bucket loses exactly what we wrote (no delete marker is left).
+        if (details.versionId !== undefined || details.etag === undefined) return void (await client.send(new sdk.DeleteObjectCommand({ ...owner, ...target })));
+        // Unversioned: the key may hold another request's object by now (an app-chosen key written again):
+        // that one stays. A HEAD tells on any S3; `If-Match` closes the gap on stores that honour it (AWS).
+        const head = await client.send(new sdk.HeadObjectCommand({ ...read, Bucket: details.bucket, Key: details.key }));
+        if (head.ETag !== details.etag) return;
+        await client.send(new sdk.DeleteObjectCommand({ ...owner, ...target, IfMatch: details.etag }));
+      } catch (err) {
+        // Gone already (NotFound), or replaced between the HEAD and the delete (412): nothing of ours is left.
+        if (isGone(err)) return;
         throw toS3Error(err);
-      });
+      }
     },
   };
 }
@@ -82,6 +92,11 @@ export async function locationOf(client: S3Client, bucket: string, key: string):
       : `${base}${bucket}.${endpoint.hostname}${port}/${path}`;
   }
   return `https://${bucket}.s3.${await client.config.region()}.amazonaws.com/${path}`;
+}
+
+function isGone(err: unknown): boolean {
+  const { name, $metadata } = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return name === 'NotFound' || name === 'NoSuchKey' || $metadata?.httpStatusCode === 404 || $metadata?.httpStatusCode === 412;
 }
 
 function pick<T extends object, K extends keyof T>(from: T, ...keys: K[]): Pick<T, K> {

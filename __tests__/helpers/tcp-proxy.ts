@@ -11,6 +11,12 @@ export interface TcpProxy {
   sent(): Buffer[];
   /** Destroys every connection and stops listening. */
   cut(): Promise<void>;
+  /**
+   * Goes silent: nothing more is forwarded either way and new connections are held, but nothing is closed
+   * (a network partition, a peer that froze). `resume()` forwards again what waited.
+   */
+  stall(): void;
+  resume(): void;
 }
 
 export interface TcpProxyOptions {
@@ -25,9 +31,22 @@ export async function startTcpProxy(target: string, port = 0, options: TcpProxyO
   const sockets = new Set<net.Socket>();
   const recorded: Buffer[][] = [];
   let forwarded = 0;
+  let stalled = false;
+  const pairs: { client: net.Socket; upstream: net.Socket }[] = [];
+  const held: net.Socket[] = [];
   const onClient = (client: net.Socket) => {
+    if (stalled) {
+      client.pause();
+      held.push(client);
+      sockets.add(client);
+      return;
+    }
+    connect(client);
+  };
+  const connect = (client: net.Socket) => {
     const upstream = net.connect(Number(targetPort), hostname);
     sockets.add(client).add(upstream);
+    pairs.push({ client, upstream });
     const chunks: Buffer[] = [];
     if (options.record) recorded.push(chunks);
     client.on('data', (chunk: Buffer) => {
@@ -50,6 +69,24 @@ export async function startTcpProxy(target: string, port = 0, options: TcpProxyO
       return forwarded;
     },
     sent: () => recorded.map((chunks) => Buffer.concat(chunks)),
+    stall: () => {
+      stalled = true;
+      for (const { client, upstream } of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+      }
+    },
+    resume: () => {
+      stalled = false;
+      for (const { client, upstream } of pairs) {
+        if (client.destroyed || upstream.destroyed) continue;
+        client.pipe(upstream);
+        upstream.pipe(client);
+      }
+      for (const client of held.splice(0)) if (!client.destroyed) connect(client);
+    },
     cut: () =>
       new Promise((resolve) => {
         for (const socket of sockets) socket.destroy();
