@@ -573,7 +573,7 @@ class Handler {
         if (pending) finals.push(upload);
         continue;
       }
-      await this.#store.remove(upload.id);
+      if (!(await this.#removeExpired(upload.id, now))) continue;
       this.#hashes.forget(upload.id);
       removed++;
     }
@@ -589,6 +589,29 @@ class Handler {
       }
     }
     return removed;
+  }
+
+  /**
+   * Removes an upload the sweep's listing saw expired, if a fresh read under its lock still says so: a
+   * request may have renewed or completed it since the listing (on another instance, or here between the
+   * listing and now), and a completed upload belongs to the app. False when it stays.
+   */
+  async #removeExpired(id: string, now: number): Promise<boolean> {
+    const work = async (): Promise<boolean> => {
+      // (Not found: whatever the listing saw of it goes, as before.)
+      const fresh = await this.#store.get(id);
+      if (fresh && !expired(fresh, now)) return false;
+      await this.#store.remove(id);
+      return true;
+    };
+    const locks = this.#locks as UploadLocker & Partial<UploadFence>;
+    try {
+      if (typeof locks.exclusive !== 'function') return await this.#exclusive(id, work); // in-process lock: free, as has() said
+      return (await locks.exclusive(id, work, 0))?.value ?? false; // undefined: held on another instance
+    } catch (err) {
+      if (err instanceof SpoolError && err.code === 'UPLOAD_LOCKED') return false; // busy: the next sweep looks again
+      throw err;
+    }
   }
 
   #location(req: IncomingMessage, id: string): string {
