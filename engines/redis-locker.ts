@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { SpoolError } from '../lib/core/errors';
 import { describe, durationOption } from '../lib/core/sizes';
@@ -42,9 +43,11 @@ interface Held {
 
 const KNOWN = new Set(['client', 'url', 'prefix', 'lease', 'retryInterval']);
 
-// KEYS: lock, fencing counter. ARGV: lease ms. Takes a free lock with the next fencing token; 0 when held.
+// KEYS: lock, fencing counter. ARGV: lease ms, a random nonce. Takes a free lock with the next fencing token
+// (the counter's next value and the nonce: a counter lost to a failover or eviction starts again at 1, and
+// a stale holder's token must still not match a new one); 0 when held.
 const ACQUIRE = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local token = redis.call('INCR', KEYS[2])
+local token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[2]
 redis.call('PEXPIRE', KEYS[2], 2592000000)
 redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
 return token`;
@@ -164,17 +167,17 @@ class Locker implements RedisLocker {
     const releaseLocal = await this.#local.acquire(id, end, timeout);
     try {
       await this.#prepare(id, deadline);
-      let token: number;
+      let token: string | undefined;
       for (let asked = false; ; ) {
         token = await this.#take(id, deadline);
-        if (token > 0) break;
+        if (token) break;
         // Held elsewhere (or by a request here that is letting go): ask once, then wait for the key to go.
         if (!asked) await answered(this.#redis.publish(`${this.#prefix}release`, id), this.#callTimeout(deadline));
         asked = true;
         if (Date.now() >= deadline) throw new SpoolError('UPLOAD_LOCKED');
         await this.#released(id, Math.min(this.#retry, deadline - Date.now()));
       }
-      return this.#hold(id, String(token), end, releaseLocal);
+      return this.#hold(id, token, end, releaseLocal);
     } catch (err) {
       releaseLocal();
       throw err instanceof SpoolError ? err : new SpoolError('UPLOAD_LOCKED', 'The upload lock could not be taken', { cause: err });
@@ -197,8 +200,8 @@ class Locker implements RedisLocker {
       await this.#prepare(id, deadline);
       for (;;) {
         const token = await this.#take(id, deadline);
-        if (token > 0) {
-          release = this.#hold(id, String(token), () => undefined, releaseLocal);
+        if (token) {
+          release = this.#hold(id, token, () => undefined, releaseLocal);
           break;
         }
         if (Date.now() >= deadline) return undefined; // another instance is working on it
@@ -218,16 +221,17 @@ class Locker implements RedisLocker {
     if (releasing) await answered(releasing, this.#callTimeout(deadline));
   }
 
-  /** One attempt at the lock: its fencing token, or 0 while another holder has it. */
-  async #take(id: string, deadline: number): Promise<number> {
-    const taking = this.#redis.eval(ACQUIRE, 2, this.#lockKey(id), `${this.#prefix}fence:${id}`, this.#lease);
+  /** One attempt at the lock: its token, or undefined while another holder has it. */
+  async #take(id: string, deadline: number): Promise<string | undefined> {
+    const taking = this.#redis.eval(ACQUIRE, 2, this.#lockKey(id), `${this.#prefix}fence:${id}`, this.#lease, randomBytes(8).toString('hex'));
     try {
-      return Number(await answered(taking, this.#callTimeout(deadline)));
+      const token = await answered(taking, this.#callTimeout(deadline));
+      return typeof token === 'string' ? token : undefined;
     } catch (err) {
       // Given up on, it may still run once Redis answers again: a lock taken then has no holder, so it
       // is let go at once rather than blocking the upload for a whole lease.
       taking.then(
-        (token) => Number(token) > 0 && this.#redis.eval(RELEASE, 1, this.#lockKey(id), String(token)).catch(() => undefined),
+        (token) => typeof token === 'string' && this.#redis.eval(RELEASE, 1, this.#lockKey(id), token).catch(() => undefined),
         () => undefined,
       );
       throw err;
