@@ -125,17 +125,20 @@ export async function uploadMultipart(first: Part, reader: PartReader, options: 
     );
     return { etag: done.ETag || computedEtag, versionId: done.VersionId };
   } catch (err) {
-    // Its answer may have been lost after it landed: then the upload is gone and the object is ours to remove.
-    if ((await abortUpload(uploadId, options)) === 'gone') await removeIfLanded(client, sdk, input, options.read, computedEtag);
+    // Its answer may have been lost after it landed: then the upload is gone and the object is ours to remove
+    // (now, or when an abort retried in the background finds it gone).
+    const landed = () => removeIfLanded(client, sdk, input, options.read, computedEtag);
+    if ((await abortUpload(uploadId, options, landed)) === 'gone') await landed();
     throw toS3Error(err);
   }
 }
 
 /**
  * Sends AbortMultipartUpload. Resolves 'aborted', 'gone' (NoSuchUpload: completed or aborted already) or
- * 'retrying' (the store did not answer in time: retried in the background for a few minutes).
+ * 'retrying' (the store did not answer in time: retried in the background for a few minutes, and
+ * `gone` called if a retry finds the upload gone).
  */
-async function abortUpload(UploadId: string, options: MultipartOptions): Promise<'aborted' | 'gone' | 'retrying'> {
+async function abortUpload(UploadId: string, options: MultipartOptions, gone?: () => Promise<void>): Promise<'aborted' | 'gone' | 'retrying'> {
   const { client, sdk, input, abortTimeout } = options;
   const command = new sdk.AbortMultipartUploadCommand({ ...input, UploadId });
   try {
@@ -144,7 +147,7 @@ async function abortUpload(UploadId: string, options: MultipartOptions): Promise
     return 'aborted';
   } catch (err) {
     if ((err as { name?: string }).name === 'NoSuchUpload') return 'gone';
-    retryAbort(client, command);
+    retryAbort(client, command, gone);
     return 'retrying';
   }
 }
@@ -152,12 +155,18 @@ async function abortUpload(UploadId: string, options: MultipartOptions): Promise
 /** When AbortMultipartUpload could not reach the store: try again after these delays (ms). */
 const ABORT_RETRY_DELAYS = [500, 2_000, 10_000, 30_000, 120_000];
 
-function retryAbort(client: S3Client, command: import('@aws-sdk/client-s3').AbortMultipartUploadCommand, delays = ABORT_RETRY_DELAYS): void {
+function retryAbort(
+  client: S3Client,
+  command: import('@aws-sdk/client-s3').AbortMultipartUploadCommand,
+  gone?: () => Promise<void>,
+  delays = ABORT_RETRY_DELAYS,
+): void {
   const [delay, ...rest] = delays;
   if (delay === undefined) return;
   setTimeout(() => {
     client.send(command).catch((err: { name?: string }) => {
-      if (err?.name !== 'NoSuchUpload') retryAbort(client, command, rest);
+      if (err?.name === 'NoSuchUpload') void gone?.().catch(() => undefined);
+      else retryAbort(client, command, gone, rest);
     });
   }, delay).unref();
 }
