@@ -164,17 +164,21 @@ class Locker implements RedisLocker {
 
   async acquire(id: string, end: (reason: SpoolError) => void, timeout: number): Promise<() => void> {
     const deadline = Date.now() + timeout;
-    const releaseLocal = await this.#local.acquire(id, end, timeout);
+    // A newer request here ends this one while it still waits for another instance: it stops waiting then,
+    // so that the newer one does not wait behind it.
+    let superseded: SpoolError | undefined;
+    const releaseLocal = await this.#local.acquire(id, (reason) => end((superseded ??= reason)), timeout);
     try {
       await this.#prepare(id, deadline);
       let token: string | undefined;
       for (let asked = false; ; ) {
+        if (superseded) throw superseded;
         token = await this.#take(id, deadline);
         if (token) break;
         // Held elsewhere (or by a request here that is letting go): ask once, then wait for the key to go.
         if (!asked) await answered(this.#redis.publish(`${this.#prefix}release`, id), this.#callTimeout(deadline));
         asked = true;
-        if (Date.now() >= deadline) throw new SpoolError('UPLOAD_LOCKED');
+        if (Date.now() >= deadline || superseded) throw superseded ?? new SpoolError('UPLOAD_LOCKED');
         await this.#released(id, Math.min(this.#retry, deadline - Date.now()));
       }
       return this.#hold(id, token, end, releaseLocal);

@@ -1,7 +1,10 @@
 /**
- * redisLocker() tokens against the real redis-server of the test set-up: the per-upload counter that
- * numbers acquisitions can be lost (a failover to a replica that missed it, eviction, its 30-day expiry) and
- * start again at 1; a holder whose lease lapsed meanwhile must still not pass for the new holder.
+ * redisLocker() against the real redis-server of the test set-up, driven through its API:
+ * - tokens: the per-upload counter that numbers acquisitions can be lost (a failover to a replica that
+ *   missed it, eviction, its 30-day expiry) and start again at 1; a holder whose lease lapsed meanwhile must
+ *   still not pass for the new holder;
+ * - waiting: a request waiting for another instance to let go is ended by a newer request on its own
+ *   instance, and stops waiting then rather than at its deadline.
  */
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -35,5 +38,28 @@ test('after the fencing counter is lost, a stale holder\'s token does not match 
   } finally {
     await Promise.all([a.close(), b.close()]);
     redis.disconnect();
+  }
+}, 20_000);
+
+test('a request waiting for another instance is ended by a newer request here: it stops waiting at once, and the newer one gets the lock when the other instance lets go', async () => {
+  const prefix = `waiting-${randomBytes(3).toString('hex')}:`;
+  const a = redisLocker({ url: process.env.REDIS_URL, prefix, lease: 5000 });
+  const b = redisLocker({ url: process.env.REDIS_URL, prefix, lease: 5000 });
+  try {
+    const releaseB = await b.acquire('u2', () => undefined, 1000); // another instance holds it (and ignores the ask)
+    const ended: string[] = [];
+    const older = a.acquire('u2', (reason) => ended.push(reason.code), 3000);
+    const olderSettled = older.then(() => 'held', (err: SpoolError) => err.code);
+    await new Promise((r) => setTimeout(r, 150));
+    const newerStarted = Date.now();
+    const newer = a.acquire('u2', () => undefined, 3000);
+    expect(await olderSettled).toBe('UPLOAD_LOCKED');
+    expect(Date.now() - newerStarted).toBeLessThan(1000); // not at the older one's deadline (3 s)
+    expect(ended).toEqual(['UPLOAD_LOCKED']);
+    releaseB();
+    const releaseNewer = await newer;
+    releaseNewer();
+  } finally {
+    await Promise.all([a.close(), b.close()]);
   }
 }, 20_000);
