@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { Writable } from 'node:stream';
 import express from 'express';
 import request from 'supertest';
@@ -160,5 +160,32 @@ describe("the README's migration guide, run", () => {
       ['small.jpg', true, false, sha256(small)],
       ['large.jpg', false, true, sha256(large)],
     ]);
+  });
+});
+
+describe('disk files report destination and path as multer does', () => {
+  test.each([
+    ['a relative directory with a trailing slash', (dir: string) => `${relative(process.cwd(), dir)}/`],
+    ['a relative directory', (dir: string) => relative(process.cwd(), dir)],
+    ['an absolute directory', (dir: string) => dir],
+  ])('%s: the same destination string, path = join(destination, filename), the bytes there', async (_label, form) => {
+    const dirs = [tempDir('paths-multer-'), tempDir('paths-ours-')];
+    try {
+      const data = randomData(3000);
+      const shape = async (middleware: express.RequestHandler, dir: string) => {
+        const app = express();
+        app.post('/', middleware, (req: any, res) => res.json({ destination: req.file.destination, path: req.file.path, filename: req.file.filename }));
+        const res = await request(app).post('/').attach('f', data, 'a.bin');
+        expect(res.status).toBe(200);
+        const { destination, path, filename } = res.body;
+        expect(destination).toBe(form(dir));
+        expect(path).toBe(join(destination, filename));
+        expect(sha256(readFileSync(path))).toBe(sha256(data)); // relative to the working directory, as multer's
+      };
+      await shape(multer({ storage: multer.diskStorage({ destination: form(dirs[0].path) }) }).single('f'), dirs[0].path);
+      await shape(spool({ storage: diskEngine({ directory: form(dirs[1].path) }) }).single('f'), dirs[1].path);
+    } finally {
+      dirs.forEach((d) => d.remove());
+    }
   });
 });

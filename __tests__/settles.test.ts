@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
@@ -8,7 +10,7 @@ import express from 'express';
 import { diskEngine, fromMulterStorage, memoryEngine, MemoryBudget, spool, type StorageEngine, type StoredFile } from '../lib';
 import { REQUEST_SHARE } from '../lib/multipart/upload-request';
 import { close, echoApp, eventually, jsonErrors, listen, tempDir } from './helpers/app';
-import { BOUNDARY, postMultipart, randomData } from './helpers/multipart';
+import { BOUNDARY, postMultipart, randomData, sha256 } from './helpers/multipart';
 
 // "Every promise settles": whatever an engine, a filter or a client does, each request gets an answer,
 // and nothing stays stored or reserved.
@@ -288,5 +290,26 @@ describe('like multer, for apps that migrate', () => {
     const res = await request(app).post('/upload').attach('avatar', Buffer.from('x'), 'a.png');
     expect(res.status).toBe(500);
     expect(res.body.error.code).toBe('ALREADY_PARSED');
+  });
+
+  test.each([
+    ['persistent (a directory given): it stays, the app\'s as after any error past the upload', 'persistent', 1],
+    ['temporary (the default rollover): removed when the response ends', 'temporary', 0],
+  ] as const)('ALREADY_PARSED leaves the first middleware\'s file %s', async (_label, lifetime, left) => {
+    const dir = tempDir('spool-already-parsed-');
+    try {
+      const upload = spool({ threshold: 0, rollover: diskEngine({ directory: dir.path, lifetime }) });
+      const app = express();
+      app.use(upload.any());
+      app.post('/upload', upload.single('avatar'), (_req, res) => res.json({ ok: true }));
+      app.use(jsonErrors);
+      const data = randomData(5000);
+      const res = await request(app).post('/upload').attach('avatar', data, 'a.png');
+      expect([res.status, res.body.error.code]).toEqual([500, 'ALREADY_PARSED']);
+      await eventually(() => expect(dir.files()).toHaveLength(left));
+      if (left) expect(sha256(readFileSync(join(dir.path, dir.files()[0])))).toBe(sha256(data));
+    } finally {
+      dir.remove();
+    }
   });
 });

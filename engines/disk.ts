@@ -51,7 +51,10 @@ export interface DiskEngineOptions {
   filename?: DiskNameFunction;
 }
 
-/** Details a disk-stored file carries (multer's diskStorage fields). */
+/**
+ * Details a disk-stored file carries (multer's diskStorage fields, as multer gives them: `destination` the
+ * directory as the app gave it, `path` that joined with `filename`, so relative when the directory was).
+ */
 export interface DiskDetails {
   readonly destination: string;
   readonly filename: string;
@@ -91,7 +94,10 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
   if (filename !== undefined && typeof filename !== 'function') {
     throw new TypeError(`Expected \`filename\` to be a function, got ${describe(filename)}`);
   }
-  const fixed = typeof directory === 'function' ? undefined : resolve(directory ?? join(tmpdir(), 'express-spool'));
+  // As the app gave it (what `destination` and `path` report, as multer's do), and resolved once for the
+  // engine's own file operations, which a later change of the working directory must not move.
+  const given = typeof directory === 'function' ? undefined : (directory ?? join(tmpdir(), 'express-spool'));
+  const fixed = given === undefined ? undefined : resolve(given);
   // The default directory sits in the shared tmp: it must be ours alone (see `ownPrivateDirectory`).
   const shared = directory === undefined;
   const temporary = (lifetime ?? (directory === undefined ? 'temporary' : 'persistent')) === 'temporary';
@@ -106,13 +112,13 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
     return name;
   }
 
-  async function chooseDirectory(file: IncomingFile, request: AppRequest): Promise<string> {
-    if (fixed !== undefined) return fixed;
+  async function chooseDirectory(file: IncomingFile, request: AppRequest): Promise<{ given: string; resolved: string }> {
+    if (fixed !== undefined) return { given: given as string, resolved: fixed };
     const chosen = await ask(directory as DiskNameFunction, request, file);
     if (typeof chosen !== 'string' || chosen === '') {
       throw new TypeError(`diskEngine \`${optionName}\` must give a directory, got ${describe(chosen)}`);
     }
-    return resolve(chosen);
+    return { given: chosen, resolved: resolve(chosen) };
   }
 
   return {
@@ -120,9 +126,9 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
     async store(stream: Readable, file: IncomingFile, context: StoreContext): Promise<StoredFile> {
       const destination = await chooseDirectory(file, context.request);
       const name = await chooseName(file, context.request);
-      const path = join(destination, name);
+      const path = join(destination.resolved, name);
       // Only a file this call created may be removed: 'wx' refuses to open an existing one.
-      const handle = await create(destination, name, fixed !== undefined ? { shared } : undefined, file);
+      const handle = await create(destination.resolved, name, fixed !== undefined ? { shared } : undefined, file);
       try {
         // No signal: the core destroys `stream` when the request fails, which aborts the writer.
         await writeBatched(stream, handle, context);
@@ -131,7 +137,7 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
         await rm(path, { force: true });
         throw err;
       }
-      const details: DiskDetails = { destination, filename: name, path };
+      const details: DiskDetails = { destination: destination.given, filename: name, path: join(destination.given, name) };
       return {
         storage: 'disk',
         details,
