@@ -20,7 +20,7 @@ describe('limits: unknown keys are refused like unknown options', () => {
   });
 
   test('the top-level message has the same shape', () => {
-    expect(() => spool({ dest: 'uploads/' } as never)).toThrow(new TypeError('Unknown option `dest`'));
+    expect(() => spool({ destination: 'uploads/' } as never)).toThrow(new TypeError('Unknown option `destination`'));
   });
 
   test('every documented limit is still accepted', () => {
@@ -94,14 +94,21 @@ describe("the README's migration guide, run", () => {
     return match[1];
   };
   const multerLine = line(/^-const upload = (multer\(.*\));$/m);
-  const spoolLine = line(/^\+const upload = (spool\(.*\));$/m);
+  // The migration changes only the import: `multer` is then express-spool's `spool`.
+  const spoolImport = line(/^\+(import .* from 'express-spool';)$/m);
+  const spoolLine = line(/^\+const upload = (multer\(.*\));$/m);
   const optInLine = line(/^const upload = (spool\(\{ threshold.*\));$/m);
 
   const dirs = [tempDir('readme-multer-'), tempDir('readme-ours-'), tempDir('readme-spool-')];
   afterAll(() => dirs.forEach((d) => d.remove()));
   // 'uploads/' in the README becomes a temporary directory of the test.
-  const build = (code: string, dir: string) =>
-    new Function('multer', 'spool', 'diskEngine', `return ${code.replace(/'uploads\/'/g, JSON.stringify(`${dir}/`))}`)(multer, spool, diskEngine);
+  const build = (code: string, dir: string, ours = false) =>
+    new Function('multer', 'spool', 'diskEngine', `return ${code.replace(/'uploads\/'/g, JSON.stringify(`${dir}/`))}`)(ours ? spool : multer, spool, diskEngine);
+
+  test('the migration is the import alone: the same options line under both', () => {
+    expect(spoolImport).toBe("import { spool as multer } from 'express-spool';");
+    expect(spoolLine).toBe(multerLine);
+  });
 
   const small = randomData(100);
   const large = randomData(2 * 1024 * 1024);
@@ -129,7 +136,7 @@ describe("the README's migration guide, run", () => {
     agent.post('/photos').field('album', 'holiday').field('tags[]', 'sea').attach('photos', small, 'small.jpg').attach('photos', large, 'large.jpg');
 
   test('the one-line migration keeps multer’s dest semantics: every file on disk with a path', async () => {
-    const [theirs, ours] = await Promise.all([run(build(multerLine, dirs[0].path), photos), run(build(spoolLine, dirs[1].path), photos)]);
+    const [theirs, ours] = await Promise.all([run(build(multerLine, dirs[0].path), photos), run(build(spoolLine, dirs[1].path, true), photos)]);
     expect(theirs.status).toBe(200);
     expect(ours.status).toBe(200);
     const sameDir = (files: any[], dir: string) => files.map((f) => ({ ...f, destination: f.destination === `${dir}/` || f.destination === dir }));
@@ -141,14 +148,14 @@ describe("the README's migration guide, run", () => {
 
   test('single(): the same file and body', async () => {
     const send = (agent: request.Agent) => agent.post('/profile').field('name', 'Ada').attach('avatar', small, 'me.png');
-    const [theirs, ours] = await Promise.all([run(build(multerLine, dirs[0].path), send), run(build(spoolLine, dirs[1].path), send)]);
+    const [theirs, ours] = await Promise.all([run(build(multerLine, dirs[0].path), send), run(build(spoolLine, dirs[1].path, true), send)]);
     expect({ ...ours.body.file, destination: undefined }).toEqual({ ...theirs.body.file, destination: undefined });
     expect(ours.body.body).toEqual({ name: 'Ada' });
   });
 
   test('its limit: the same error, by code and by name', async () => {
     const send = (agent: request.Agent) => agent.post('/photos').attach('photos', randomData(10 * 1024 * 1024 + 1), 'huge.bin');
-    const [theirs, ours] = await Promise.all([run(build(multerLine, dirs[0].path), send), run(build(spoolLine, dirs[1].path), send)]);
+    const [theirs, ours] = await Promise.all([run(build(multerLine, dirs[0].path), send), run(build(spoolLine, dirs[1].path, true), send)]);
     expect(theirs.error).toMatchObject({ name: 'MulterError', code: 'LIMIT_FILE_SIZE' });
     expect(ours.error).toMatchObject({ name: theirs.error.name, code: theirs.error.code, status: 413 });
   });
@@ -186,6 +193,51 @@ describe('disk files report destination and path as multer does', () => {
       await shape(spool({ storage: diskEngine({ directory: form(dirs[1].path) }) }).single('f'), dirs[1].path);
     } finally {
       dirs.forEach((d) => d.remove());
+    }
+  });
+});
+
+describe("multer's own options, taken as they are", () => {
+  test("`dest`: every file on disk in that directory, kept, with multer's fields; the same as multer({ dest })", async () => {
+    const dirs = [tempDir('dest-multer-'), tempDir('dest-ours-')];
+    try {
+      const data = randomData(3000);
+      const shape = async (middleware: express.RequestHandler) => {
+        const app = express();
+        app.post('/', middleware, (req: any, res) => res.json({ ...req.file, sha: sha256(readFileSync(req.file.path)) }));
+        const res = await request(app).post('/').attach('f', data, 'a.bin');
+        expect(res.status).toBe(200);
+        const { fieldname, originalname, size, destination, path, filename, sha } = res.body;
+        return { fieldname, originalname, size, relativePath: relative(destination, path) === filename, sha };
+      };
+      const theirs = await shape(multer({ dest: dirs[0].path }).single('f'));
+      const ours = await shape(spool({ dest: dirs[1].path }).single('f'));
+      expect(ours).toEqual(theirs);
+      expect(ours.sha).toBe(sha256(data));
+      await new Promise((r) => setTimeout(r, 50)); // after the response: still there (persistent, as multer's)
+      expect(dirs[1].files()).toHaveLength(1);
+    } finally {
+      dirs.forEach((d) => d.remove());
+    }
+  });
+
+  test('`storage`: a multer StorageEngine is taken as it is (wrapped by fromMulterStorage), files and cleanup included', async () => {
+    const dir = tempDir('storage-multer-');
+    try {
+      const upload = spool({ storage: multer.diskStorage({ destination: dir.path }), limits: { files: 1 } });
+      const app = express();
+      app.post('/', upload.any(), (req: any, res) => res.json(req.files.map((f: any) => ({ size: f.size, sha: sha256(readFileSync(f.path)) }))));
+      app.use((err: any, _req: any, res: any, _next: any) => res.status(err.status ?? 500).json({ code: err.code }));
+      const data = randomData(5000);
+      const ok = await request(app).post('/').attach('f', data, 'a.bin');
+      expect([ok.status, ok.body]).toEqual([200, [{ size: 5000, sha: sha256(data) }]]);
+      expect(dir.files()).toHaveLength(1);
+      // A limit past the first file fails the request: what the multer engine stored for it is removed.
+      const refused = await request(app).post('/').attach('f', data, 'a.bin').attach('g', data, 'b.bin');
+      expect([refused.status, refused.body.code]).toEqual([413, 'LIMIT_FILE_COUNT']);
+      expect(dir.files()).toHaveLength(1);
+    } finally {
+      dir.remove();
     }
   });
 });

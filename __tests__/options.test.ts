@@ -13,7 +13,10 @@ describe('option validation happens in the factory', () => {
     [{ rollover: 'disk' }, /Expected `rollover` to be a storage engine/],
     [{ sha256: 'yes' }, /Expected `sha256` to be a boolean/],
     [{ idleTimeout: -5 }, /Expected `idleTimeout`/],
-    [{ dest: './uploads' }, /Unknown option `dest`/],
+    [{ destination: './uploads' }, /Unknown option `destination`/],
+    [{ dest: '' }, /Expected `dest` to be a non-empty string/],
+    [{ dest: './uploads', storage: diskEngine() }, /Give `dest` \(multer's\) or `storage`, not both/],
+    [{ dest: './uploads', threshold: 5 }, /do not combine them with `dest`/],
     [{ storage: diskEngine(), threshold: 5 }, /do not combine/],
   ])('%j', (options, message) => {
     expect(() => spool(options as never)).toThrow(TypeError);

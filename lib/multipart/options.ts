@@ -2,6 +2,8 @@ import { diskEngine } from '../../engines/disk';
 import { spoolEngine } from '../../engines/spool';
 import { charsetOption, DEFAULT_PARAM_CHARSET } from './content-disposition';
 import { isStorageEngine, type AppRequest, type IncomingFile, type StorageEngine } from '../core/engine';
+import { fromMulterStorage } from '../multer/from-multer-storage';
+import type { MulterStorageEngine } from '../multer/multer-types';
 import { MemoryBudget } from '../core/memory-budget';
 import { assertParserSupported } from './multipart-parser';
 import { countOption, describe, sizeOption, type Size, durationOption } from '../core/sizes';
@@ -49,8 +51,16 @@ export interface SpoolOptions {
    * @default diskEngine() — temporary files under os.tmpdir(), removed when the response ends
    */
   rollover?: StorageEngine;
-  /** Store every file with this engine instead of the memory/rollover spool (e.g. `memoryEngine()`). */
-  storage?: StorageEngine;
+  /**
+   * Store every file with this engine instead of the memory/rollover spool (e.g. `memoryEngine()`). A
+   * multer StorageEngine (multer-s3, …) is taken as it is, through {@link fromMulterStorage}.
+   */
+  storage?: StorageEngine | MulterStorageEngine;
+  /**
+   * multer's `dest`: every file is written to this directory (created if missing) under a random name and
+   * stays there, as with `storage: diskEngine({ directory: dest })`.
+   */
+  dest?: string;
   /**
    * Bytes all in-flight requests of this middleware may hold in memory together, or a shared
    * {@link MemoryBudget} instance. Spooled files roll over early when it is exhausted.
@@ -169,7 +179,7 @@ export const DEFAULT_LIMITS: Readonly<ResolvedLimits> = Object.freeze({
 });
 
 const KNOWN_OPTIONS = new Set([
-  'threshold', 'rollover', 'storage', 'memoryBudget', 'limits', 'fileFilter',
+  'threshold', 'rollover', 'storage', 'dest', 'memoryBudget', 'limits', 'fileFilter',
   'sha256', 'preservePath', 'defParamCharset', 'defCharset', 'streamHandler', 'highWaterMark', 'fileHwm', 'idleTimeout', 'requestTimeout', 'admissionTimeout', 'settleTimeout', 'drainTimeout',
 ]);
 
@@ -181,12 +191,14 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
   for (const key of Object.keys(options)) {
     if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`Unknown option \`${key}\``);
   }
-  const { storage, fileFilter } = options;
-  if (storage !== undefined && !isStorageEngine(storage)) {
-    throw new TypeError(`Expected \`storage\` to be a storage engine, got ${describe(storage)}`);
+  const { fileFilter, dest } = options;
+  if (dest !== undefined && (typeof dest !== 'string' || dest === '')) {
+    throw new TypeError(`Expected \`dest\` to be a non-empty string, got ${describe(dest)}`);
   }
+  if (dest !== undefined && options.storage !== undefined) throw new TypeError('Give `dest` (multer\'s) or `storage`, not both');
+  const storage = dest !== undefined ? diskEngine({ directory: dest }) : storageOption(options.storage);
   if (storage !== undefined && (options.threshold !== undefined || options.rollover !== undefined)) {
-    throw new TypeError('`threshold` and `rollover` configure the default spool engine; do not combine them with `storage`');
+    throw new TypeError(`\`threshold\` and \`rollover\` configure the default spool engine; do not combine them with \`${dest !== undefined ? 'dest' : 'storage'}\``);
   }
   for (const [name, fn] of [['fileFilter', fileFilter], ['streamHandler', options.streamHandler]] as const) {
     if (fn !== undefined && typeof fn !== 'function') throw new TypeError(`Expected \`${name}\` to be a function, got ${describe(fn)}`);
@@ -210,6 +222,14 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
     settleTimeout: durationOption('settleTimeout', options.settleTimeout, 10_000),
     drainTimeout: durationOption('drainTimeout', options.drainTimeout, 2_000),
   };
+}
+
+/** The app's engine: ours, or a multer StorageEngine taken through fromMulterStorage. */
+function storageOption(storage: SpoolOptions['storage']): StorageEngine | undefined {
+  if (storage === undefined || isStorageEngine(storage)) return storage;
+  const multerEngine = storage as Partial<MulterStorageEngine> | null;
+  if (typeof multerEngine?._handleFile === 'function' && typeof multerEngine._removeFile === 'function') return fromMulterStorage(storage);
+  throw new TypeError(`Expected \`storage\` to be a storage engine (express-spool's or multer's), got ${describe(storage)}`);
 }
 
 /** Limits fixed once, or asked of the app's function per request (and checked each time). */
