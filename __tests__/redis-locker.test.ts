@@ -4,9 +4,13 @@
  *   missed it, eviction, its 30-day expiry) and start again at 1; a holder whose lease lapsed meanwhile must
  *   still not pass for the new holder;
  * - waiting: a request waiting for another instance to let go is ended by a newer request on its own
- *   instance, and stops waiting then rather than at its deadline.
+ *   instance, and stops waiting then rather than at its deadline;
+ * - time: a busy event loop does not end a request whose lease Redis keeps confirming, and a lock whose
+ *   answer arrives after its lease could lapse is not taken as held.
  */
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import { redisLocker, type SpoolError } from '../lib/index';
 
@@ -63,3 +67,94 @@ test('a request waiting for another instance is ended by a newer request here: i
     await Promise.all([a.close(), b.close()]);
   }
 }, 20_000);
+
+test('an event loop blocked for longer than a third of the lease, Redis fast: the request is not ended, its lease stays confirmed', async () => {
+  const prefix = `busy-${randomBytes(3).toString('hex')}:`;
+  const locker = redisLocker({ url: process.env.REDIS_URL, prefix, lease: 1500 });
+  const probe = new Redis(process.env.REDIS_URL!);
+  const busy = (ms: number) => {
+    const until = Date.now() + ms;
+    while (Date.now() < until);
+  };
+  try {
+    const ended: string[] = [];
+    const release = await locker.acquire('u', (reason) => ended.push(reason.message), 1000);
+    // CPU-bound stretches (hashing, JSON, a sync call) of 600 ms between short waits, for five leases.
+    for (const stop = Date.now() + 5 * 1500; Date.now() < stop && ended.length === 0; ) {
+      await new Promise((r) => setTimeout(r, 498));
+      busy(600);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    expect(ended).toEqual([]);
+    expect(await probe.pttl(`${prefix}lock:u`)).toBeGreaterThan(0);
+    await expect(locker.check('u')).resolves.toBeUndefined();
+    release();
+  } finally {
+    await locker.close();
+    probe.disconnect();
+  }
+}, 30_000);
+
+/** A proxy in front of Redis that forwards requests at once and can hold back its answers. */
+async function answerDelayingProxy(target: string) {
+  const { hostname, port } = new URL(target);
+  let holding = false;
+  const held: (() => void)[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(port), hostname);
+    sockets.add(client).add(upstream);
+    client.pipe(upstream);
+    upstream.on('data', (chunk: Buffer) => (holding ? held.push(() => client.write(chunk)) : client.write(chunk)));
+    client.on('error', () => undefined).on('close', () => upstream.destroy());
+    upstream.on('error', () => undefined).on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `redis://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    hold: () => void (holding = true),
+    flush: () => {
+      holding = false;
+      for (const send of held.splice(0)) send();
+    },
+    close: () => new Promise<void>((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+test('a lock whose answer arrives after its lease lapsed is not taken as held: the other instance that took it meanwhile is the only holder', async () => {
+  const proxy = await answerDelayingProxy(process.env.REDIS_URL!);
+  const prefix = `late-${randomBytes(3).toString('hex')}:`;
+  const a = redisLocker({ url: proxy.url, prefix, lease: 1500 });
+  const b = redisLocker({ url: process.env.REDIS_URL, prefix, lease: 1500 });
+  const probe = new Redis(process.env.REDIS_URL!);
+  try {
+    await new Promise((r) => setTimeout(r, 300)); // both subscribed
+    proxy.hold();
+    const aTaking = a.acquire('u', () => undefined, 5000).then((release) => ({ release }), (err: SpoolError) => ({ err }));
+    await new Promise((r) => setTimeout(r, 150));
+    expect(await probe.exists(`${prefix}lock:u`)).toBe(1); // A's ACQUIRE ran: Redis holds A's token, A has not heard
+    // B (another instance's sweep or removal) waits for the key without asking A to let go: it gets it once A's lease lapses.
+    let bHolds!: () => void;
+    const bHolding = new Promise<void>((resolve) => (bHolds = resolve));
+    let bDone!: () => void;
+    const bWorking = b.exclusive!('u', () => new Promise<void>((resolve) => (bHolds(), (bDone = resolve))), 5000);
+    await bHolding;
+    const tokenB = await probe.get(`${prefix}lock:u`);
+    proxy.flush(); // A now hears that it got the lock, 1.5 s late
+    const outcome = await Promise.race([aTaking, new Promise((r) => setTimeout(r, 1000, 'waiting'))]);
+    // A is still waiting for the key (B has it) or gave up: either way it does not hold it, and B's lock is intact.
+    if (typeof outcome === 'object' && 'release' in (outcome as object)) throw new Error('A holds the lock while B holds it');
+    expect(await probe.get(`${prefix}lock:u`)).toBe(tokenB);
+    bDone();
+    await bWorking;
+    const settled = await aTaking; // once B let go, A may take it in its own right
+    if ('release' in settled) settled.release();
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+    await proxy.close();
+    probe.disconnect();
+  }
+}, 30_000);

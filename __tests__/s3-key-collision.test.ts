@@ -4,7 +4,7 @@
  * that key. Against the local S3 server; the objects are compared byte for byte.
  */
 import type { Server } from 'node:http';
-import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteBucketPolicyCommand, GetObjectCommand, HeadObjectCommand, PutBucketPolicyCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { RequestHandler } from 'express';
 import { s3Engine, spool, type UploadedFile } from '../lib';
 import { close, echoApp, listen } from './helpers/app';
@@ -96,6 +96,22 @@ describe('S3 engine, one app-chosen key, two writers (unversioned bucket)', () =
     await again.stored[0].remove();
     expect(await exists(key)).toBe(false);
     await again.stored[0].remove();
+    expect(await exists(key)).toBe(false);
+  }, 60_000);
+
+  test('credentials that may delete but not read (the HEAD denied, 403): remove() still deletes its object', async () => {
+    const key = 'collide-no-get/avatar';
+    const mine = randomData(1000);
+    const first = await upload(key, [{ name: 'f', filename: 'a.bin', data: mine }]);
+    expect(first.res.status).toBe(200);
+    const deny = { Effect: 'Deny', Principal: '*', Action: ['s3:GetObject'], Resource: [`arn:aws:s3:::${bucket}/*`] };
+    await client.send(new PutBucketPolicyCommand({ Bucket: bucket, Policy: JSON.stringify({ Version: '2012-10-17', Statement: [deny] }) }));
+    try {
+      await expect(client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).rejects.toMatchObject({ $metadata: { httpStatusCode: 403 } });
+      await first.stored[0].remove();
+    } finally {
+      await client.send(new DeleteBucketPolicyCommand({ Bucket: bucket }));
+    }
     expect(await exists(key)).toBe(false);
   }, 60_000);
 });

@@ -37,6 +37,9 @@ interface Held {
   lost: boolean;
   /** When the last renewal that succeeded was sent (or the lock taken): the lease runs at least until then + lease. */
   renewedAt: number;
+  /** Ends the request a margin before the lease, as last confirmed, would lapse (see `#watch`). */
+  watch: NodeJS.Timeout | undefined;
+  released: boolean;
   /** A request elsewhere asked for the upload: announce the release, so that it need not wait for its next retry. */
   asked: boolean;
 }
@@ -95,7 +98,10 @@ export function redisLocker(options: RedisLockerOptions): RedisLocker {
 function answered<T>(work: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new SpoolError('UPLOAD_LOCKED', `Redis did not answer within ${ms} ms`)), ms);
+    // After one more turn of the loop: when the loop was blocked, the timers run before the socket is read,
+    // and an answer that came in meanwhile must win over the timer (setImmediate runs after that read).
+    const fail = () => setImmediate(() => reject(new SpoolError('UPLOAD_LOCKED', `Redis did not answer within ${ms} ms`)));
+    timer = setTimeout(fail, ms).unref();
   });
   return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }
@@ -155,7 +161,12 @@ class Locker implements RedisLocker {
    * (a renewal's period), so that a lockTimeout of 0 still gets its one answer.
    */
   #callTimeout(deadline: number): number {
-    return Math.max(deadline - Date.now(), Math.max(1, Math.floor(this.#lease / 3)));
+    return Math.max(deadline - Date.now(), this.#period());
+  }
+
+  /** A third of the lease: how often a lease is renewed, and how long one renewal may take. */
+  #period(): number {
+    return Math.max(1, Math.floor(this.#lease / 3));
   }
 
   has(id: string): boolean {
@@ -170,18 +181,18 @@ class Locker implements RedisLocker {
     const releaseLocal = await this.#local.acquire(id, (reason) => end((superseded ??= reason)), timeout);
     try {
       await this.#prepare(id, deadline);
-      let token: string | undefined;
+      let taken: { token: string; sent: number } | undefined;
       for (let asked = false; ; ) {
         if (superseded) throw superseded;
-        token = await this.#take(id, deadline);
-        if (token) break;
+        taken = await this.#take(id, deadline);
+        if (taken) break;
         // Held elsewhere (or by a request here that is letting go): ask once, then wait for the key to go.
         if (!asked) await answered(this.#redis.publish(`${this.#prefix}release`, id), this.#callTimeout(deadline));
         asked = true;
         if (Date.now() >= deadline || superseded) throw superseded ?? new SpoolError('UPLOAD_LOCKED');
         await this.#released(id, Math.min(this.#retry, deadline - Date.now()));
       }
-      return this.#hold(id, token, end, releaseLocal);
+      return this.#hold(id, taken, end, releaseLocal);
     } catch (err) {
       releaseLocal();
       throw err instanceof SpoolError ? err : new SpoolError('UPLOAD_LOCKED', 'The upload lock could not be taken', { cause: err });
@@ -201,15 +212,19 @@ class Locker implements RedisLocker {
     let release: (() => void) | undefined;
     try {
       const deadline = Date.now() + wait;
-      await this.#prepare(id, deadline);
-      for (;;) {
-        const token = await this.#take(id, deadline);
-        if (token) {
-          release = this.#hold(id, token, () => undefined, releaseLocal);
-          break;
+      try {
+        await this.#prepare(id, deadline);
+        for (;;) {
+          const taken = await this.#take(id, deadline);
+          if (taken) {
+            release = this.#hold(id, taken, () => undefined, releaseLocal);
+            break;
+          }
+          if (Date.now() >= deadline) return undefined; // another instance is working on it
+          await this.#released(id, Math.min(this.#retry, deadline - Date.now()));
         }
-        if (Date.now() >= deadline) return undefined; // another instance is working on it
-        await this.#released(id, Math.min(this.#retry, deadline - Date.now()));
+      } catch (err) {
+        throw err instanceof SpoolError ? err : new SpoolError('UPLOAD_LOCKED', 'The upload lock could not be taken', { cause: err });
       }
       return { value: await work() };
     } finally {
@@ -225,12 +240,20 @@ class Locker implements RedisLocker {
     if (releasing) await answered(releasing, this.#callTimeout(deadline));
   }
 
-  /** One attempt at the lock: its token, or undefined while another holder has it. */
-  async #take(id: string, deadline: number): Promise<string | undefined> {
+  /**
+   * One attempt at the lock: its token and when it was asked for (the lease runs from then), or undefined
+   * while another holder has it. An answer that comes too late to leave the request a useful part of the
+   * lease is let go and counts as not taken: the lease may have lapsed already and another instance taken it.
+   */
+  async #take(id: string, deadline: number): Promise<{ token: string; sent: number } | undefined> {
+    const sent = Date.now();
     const taking = this.#redis.eval(ACQUIRE, 2, this.#lockKey(id), `${this.#prefix}fence:${id}`, this.#lease, randomBytes(8).toString('hex'));
     try {
       const token = await answered(taking, this.#callTimeout(deadline));
-      return typeof token === 'string' ? token : undefined;
+      if (typeof token !== 'string') return undefined;
+      if (Date.now() - sent < this.#lease - this.#margin()) return { token, sent };
+      void this.#redis.eval(RELEASE, 1, this.#lockKey(id), token).catch(() => undefined);
+      return undefined;
     } catch (err) {
       // Given up on, it may still run once Redis answers again: a lock taken then has no holder, so it
       // is let go at once rather than blocking the upload for a whole lease.
@@ -250,22 +273,27 @@ class Locker implements RedisLocker {
   }
 
   async close(): Promise<void> {
-    for (const held of this.#held.values()) clearInterval(held.timer);
+    for (const held of this.#held.values()) {
+      clearInterval(held.timer);
+      clearTimeout(held.watch);
+    }
     await Promise.allSettled([...this.#releasing.values()]);
     this.#subscriber.disconnect();
-    if (this.#owned) await this.#redis.quit().catch(() => this.#redis.disconnect());
+    // QUIT waits for Redis's answer: a silent Redis gets a second, then the connection is dropped.
+    if (this.#owned) await answered(this.#redis.quit(), 1000).catch(() => this.#redis.disconnect());
   }
 
-  #hold(id: string, token: string, end: (reason: SpoolError) => void, releaseLocal: () => void): () => void {
-    const timer = setInterval(() => void this.#renew(id, held), Math.max(1, Math.floor(this.#lease / 3)));
+  #hold(id: string, { token, sent }: { token: string; sent: number }, end: (reason: SpoolError) => void, releaseLocal: () => void): () => void {
+    const timer = setInterval(() => void this.#renew(id, held), this.#period());
     timer.unref();
-    const held: Held = { token, end, timer, lost: false, asked: false, renewedAt: Date.now() };
+    const held: Held = { token, end, timer, lost: false, asked: false, renewedAt: sent, watch: undefined, released: false };
     this.#held.set(id, held);
-    let released = false;
+    this.#watch(held);
     return () => {
-      if (released) return;
-      released = true;
+      if (held.released) return;
+      held.released = true;
       clearInterval(timer);
+      clearTimeout(held.watch);
       if (this.#held.get(id) === held) this.#held.delete(id);
       // Bounded by the lease: past it the key lapses by itself, and the next request here need not wait.
       const deleting = answered(this.#redis.eval(RELEASE, 1, this.#lockKey(id), token), this.#lease)
@@ -296,30 +324,54 @@ class Locker implements RedisLocker {
   }
 
   /**
-   * Renews the lease; false (and the request ended) once the key no longer holds our token, or once Redis
-   * has not confirmed a renewal for so long that the lease may lapse before the next one.
+   * Renews the lease; false when Redis does not confirm it within a third of the lease (this write is
+   * refused; the lease may still be ours), and false with the request ended once the key no longer holds
+   * our token.
    */
   async #renew(id: string, held: Held): Promise<boolean> {
     if (held.lost) return false;
-    const period = Math.max(1, Math.floor(this.#lease / 3));
     const sent = Date.now();
     let ours: boolean;
     try {
-      ours = Number(await answered(this.#redis.eval(RENEW, 1, this.#lockKey(id), held.token, this.#lease), period)) === 1;
+      ours = Number(await answered(this.#redis.eval(RENEW, 1, this.#lockKey(id), held.token, this.#lease), this.#period())) === 1;
     } catch {
-      // Redis unreachable or silent: this write is refused; the lease may still be ours for the next one,
-      // unless it can lapse before the next renewal: then another instance may take the upload, and this
-      // request must stop now rather than write on unfenced (a disk store has no fence of its own).
-      if (Date.now() + period < held.renewedAt + this.#lease) return false;
-      ours = false;
+      return false;
     }
-    if (ours) held.renewedAt = sent;
-    else if (!held.lost) {
-      held.lost = true;
-      clearInterval(held.timer);
-      held.end(new SpoolError('UPLOAD_LOCKED', 'The upload lock was lost (lease expired or another instance took over)'));
+    if (!ours) this.#lose(held, 'The upload lock was lost (lease expired or another instance took over)');
+    else if (sent > held.renewedAt) {
+      held.renewedAt = sent;
+      this.#watch(held);
     }
     return ours;
+  }
+
+  /**
+   * How long before the lease (as last confirmed) lapses a request whose renewals Redis has not confirmed
+   * is ended: the time it has to record what it stored while the upload is still its own (a disk store has
+   * no fence: another instance may take the upload once the lease lapses).
+   */
+  #margin(): number {
+    return Math.max(1, Math.floor(this.#lease / 6));
+  }
+
+  /** (Re)arms the end of a lease that Redis stops confirming. */
+  #watch(held: Held): void {
+    clearTimeout(held.watch);
+    const endAt = held.renewedAt + this.#lease - this.#margin();
+    // A loop blocked past the moment may hold a renewal's answer unread: read it first (setImmediate).
+    held.watch = setTimeout(() => setImmediate(() => {
+      if (held.lost || held.released) return;
+      if (Date.now() >= held.renewedAt + this.#lease - this.#margin()) this.#lose(held, 'Redis did not confirm the upload lock\'s lease in time: ended before it could lapse');
+      else this.#watch(held);
+    }), Math.max(0, endAt - Date.now())).unref();
+  }
+
+  #lose(held: Held, message: string): void {
+    if (held.lost) return;
+    held.lost = true;
+    clearInterval(held.timer);
+    clearTimeout(held.watch);
+    held.end(new SpoolError('UPLOAD_LOCKED', message));
   }
 
   #lockKey(id: string): string {

@@ -45,8 +45,12 @@ export function s3StoredFile(client: S3Client, sdk: Sdk, details: S3Details, rea
         if (details.versionId !== undefined || details.etag === undefined) return void (await client.send(new sdk.DeleteObjectCommand({ ...owner, ...target })));
         // Unversioned: the key may hold another request's object by now (an app-chosen key written again):
         // that one stays. A HEAD tells on any S3; `If-Match` closes the gap on stores that honour it (AWS).
-        const head = await client.send(new sdk.HeadObjectCommand({ ...read, Bucket: details.bucket, Key: details.key }));
-        if (head.ETag !== details.etag) return;
+        // Credentials that may delete but not read (HEAD denied, 403) get the conditional delete alone.
+        const head = await client.send(new sdk.HeadObjectCommand({ ...read, Bucket: details.bucket, Key: details.key })).catch((err: unknown) => {
+          if (statusOf(err) === 403) return undefined;
+          throw err;
+        });
+        if (head && head.ETag !== details.etag) return;
         await client.send(new sdk.DeleteObjectCommand({ ...owner, ...target, IfMatch: details.etag }));
       } catch (err) {
         // Gone already (NotFound), or replaced between the HEAD and the delete (412): nothing of ours is left.
@@ -94,9 +98,13 @@ export async function locationOf(client: S3Client, bucket: string, key: string):
   return `https://${bucket}.s3.${await client.config.region()}.amazonaws.com/${path}`;
 }
 
+function statusOf(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+}
+
 function isGone(err: unknown): boolean {
-  const { name, $metadata } = err as { name?: string; $metadata?: { httpStatusCode?: number } };
-  return name === 'NotFound' || name === 'NoSuchKey' || $metadata?.httpStatusCode === 404 || $metadata?.httpStatusCode === 412;
+  const name = (err as { name?: string } | null)?.name;
+  return name === 'NotFound' || name === 'NoSuchKey' || statusOf(err) === 404 || statusOf(err) === 412;
 }
 
 function pick<T extends object, K extends keyof T>(from: T, ...keys: K[]): Pick<T, K> {

@@ -573,7 +573,9 @@ class Handler {
         if (pending) finals.push(upload);
         continue;
       }
-      if (!(await this.#removeExpired(upload.id, now))) continue;
+      const outcome = await this.#removeExpired(upload.id, now);
+      if (outcome === 'unreachable') break; // the lock cannot be asked now (Redis away): the next sweep goes on
+      if (outcome === 'kept') continue;
       this.#hashes.forget(upload.id);
       removed++;
     }
@@ -596,20 +598,21 @@ class Handler {
    * request may have renewed or completed it since the listing (on another instance, or here between the
    * listing and now), and a completed upload belongs to the app. False when it stays.
    */
-  async #removeExpired(id: string, now: number): Promise<boolean> {
-    const work = async (): Promise<boolean> => {
+  async #removeExpired(id: string, now: number): Promise<'removed' | 'kept' | 'unreachable'> {
+    const work = async (): Promise<'removed' | 'kept'> => {
       // (Not found: whatever the listing saw of it goes, as before.)
       const fresh = await this.#store.get(id);
-      if (fresh && !expired(fresh, now)) return false;
+      if (fresh && !expired(fresh, now)) return 'kept';
       await this.#store.remove(id);
-      return true;
+      return 'removed';
     };
     const locks = this.#locks as UploadLocker & Partial<UploadFence>;
     try {
       if (typeof locks.exclusive !== 'function') return await this.#exclusive(id, work); // in-process lock: free, as has() said
-      return (await locks.exclusive(id, work, 0))?.value ?? false; // undefined: held on another instance
+      return (await locks.exclusive(id, work, 0))?.value ?? 'kept'; // undefined: held on another instance
     } catch (err) {
-      if (err instanceof SpoolError && err.code === 'UPLOAD_LOCKED') return false; // busy: the next sweep looks again
+      // The lock could not be asked for (each attempt would wait as long again): this sweep stops here.
+      if (err instanceof SpoolError && err.code === 'UPLOAD_LOCKED') return 'unreachable';
       throw err;
     }
   }
