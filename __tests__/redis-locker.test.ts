@@ -99,13 +99,15 @@ test('an event loop blocked for longer than a third of the lease, Redis fast: th
 async function answerDelayingProxy(target: string) {
   const { hostname, port } = new URL(target);
   let holding = false;
+  let lag = 0;
   const held: (() => void)[] = [];
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(port), hostname);
     sockets.add(client).add(upstream);
     client.pipe(upstream);
-    upstream.on('data', (chunk: Buffer) => (holding ? held.push(() => client.write(chunk)) : client.write(chunk)));
+    const answer = (chunk: Buffer) => (lag > 0 ? setTimeout(() => client.write(chunk), lag) : client.write(chunk));
+    upstream.on('data', (chunk: Buffer) => (holding ? held.push(() => answer(chunk)) : answer(chunk)));
     client.on('error', () => undefined).on('close', () => upstream.destroy());
     upstream.on('error', () => undefined).on('close', () => client.destroy());
   });
@@ -113,6 +115,8 @@ async function answerDelayingProxy(target: string) {
   return {
     url: `redis://127.0.0.1:${(server.address() as AddressInfo).port}`,
     hold: () => void (holding = true),
+    /** Every answer from now on arrives `ms` late (a slow network or a busy Redis). */
+    delay: (ms: number) => void (lag = ms),
     flush: () => {
       holding = false;
       for (const send of held.splice(0)) send();
@@ -154,6 +158,26 @@ test('a lock whose answer arrives after its lease lapsed is not taken as held: t
     if ('release' in settled) settled.release();
   } finally {
     await Promise.all([a.close(), b.close()]);
+    await proxy.close();
+    probe.disconnect();
+  }
+}, 30_000);
+
+test('a slow Redis, every answer later than a third of the lease: the request is not ended, its lease stays confirmed', async () => {
+  const proxy = await answerDelayingProxy(process.env.REDIS_URL!);
+  const prefix = `slow-${randomBytes(3).toString('hex')}:`;
+  const locker = redisLocker({ url: proxy.url, prefix, lease: 1500 });
+  const probe = new Redis(process.env.REDIS_URL!);
+  try {
+    const ended: string[] = [];
+    const release = await locker.acquire('u', (reason) => ended.push(reason.message), 1000);
+    proxy.delay(600); // renewals every 500 ms, each confirmed 600 ms after it was sent
+    await new Promise((r) => setTimeout(r, 5 * 1500));
+    expect(ended).toEqual([]);
+    expect(await probe.pttl(`${prefix}lock:u`)).toBeGreaterThan(0);
+    release();
+  } finally {
+    await locker.close();
     await proxy.close();
     probe.disconnect();
   }

@@ -268,7 +268,8 @@ class Locker implements RedisLocker {
   async check(id: string): Promise<void> {
     const held = this.#held.get(id);
     if (!held) return;
-    if (!held.lost && (await this.#renew(id, held))) return;
+    // A renewal Redis does not confirm within a third of the lease refuses this write (the lease may still be ours).
+    if (!held.lost && (await answered(this.#renew(id, held), this.#period()).catch(() => false))) return;
     throw new SpoolError('UPLOAD_LOCKED', 'This request lost the upload lock (lease expired or another instance took over)');
   }
 
@@ -324,16 +325,16 @@ class Locker implements RedisLocker {
   }
 
   /**
-   * Renews the lease; false when Redis does not confirm it within a third of the lease (this write is
-   * refused; the lease may still be ours), and false with the request ended once the key no longer holds
-   * our token.
+   * Renews the lease; false when Redis fails it, and false with the request ended once the key no longer
+   * holds our token. Not bounded here: a late confirmation still counts (it extends the lease from when it
+   * was sent), and `#watch` ends the request if none comes in time.
    */
   async #renew(id: string, held: Held): Promise<boolean> {
     if (held.lost) return false;
     const sent = Date.now();
     let ours: boolean;
     try {
-      ours = Number(await answered(this.#redis.eval(RENEW, 1, this.#lockKey(id), held.token, this.#lease), this.#period())) === 1;
+      ours = Number(await this.#redis.eval(RENEW, 1, this.#lockKey(id), held.token, this.#lease)) === 1;
     } catch {
       return false;
     }
