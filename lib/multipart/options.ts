@@ -2,7 +2,6 @@ import { diskEngine } from '../../engines/disk';
 import { spoolEngine } from '../../engines/spool';
 import { charsetOption, DEFAULT_PARAM_CHARSET } from './content-disposition';
 import { isStorageEngine, type AppRequest, type IncomingFile, type StorageEngine } from '../core/engine';
-import { fromMulterStorage } from '../multer/from-multer-storage';
 import type { MulterStorageEngine } from '../multer/multer-types';
 import { MemoryBudget } from '../core/memory-budget';
 import { assertParserSupported } from './multipart-parser';
@@ -228,7 +227,11 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
 function storageOption(storage: SpoolOptions['storage']): StorageEngine | undefined {
   if (storage === undefined || isStorageEngine(storage)) return storage;
   const multerEngine = storage as Partial<MulterStorageEngine> | null;
-  if (typeof multerEngine?._handleFile === 'function' && typeof multerEngine._removeFile === 'function') return fromMulterStorage(storage);
+  if (typeof multerEngine?._handleFile === 'function' && typeof multerEngine._removeFile === 'function') {
+    // Loaded here, not at import: apps that never hand over a multer engine do not load the interop.
+    const { fromMulterStorage } = require('../multer/from-multer-storage') as typeof import('../multer/from-multer-storage');
+    return fromMulterStorage(storage);
+  }
   throw new TypeError(`Expected \`storage\` to be a storage engine (express-spool's or multer's), got ${describe(storage)}`);
 }
 
