@@ -9,7 +9,7 @@ import type { RequestHandler } from 'express';
 import { s3Engine, spool, type UploadedFile } from '../lib';
 import { close, echoApp, listen } from './helpers/app';
 import { postMultipart, randomData, sha256 } from './helpers/multipart';
-import { listOpenMultipartUploads, useTestBucket } from './setup/s3-env';
+import { listOpenMultipartUploads, objectExists, useTestBucket } from './setup/s3-env';
 
 const PART = 5 * 1024 * 1024;
 let client: S3Client;
@@ -26,14 +26,7 @@ async function objectSha(key: string): Promise<string | undefined> {
   }
 }
 
-async function exists(key: string): Promise<boolean> {
-  try {
-    await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
-    return true;
-  } catch {
-    return false;
-  }
-}
+const exists = (key: string) => objectExists(client, bucket, key);
 
 /** Serves one route storing every file at `key`, with `fileFilter`; hands back the stored files. */
 async function upload(key: string, files: Parameters<typeof postMultipart>[2], fileFilter?: (req: unknown, file: { fieldname: string }) => Promise<boolean>) {

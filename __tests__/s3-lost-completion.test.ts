@@ -6,25 +6,18 @@
  * with a typed error and nothing is left: no object at the key, no open multipart upload.
  */
 import type { Server } from 'node:http';
-import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { s3Engine, spool } from '../lib';
 import { close, echoApp, eventually, listen } from './helpers/app';
 import { postMultipart, randomData } from './helpers/multipart';
-import { listOpenMultipartUploads, s3TestClient, useTestBucket } from './setup/s3-env';
+import { listOpenMultipartUploads, objectExists, s3TestClient, useTestBucket } from './setup/s3-env';
 
 const PART = 5 * 1024 * 1024;
 let client: S3Client;
 let bucket: string;
 useTestBucket((c, b) => ((client = c), (bucket = b)));
 
-async function exists(key: string): Promise<boolean> {
-  try {
-    await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
-    return true;
-  } catch {
-    return false;
-  }
-}
+const exists = (key: string) => objectExists(client, bucket, key);
 
 const dropped = () => Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }); // no $metadata: no answer
 

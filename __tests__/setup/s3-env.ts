@@ -17,6 +17,7 @@ import {
   CreateBucketCommand,
   DeleteBucketCommand,
   DeleteObjectsCommand,
+  HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectVersionsCommand,
   S3Client,
@@ -93,6 +94,16 @@ export async function createTestBucket(client: S3Client): Promise<string> {
     .slice(0, 63);
   await client.send(new CreateBucketCommand({ Bucket: name }));
   return name;
+}
+
+/** Whether `key` holds an object now (a HEAD that succeeds; not found, or any error, is false). */
+export async function objectExists(client: S3Client, bucket: string, key: string): Promise<boolean> {
+  try {
+    await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** All multipart uploads that are still open in the bucket. */
