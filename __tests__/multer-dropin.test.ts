@@ -3,7 +3,7 @@ import { join, relative } from 'node:path';
 import { Writable } from 'node:stream';
 import express from 'express';
 import request from 'supertest';
-import { diskEngine, spool } from '../lib';
+import { diskEngine, memoryEngine, spool } from '../lib';
 import { tempDir } from './helpers/app';
 import { randomData, sha256 } from './helpers/multipart';
 /* eslint-disable @typescript-eslint/no-require-imports, @typescript-eslint/no-explicit-any */
@@ -218,6 +218,25 @@ describe("multer's own options, taken as they are", () => {
       expect(dirs[1].files()).toHaveLength(1);
     } finally {
       dirs.forEach((d) => d.remove());
+    }
+  });
+
+  test("`dest` with multer's precedence: `storage` wins over it, an empty one is no `dest`, a function picks the directory per file", async () => {
+    const dir = tempDir('dest-precedence-');
+    try {
+      const kind = async (upload: any) => {
+        const app = express();
+        app.post('/', upload.single('f'), (req: any, res) => res.json({ storage: req.file.storage, destination: req.file.destination, size: req.file.size }));
+        const res = await request(app).post('/').attach('f', randomData(100), 'a.bin');
+        expect(res.status).toBe(200);
+        return res.body;
+      };
+      expect(await kind(spool({ dest: dir.path, storage: memoryEngine() }))).toEqual({ storage: 'memory', size: 100 }); // multer: storage wins
+      expect((await kind(spool({ dest: '' }))).storage).toBe('memory'); // no dest: the default spool keeps 100 bytes in memory
+      expect(await kind(spool({ dest: (_req: unknown, _file: unknown, cb: (e: null, d: string) => void) => cb(null, dir.path) }))).toEqual({ storage: 'disk', destination: dir.path, size: 100 });
+      expect(dir.files()).toHaveLength(1); // only the function's file: the memory ones never touched the directory
+    } finally {
+      dir.remove();
     }
   });
 

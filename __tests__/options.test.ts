@@ -14,8 +14,7 @@ describe('option validation happens in the factory', () => {
     [{ sha256: 'yes' }, /Expected `sha256` to be a boolean/],
     [{ idleTimeout: -5 }, /Expected `idleTimeout`/],
     [{ destination: './uploads' }, /Unknown option `destination`/],
-    [{ dest: '' }, /Expected `dest` to be a non-empty string/],
-    [{ dest: './uploads', storage: diskEngine() }, /Give `dest` \(multer's\) or `storage`, not both/],
+    [{ dest: 42 }, /Expected `dest` to be a directory or a function/],
     [{ dest: './uploads', threshold: 5 }, /do not combine them with `dest`/],
     [{ storage: diskEngine(), threshold: 5 }, /do not combine/],
   ])('%j', (options, message) => {

@@ -169,9 +169,10 @@ test('a slow Redis, every answer later than a third of the lease: the request is
   const locker = redisLocker({ url: proxy.url, prefix, lease: 1500 });
   const probe = new Redis(process.env.REDIS_URL!);
   try {
+    await new Promise((r) => setTimeout(r, 300)); // subscribed
+    proxy.delay(600); // the lock itself and every renewal (each 500 ms) confirmed 600 ms after it was sent
     const ended: string[] = [];
-    const release = await locker.acquire('u', (reason) => ended.push(reason.message), 1000);
-    proxy.delay(600); // renewals every 500 ms, each confirmed 600 ms after it was sent
+    const release = await locker.acquire('u', (reason) => ended.push(reason.message), 3000);
     await new Promise((r) => setTimeout(r, 5 * 1500));
     expect(ended).toEqual([]);
     expect(await probe.pttl(`${prefix}lock:u`)).toBeGreaterThan(0);
@@ -182,3 +183,45 @@ test('a slow Redis, every answer later than a third of the lease: the request is
     probe.disconnect();
   }
 }, 30_000);
+
+test.each([
+  ['700 ms late (more than half the lease left): taken, renewed at once, not ended once Redis is fast again', 700, true],
+  ['800 ms late (less than half the lease left): let go and not taken; the request gets 423 at its lockTimeout', 800, false],
+])('a lock answered %s', async (_label, lag, taken) => {
+  const proxy = await answerDelayingProxy(process.env.REDIS_URL!);
+  const prefix = `lateanswer-${randomBytes(3).toString('hex')}:`;
+  const locker = redisLocker({ url: proxy.url, prefix, lease: 1500 });
+  const probe = new Redis(process.env.REDIS_URL!);
+  try {
+    await new Promise((r) => setTimeout(r, 300)); // subscribed
+    proxy.delay(lag);
+    const ended: string[] = [];
+    const outcome = await locker.acquire('u', (reason) => ended.push(reason.message), 2000).then((release) => ({ release }), (err: SpoolError) => ({ err }));
+    proxy.delay(0);
+    if (taken) {
+      if (!('release' in outcome)) throw new Error(`not taken: ${outcome.err.message}`);
+      await new Promise((r) => setTimeout(r, 3000));
+      expect(ended).toEqual([]);
+      expect(await probe.pttl(`${prefix}lock:u`)).toBeGreaterThan(0);
+      outcome.release();
+    } else {
+      expect('err' in outcome && outcome.err.code).toBe('UPLOAD_LOCKED');
+      await new Promise((r) => setTimeout(r, lag + 200)); // the last late answer arrives, and is let go
+      expect(await probe.exists(`${prefix}lock:u`)).toBe(0);
+    }
+  } finally {
+    await locker.close();
+    await proxy.close();
+    probe.disconnect();
+  }
+}, 30_000);
+
+test('close() while a request holds a lock: the request is ended at once (nothing would renew its lease)', async () => {
+  const prefix = `closing-${randomBytes(3).toString('hex')}:`;
+  const a = redisLocker({ url: process.env.REDIS_URL, prefix, lease: 1500 });
+  const ended: string[] = [];
+  const release = await a.acquire('u', (reason) => ended.push(reason.code), 1000);
+  await a.close();
+  expect(ended).toEqual(['UPLOAD_LOCKED']);
+  release(); // after close: harmless
+}, 10_000);

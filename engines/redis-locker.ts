@@ -251,7 +251,8 @@ class Locker implements RedisLocker {
     try {
       const token = await answered(taking, this.#callTimeout(deadline));
       if (typeof token !== 'string') return undefined;
-      if (Date.now() - sent < this.#lease - this.#margin()) return { token, sent };
+      // Half the lease at least must be left (a slower Redis could not keep the lease confirmed anyway).
+      if (Date.now() - sent < this.#lease / 2) return { token, sent };
       void this.#redis.eval(RELEASE, 1, this.#lockKey(id), token).catch(() => undefined);
       return undefined;
     } catch (err) {
@@ -274,10 +275,8 @@ class Locker implements RedisLocker {
   }
 
   async close(): Promise<void> {
-    for (const held of this.#held.values()) {
-      clearInterval(held.timer);
-      clearTimeout(held.watch);
-    }
+    // Nothing renews the leases of requests still running after this: they end now, before those leases lapse.
+    for (const held of this.#held.values()) this.#lose(held, 'The upload lock\'s locker was closed');
     await Promise.allSettled([...this.#releasing.values()]);
     this.#subscriber.disconnect();
     // QUIT waits for Redis's answer: a silent Redis gets a second, then the connection is dropped.
@@ -290,6 +289,8 @@ class Locker implements RedisLocker {
     const held: Held = { token, end, timer, lost: false, asked: false, renewedAt: sent, watch: undefined, released: false };
     this.#held.set(id, held);
     this.#watch(held);
+    // The lease runs from when the lock was asked for: an answer that took a period already renews now.
+    if (Date.now() - sent >= this.#period()) void this.#renew(id, held);
     return () => {
       if (held.released) return;
       held.released = true;
@@ -338,6 +339,7 @@ class Locker implements RedisLocker {
     } catch {
       return false;
     }
+    if (held.lost || held.released) return ours && !held.lost;
     if (!ours) this.#lose(held, 'The upload lock was lost (lease expired or another instance took over)');
     else if (sent > held.renewedAt) {
       held.renewedAt = sent;

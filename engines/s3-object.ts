@@ -1,6 +1,7 @@
 import { PassThrough, pipeline, type Readable } from 'node:stream';
 import type { PutObjectCommandInput, S3Client } from '@aws-sdk/client-s3';
 import type { StoredFile } from '../lib/core/engine';
+import { SpoolError } from '../lib/core/errors';
 import { toS3Error } from './s3-errors';
 
 type Sdk = typeof import('@aws-sdk/client-s3');
@@ -45,17 +46,18 @@ export function s3StoredFile(client: S3Client, sdk: Sdk, details: S3Details, rea
         if (details.versionId !== undefined || details.etag === undefined) return void (await client.send(new sdk.DeleteObjectCommand({ ...owner, ...target })));
         // Unversioned: the key may hold another request's object by now (an app-chosen key written again):
         // that one stays. A HEAD tells on any S3; `If-Match` closes the gap on stores that honour it (AWS).
-        // Credentials that may delete but not read (HEAD denied, 403) get the conditional delete alone.
+        // Without the HEAD (credentials that may delete but not read) the object is left: If-Match alone is
+        // ignored by some stores (radosgw 16), and someone else's object is never removed.
         const head = await client.send(new sdk.HeadObjectCommand({ ...read, Bucket: details.bucket, Key: details.key })).catch((err: unknown) => {
-          if (statusOf(err) === 403) return undefined;
-          throw err;
+          if (statusOf(err) !== 403) throw err;
+          throw new SpoolError('STORAGE_FAILED', `S3 HeadObject was denied (403): cannot tell that ${details.key} is still this upload's object, so it is left in place (allow s3:GetObject to remove it)`, { cause: err, status: 502 });
         });
-        if (head && head.ETag !== details.etag) return;
+        if (head.ETag !== details.etag) return;
         await client.send(new sdk.DeleteObjectCommand({ ...owner, ...target, IfMatch: details.etag }));
       } catch (err) {
         // Gone already (NotFound), or replaced between the HEAD and the delete (412): nothing of ours is left.
         if (isGone(err)) return;
-        throw toS3Error(err);
+        throw err instanceof SpoolError ? err : toS3Error(err);
       }
     },
   };

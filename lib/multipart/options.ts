@@ -1,4 +1,4 @@
-import { diskEngine } from '../../engines/disk';
+import { diskEngine, type DiskNameFunction } from '../../engines/disk';
 import { spoolEngine } from '../../engines/spool';
 import { charsetOption, DEFAULT_PARAM_CHARSET } from './content-disposition';
 import { isStorageEngine, type AppRequest, type IncomingFile, type StorageEngine } from '../core/engine';
@@ -57,9 +57,10 @@ export interface SpoolOptions {
   storage?: StorageEngine | MulterStorageEngine;
   /**
    * multer's `dest`: every file is written to this directory (created if missing) under a random name and
-   * stays there, as with `storage: diskEngine({ directory: dest })`.
+   * stays there, as with `storage: diskEngine({ directory: dest })`. As with multer, `storage` wins over it
+   * and an empty one is no `dest`.
    */
-  dest?: string;
+  dest?: string | DiskNameFunction;
   /**
    * Bytes all in-flight requests of this middleware may hold in memory together, or a shared
    * {@link MemoryBudget} instance. Spooled files roll over early when it is exhausted.
@@ -190,11 +191,12 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
   for (const key of Object.keys(options)) {
     if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`Unknown option \`${key}\``);
   }
-  const { fileFilter, dest } = options;
-  if (dest !== undefined && (typeof dest !== 'string' || dest === '')) {
-    throw new TypeError(`Expected \`dest\` to be a non-empty string, got ${describe(dest)}`);
+  const { fileFilter } = options;
+  // multer's precedence: `storage` wins, then a (truthy) `dest`, a directory or a `destination` function.
+  const dest = options.storage === undefined && options.dest ? options.dest : undefined;
+  if (dest !== undefined && typeof dest !== 'string' && typeof dest !== 'function') {
+    throw new TypeError(`Expected \`dest\` to be a directory or a function, got ${describe(dest)}`);
   }
-  if (dest !== undefined && options.storage !== undefined) throw new TypeError('Give `dest` (multer\'s) or `storage`, not both');
   const storage = dest !== undefined ? diskEngine({ directory: dest }) : storageOption(options.storage);
   if (storage !== undefined && (options.threshold !== undefined || options.rollover !== undefined)) {
     throw new TypeError(`\`threshold\` and \`rollover\` configure the default spool engine; do not combine them with \`${dest !== undefined ? 'dest' : 'storage'}\``);

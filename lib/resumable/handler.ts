@@ -573,8 +573,8 @@ class Handler {
         if (pending) finals.push(upload);
         continue;
       }
-      const outcome = await this.#removeExpired(upload.id, now);
-      if (outcome === 'unreachable') break; // the lock cannot be asked now (Redis away): the next sweep goes on
+      const outcome = await this.#removeUnder(upload.id, (fresh) => !fresh || expired(fresh, now));
+      if (outcome === 'unreachable') return removed; // the lock cannot be asked now (Redis away): the next sweep goes on
       if (outcome === 'kept') continue;
       this.#hashes.forget(upload.id);
       removed++;
@@ -585,8 +585,13 @@ class Handler {
       for (const partId of final.concat.parts) {
         const part = await this.#store.get(partId);
         if (part && part.concat?.kind === 'partial' && !expired(part, now)) continue;
-        await this.#removeFinal(final.id);
-        removed++;
+        const outcome = await this.#removeUnder(final.id, (fresh) => !fresh || isPendingFinal(fresh));
+        if (outcome === 'unreachable') return removed;
+        if (outcome === 'removed') {
+          this.#hashes.forget(final.id);
+          this.#finals.forget(final.id);
+          removed++;
+        }
         break;
       }
     }
@@ -594,16 +599,21 @@ class Handler {
   }
 
   /**
-   * Removes an upload the sweep's listing saw expired, if a fresh read under its lock still says so: a
-   * request may have renewed or completed it since the listing (on another instance, or here between the
-   * listing and now), and a completed upload belongs to the app. False when it stays.
+   * Removes an upload the sweep's listing marked for removal, if a fresh read under its lock still does
+   * (`due`; undefined when the store no longer finds it: whatever the listing saw of it goes): a request may
+   * have renewed, completed or assembled it since the listing (on another instance, or here between the
+   * listing and now), and a completed upload belongs to the app. 'kept' when it stays (also when the store
+   * itself refuses the removal as busy); 'unreachable' when its lock cannot be asked for (Redis away).
    */
-  async #removeExpired(id: string, now: number): Promise<'removed' | 'kept' | 'unreachable'> {
+  async #removeUnder(id: string, due: (fresh: ResumableUpload | undefined) => boolean): Promise<'removed' | 'kept' | 'unreachable'> {
     const work = async (): Promise<'removed' | 'kept'> => {
-      // (Not found: whatever the listing saw of it goes, as before.)
-      const fresh = await this.#store.get(id);
-      if (fresh && !expired(fresh, now)) return 'kept';
-      await this.#store.remove(id);
+      if (!due(await this.#store.get(id))) return 'kept';
+      try {
+        await this.#store.remove(id);
+      } catch (err) {
+        if (err instanceof SpoolError && err.code === 'UPLOAD_LOCKED') return 'kept'; // busy: the next sweep looks again
+        throw err;
+      }
       return 'removed';
     };
     const locks = this.#locks as UploadLocker & Partial<UploadFence>;
@@ -611,7 +621,7 @@ class Handler {
       if (typeof locks.exclusive !== 'function') return await this.#exclusive(id, work); // in-process lock: free, as has() said
       return (await locks.exclusive(id, work, 0))?.value ?? 'kept'; // undefined: held on another instance
     } catch (err) {
-      // The lock could not be asked for (each attempt would wait as long again): this sweep stops here.
+      // (work() answers a busy store itself: an UPLOAD_LOCKED here is the lock that could not be asked for.)
       if (err instanceof SpoolError && err.code === 'UPLOAD_LOCKED') return 'unreachable';
       throw err;
     }
