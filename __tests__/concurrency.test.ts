@@ -1,7 +1,8 @@
 import type { Server } from 'node:http';
 import request from 'supertest';
 import express, { type RequestHandler } from 'express';
-import { diskEngine, MemoryBudget, memoryEngine, spool } from '../lib';
+import { S3Client } from '@aws-sdk/client-s3';
+import { diskEngine, MemoryBudget, memoryEngine, s3Engine, spool } from '../lib';
 import { REQUEST_SHARE } from '../lib/multipart/upload-request';
 import { close, echoApp, eventually, jsonErrors, listen, tempDir } from './helpers/app';
 import { patternSha256, postMultipart, randomData, sha256 } from './helpers/multipart';
@@ -68,11 +69,33 @@ describe('memory budget', () => {
   });
 
   test('the plain memory engine answers 503 MEMORY_BUDGET_EXCEEDED instead of growing', async () => {
-    const upload = spool({ storage: memoryEngine(), memoryBudget: '100KiB' });
+    const upload = spool({ storage: memoryEngine(), memoryBudget: '300KiB' }); // the request's 192 KiB share + less than the file
     const res = await request(echoApp(upload.any())).post('/upload').attach('f', randomData(200 * 1024), 'big');
     expect(res.status).toBe(503);
     expect(res.body.error.code).toBe('MEMORY_BUDGET_EXCEEDED');
     expect(upload.memoryBudget.used).toBe(0);
+  });
+
+  test('a budget of exactly one S3 part: the part can never fit beside the request\'s share, so that upload is refused at once (503) and a small upload beside it is served', async () => {
+    const budget = new MemoryBudget('8MiB');
+    // Never reached: the part's reservation comes before any S3 request.
+    const client = new S3Client({ endpoint: 'http://127.0.0.1:9', region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'x' }, forcePathStyle: true });
+    const upload = spool({ memoryBudget: budget, threshold: '64KiB', rollover: s3Engine({ client, bucket: 'b' }), requestTimeout: 5000, admissionTimeout: 1000 });
+    const server = await listen(echoApp(upload.any()));
+    try {
+      const started = Date.now();
+      const big = postMultipart(server, '/upload', [{ name: 'f', filename: 'big', data: randomData(1024 * 1024) }]).then((r) => ({ r, ms: Date.now() - started }));
+      await new Promise((r) => setTimeout(r, 200));
+      const small = await postMultipart(server, '/upload', [{ name: 'f', filename: 'small', data: randomData(10) }]);
+      const { r, ms } = await big;
+      expect([r.status, r.json.error.code]).toEqual([503, 'MEMORY_BUDGET_EXCEEDED']);
+      expect(ms).toBeLessThan(1000); // not at requestTimeout
+      expect(small.status).toBe(200);
+      await eventually(() => expect(budget.used).toBe(0));
+    } finally {
+      await close(server);
+      client.destroy();
+    }
   });
 
   test('a shared MemoryBudget instance counts two spool() instances at once and is released after each request', async () => {

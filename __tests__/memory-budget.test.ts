@@ -1,6 +1,7 @@
 import { getEventListeners } from 'node:events';
 import { SpoolError } from '../lib/core/errors';
 import { MemoryBudget } from '../lib/core/memory-budget';
+import { spool } from '../lib';
 
 /** Resolves after pending promise callbacks have run (a grant is delivered through a promise). */
 const flush = () => new Promise((resolve) => setImmediate(resolve));
@@ -271,5 +272,31 @@ describe('MemoryLease', () => {
     expect(log).toEqual(['next:granted']);
     expect(budget.used).toBe(70);
     expect(budget.waiting).toBe(0);
+  });
+});
+
+describe('reservations that can never fit beside what the request holds', () => {
+  test('beside the share a request keeps: a lease refuses at once (MEMORY_BUDGET_EXCEEDED) instead of waiting, and nobody queues behind it', async () => {
+    const budget = new MemoryBudget(1000);
+    const lease = budget.lease();
+    expect(lease.tryReserve(600)).toBe(true);
+    lease.keep(600); // the request's share: held until it ends
+    await expect(lease.reserve(500)).rejects.toMatchObject({ code: 'MEMORY_BUDGET_EXCEEDED' });
+    expect(budget.waiting).toBe(0);
+    const other = budget.lease();
+    expect(other.tryReserve(300)).toBe(true); // not held up by a waiter that could never be served
+    const waiting = lease.reserve(400); // 600 + 400 can fit: it waits for the other request's 300
+    expect(budget.waiting).toBe(1);
+    other.close();
+    await expect(waiting).resolves.toBeUndefined();
+    expect(lease.held).toBe(1000);
+    lease.close();
+    expect(budget.used).toBe(0);
+  });
+
+  test('spool() refuses a budget smaller than one request\'s share (192 KiB) when it is created', () => {
+    expect(() => spool({ memoryBudget: '128KiB' })).toThrow(/Expected `memoryBudget` to be at least 196608 bytes/);
+    expect(() => spool({ memoryBudget: new MemoryBudget('100KiB') })).toThrow(TypeError);
+    expect(() => spool({ memoryBudget: '192KiB' })).not.toThrow();
   });
 });

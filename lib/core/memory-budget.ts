@@ -104,6 +104,8 @@ export class MemoryBudget {
 export class MemoryLease {
   readonly #budget: MemoryBudget;
   #held = 0;
+  /** Of `#held`, what stays held until the lease closes (the request's fixed share): see `keep`. */
+  #kept = 0;
   #closed = false;
 
   constructor(budget: MemoryBudget) {
@@ -129,9 +131,21 @@ export class MemoryLease {
     return true;
   }
 
+  /**
+   * Marks `bytes` of what this lease holds as held until it closes (the request's fixed share). A
+   * reservation that cannot fit beside them is refused at once: no release by anyone could make room, and
+   * waiting would hold up every reservation queued behind it.
+   */
+  keep(bytes: number): void {
+    this.#kept = Math.min(this.#held, this.#kept + bytes);
+  }
+
   /** Takes `bytes`, waiting for them (see {@link MemoryBudget.reserve}); rejects once the lease is closed. */
   async reserve(bytes: number, signal?: AbortSignal): Promise<void> {
     if (this.#closed) throw new SpoolError('MEMORY_BUDGET_EXCEEDED', 'The request has already ended');
+    if (this.#kept > 0 && this.#kept + bytes > this.#budget.limit) {
+      throw new SpoolError('MEMORY_BUDGET_EXCEEDED', `${bytes} bytes can never fit a memory budget of ${this.#budget.limit} beside the request's share of ${this.#kept}`);
+    }
     await this.#budget.reserve(bytes, signal);
     if (this.#closed) {
       // Granted after the request ended: hand it straight back.
@@ -146,6 +160,7 @@ export class MemoryLease {
     const amount = Math.min(bytes, this.#held);
     if (amount <= 0) return;
     this.#held -= amount;
+    this.#kept = Math.min(this.#kept, this.#held);
     this.#budget.release(amount);
   }
 

@@ -209,7 +209,7 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
   assertParserSupported();
   return {
     engine: storage ?? spoolEngine({ threshold: options.threshold, rollover: options.rollover ?? diskEngine() }),
-    budget: options.memoryBudget instanceof MemoryBudget ? options.memoryBudget : new MemoryBudget(options.memoryBudget ?? '64MiB'),
+    budget: budgetOption(options.memoryBudget),
     limitsFor: limitsOption(options.limits),
     fileFilter,
     sha256: booleanOption('sha256', options.sha256, false),
@@ -223,6 +223,21 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
     settleTimeout: durationOption('settleTimeout', options.settleTimeout, 10_000),
     drainTimeout: durationOption('drainTimeout', options.drainTimeout, 2_000),
   };
+}
+
+/**
+ * Each admitted request holds this much of the budget (its stream buffers and first text fields; see
+ * UploadRequest): a smaller budget could never admit one, so it is refused here rather than answering
+ * every request 503.
+ */
+export const REQUEST_SHARE = 192 * 1024;
+
+function budgetOption(memoryBudget: SpoolOptions['memoryBudget']): MemoryBudget {
+  const budget = memoryBudget instanceof MemoryBudget ? memoryBudget : new MemoryBudget(memoryBudget ?? '64MiB');
+  if (budget.limit < REQUEST_SHARE) {
+    throw new TypeError(`Expected \`memoryBudget\` to be at least ${REQUEST_SHARE} bytes (one request's share), got ${budget.limit}`);
+  }
+  return budget;
 }
 
 /** The app's engine: ours, or a multer StorageEngine taken through fromMulterStorage. */

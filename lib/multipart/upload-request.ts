@@ -6,7 +6,7 @@ import { SpoolError } from '../core/errors';
 import type { FileCounter, FileSelection } from './file-selection';
 import { FileTap } from '../core/file-tap';
 import type { MemoryLease } from '../core/memory-budget';
-import type { ResolvedLimits, SpoolConfig } from './options';
+import { REQUEST_SHARE, type ResolvedLimits, type SpoolConfig } from './options';
 import { removeAll, removeAllWithin } from '../core/remove-all';
 import { runFileFilter } from '../core/run-file-filter';
 import { UploadedFile } from '../core/uploaded-file';
@@ -78,7 +78,7 @@ export interface SpoolRequest extends IncomingMessage {
  * Memory every admitted request holds from the budget: its stream buffers (socket, parser, a file's tap)
  * and FIELD_CREDIT for its first text fields. The fixed part of the memory bound, see the README.
  */
-export const REQUEST_SHARE = 192 * 1024;
+export { REQUEST_SHARE };
 /**
  * Text field bytes a request keeps within its own share before it reserves more: a small form never
  * competes with other reservations (a reservation waiting for a whole S3 part would refuse it).
@@ -178,6 +178,7 @@ export class UploadRequest implements Watched {
 
   #begin(): void {
     if (this.#done || this.#error) return;
+    this.#lease.keep(REQUEST_SHARE); // held to the end: a reservation that cannot fit beside it is refused at once
     const { limitsFor, preservePath, defParamCharset, defCharset, streamHandler } = this.#config;
     let limits: ResolvedLimits;
     try {

@@ -545,7 +545,7 @@ class Handler {
    * the wait, and with it the lock this request holds.
    */
   async #admit(lease: MemoryLease, res: ServerResponse, ended: AbortSignal): Promise<void> {
-    if (lease.tryReserve(REQUEST_SHARE)) return;
+    if (lease.tryReserve(REQUEST_SHARE)) return lease.keep(REQUEST_SHARE);
     const gone = new AbortController();
     const onClose = () => gone.abort(new SpoolError('CLIENT_ABORTED'));
     res.once('close', onClose);
@@ -553,6 +553,7 @@ class Handler {
     const timeout = AbortSignal.timeout(this.#config.admissionTimeout);
     try {
       await lease.reserve(REQUEST_SHARE, AbortSignal.any([ended, gone.signal, timeout]));
+      lease.keep(REQUEST_SHARE);
     } catch {
       if (ended.aborted) throw ended.reason;
       if (gone.signal.aborted) throw gone.signal.reason;
