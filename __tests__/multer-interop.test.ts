@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import express from 'express';
 import request from 'supertest';
@@ -7,8 +8,8 @@ import {
   type SpoolErrorCode, type StorageEngine,
 } from '../lib';
 import { MULTER_CODES } from '../lib/core/errors';
-import { describeFiles, eventually, jsonErrors, tempDir } from './helpers/app';
-import { BOUNDARY, multipartBody, randomData, sha256, type Part } from './helpers/multipart';
+import { close, describeFiles, eventually, jsonErrors, tempDir } from './helpers/app';
+import { BOUNDARY, multipartBody, postMultipart, randomData, sha256, type Part } from './helpers/multipart';
 import { listOpenMultipartUploads, useTestBucket } from './setup/s3-env';
 /* eslint-disable @typescript-eslint/no-require-imports */
 const multer = require('multer');
@@ -91,6 +92,29 @@ describe('toMulterStorage: express-spool engines inside an unchanged multer app'
     expect(over.body.error.code).toBe('MEMORY_BUDGET_EXCEEDED');
     await request(multerApp(multer({ storage }).array('f'))).post('/upload').attach('f', randomData(50 * 1024), 'y').expect(200);
     await eventually(() => expect(budget.used).toBe(0));
+  });
+
+  test('on a plain node:http server (no Express): the files stay counted until the response ends, not when the body was read', async () => {
+    const budget = new MemoryBudget('8MiB');
+    const middleware = multer({ storage: toMulterStorage(memoryEngine(), { memoryBudget: budget }) }).any();
+    const usedInHandler: number[] = [];
+    const server = http.createServer((req, res) => {
+      middleware(req, res, async (err: unknown) => {
+        if (err) return void res.writeHead(500).end(String(err));
+        await new Promise((r) => setTimeout(r, 50)); // the app works on req.files for a while
+        usedInHandler.push(budget.used);
+        res.end('ok');
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const res = await postMultipart(server, '/u', [{ name: 'f', filename: 'a', data: randomData(500_000) }]);
+      expect(res.status).toBe(200);
+      expect(usedInHandler[0]).toBeGreaterThanOrEqual(500_000);
+      await eventually(() => expect(budget.used).toBe(0));
+    } finally {
+      await close(server);
+    }
   });
 
   test('temporary files of a disk engine are removed when the response ends', async () => {

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { StorageEngine, StoredFile } from '../core/engine';
 import { SpoolError } from '../core/errors';
 import { FileTap } from '../core/file-tap';
@@ -40,7 +40,7 @@ export function toMulterStorage(engine: StorageEngine, options: ToMulterStorageO
     if (!state) {
       const created: RequestState = { lease: budget.lease(), temporary: [] };
       states.set(req, created);
-      const res = (req as IncomingMessage & { res?: ServerResponse }).res;
+      const res = responseOf(req);
       const release = () => {
         created.lease.close();
         void removeAll(created.temporary);
@@ -92,4 +92,16 @@ export function toMulterStorage(engine: StorageEngine, options: ToMulterStorageO
       stored.remove().then(() => callback(null), (err: Error) => callback(err));
     },
   };
+}
+
+/**
+ * The response of `req`, whose end releases what the request holds: Express's `req.res`, or on a plain
+ * `node:http` server the socket's current response (Node links them only that way). A request's own
+ * 'close' comes once its body is read (Node ≥ 16), long before the app is done with its files.
+ */
+function responseOf(req: IncomingMessage): ServerResponse | undefined {
+  const express = (req as IncomingMessage & { res?: ServerResponse }).res;
+  if (express) return express;
+  const current = (req.socket as unknown as { _httpMessage?: unknown } | null)?._httpMessage;
+  return current instanceof ServerResponse && current.req === req ? current : undefined;
 }
