@@ -143,6 +143,47 @@ describe('fromMulterStorage: multer engines inside express-spool', () => {
     return request(app).post('/upload').set('content-type', `multipart/form-data; boundary=${BOUNDARY}`).send(multipartBody(parts));
   };
 
+  describe('when the request fails, the multer engine\'s own clean-up is reported in err.storageErrors', () => {
+    /** Two files, the second past fileSize: the first (stored whole) and the second are cleaned up by the engine. */
+    async function failing(storage: unknown) {
+      let error: any;
+      const app = express();
+      app.post('/u', spool({ storage: storage as never, limits: { fileSize: 100_000 }, settleTimeout: 300 }).any(), (_req, res) => res.end());
+      app.use((err: any, _req: any, res: any, _next: any) => ((error = err), res.status(err.status).end()));
+      const res = await request(app).post('/u').attach('f', randomData(50_000), 'a').attach('f', randomData(300_000), 'b');
+      return { status: res.status, error };
+    }
+
+    test('_removeFile fails: STORAGE_FAILED with its error as cause; the request\'s own error stays the answer', async () => {
+      const dir = tempDir('multer-remove-fails-');
+      try {
+        const disk = multer.diskStorage({ destination: dir.path });
+        const eacces = Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
+        const storage = { _handleFile: disk._handleFile.bind(disk), _removeFile: (_req: unknown, _file: unknown, cb: (e: Error) => void) => cb(eacces) };
+        const { status, error } = await failing(storage);
+        expect([status, error.code]).toEqual([413, 'LIMIT_FILE_SIZE']);
+        expect(error.storageErrors.map((e: any) => [e.code, e.cause])).toContainEqual(['STORAGE_FAILED', eacces]);
+        expect(dir.files().length).toBeGreaterThan(0); // left, and the app was told
+      } finally {
+        dir.remove();
+      }
+    });
+
+    test('_removeFile slower than settleTimeout: STORAGE_FAILED says the engine was still working; its files are gone afterwards', async () => {
+      const dir = tempDir('multer-remove-slow-');
+      try {
+        const disk = multer.diskStorage({ destination: dir.path });
+        const storage = { _handleFile: disk._handleFile.bind(disk), _removeFile: (req: unknown, file: unknown, cb: unknown) => setTimeout(() => disk._removeFile(req, file, cb), 1000) };
+        const { status, error } = await failing(storage);
+        expect([status, error.code]).toEqual([413, 'LIMIT_FILE_SIZE']);
+        expect(error.storageErrors.map((e: any) => e.code)).toContain('STORAGE_FAILED');
+        await eventually(() => expect(dir.files()).toEqual([]), 3000);
+      } finally {
+        dir.remove();
+      }
+    });
+  });
+
   test("multer's diskStorage as the spool's rollover", async () => {
     const small = randomData(100);
     const large = randomData(500 * 1024);

@@ -3,6 +3,7 @@ import { finished, PassThrough, Readable } from 'node:stream';
 import type { IncomingFile, StorageEngine, StoreContext, StoredFile } from '../core/engine';
 import type { MulterFile, MulterStorageEngine } from './multer-types';
 import { describe } from '../core/sizes';
+import { SpoolError } from '../core/errors';
 
 export interface FromMulterStorageOptions {
   /** `storage` name reported for files whose kind cannot be inferred. @default 'multer' */
@@ -47,8 +48,12 @@ export function fromMulterStorage(storage: MulterStorageEngine, options: FromMul
           const remove = () =>
             new Promise<void>((done, fail) => storage._removeFile(request, full, (e) => (e ? fail(e) : done())));
           if (failure !== undefined) {
-            // The engine finished a cut-short file: remove it, then report why it was cut.
-            remove().then(() => reject(failure), () => reject(failure));
+            // The engine finished a cut-short file: remove it, then report why it was cut — or, when the
+            // removal failed, that the file may be left (the core lists it in the error's storageErrors).
+            remove().then(
+              () => reject(failure),
+              (err: unknown) => reject(new SpoolError('STORAGE_FAILED', 'The multer engine could not remove the file it stored for a failed upload', { cause: err, field: file.fieldname })),
+            );
             return;
           }
           const { stream: _input, ...details } = info;

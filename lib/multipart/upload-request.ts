@@ -110,6 +110,8 @@ export class UploadRequest implements Watched {
   readonly #files: UploadedFile[] = [];
   /** Everything stored so far, success or not: what cleanup removes. */
   readonly #stored: UploadedFile[] = [];
+  /** Failures to report beside the request's error: engines still working, or that could not clean up. */
+  readonly #late: SpoolError[] = [];
   /** File streams engines are reading: destroyed with the error when the request fails. */
   readonly #taps = new Set<FileTap>();
   /** Files whose storing has not finished (success or not). */
@@ -292,7 +294,11 @@ export class UploadRequest implements Watched {
   };
 
   #fileFailed = (err: unknown): void => {
-    this.#fail(toStorageError(err));
+    const error = toStorageError(err);
+    // The request failed already: an engine that could not clean up after its cut-short file says so
+    // with STORAGE_FAILED, which the app hears in storageErrors (the request's own error stays the answer).
+    if (this.#error && error !== this.#error && error instanceof SpoolError && error.code === 'STORAGE_FAILED') this.#late.push(error);
+    this.#fail(error);
     this.#fileSettled();
   };
 
@@ -451,7 +457,7 @@ export class UploadRequest implements Watched {
     this.#unwatch?.();
     // Bounded like the wait above: an engine whose remove() never settles must not keep the answer back
     // (the removal goes on in the background; what it reported by then is in storageErrors).
-    const failures = await removeAllWithin(this.#stored, this.#config.settleTimeout);
+    const failures = [...this.#late, ...(await removeAllWithin(this.#stored, this.#config.settleTimeout))];
     this.#stored.length = 0;
     if (failures.length > 0) (this.#error as SpoolError).storageErrors = failures;
     this.#lease.close();
@@ -459,16 +465,22 @@ export class UploadRequest implements Watched {
     this.#drainThenNext(this.#error!);
   }
 
-  /** Waits for pending file work, but never longer than `timeout` ms (an engine may ignore every signal). */
+  /**
+   * Waits for pending file work, but never longer than `timeout` ms (an engine may ignore every signal);
+   * past it, storageErrors says that engines were still working (what they store then is removed at once).
+   */
   async #drainPending(timeout: number): Promise<void> {
     if (this.#pending === 0) return;
     let timer: NodeJS.Timeout | undefined;
-    await new Promise<void>((resolve) => {
-      this.#onIdle = resolve;
-      timer = setTimeout(resolve, timeout);
+    const late = await new Promise<boolean>((resolve) => {
+      this.#onIdle = () => resolve(false);
+      timer = setTimeout(resolve, timeout, true);
     });
     clearTimeout(timer);
     this.#onIdle = undefined;
+    if (late && this.#pending > 0) {
+      this.#late.push(new SpoolError('STORAGE_FAILED', `${this.#pending} file(s) still being stored or cleaned up by their engine after settleTimeout (${timeout} ms); that goes on in the background`));
+    }
   }
 
   #finishWith(err: Error): void {
