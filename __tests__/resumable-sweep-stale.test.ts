@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { resumableDiskStore, type ResumableStore } from '../lib/index';
+import { resumableDiskStore, SpoolError, type ResumableStore } from '../lib/index';
 import { close, tempDir } from './helpers/app';
 import { OCTETS, request, sha256Of, startResumable, TUS } from './helpers/resumable';
 
@@ -74,6 +74,52 @@ test.each([
     } else {
       expect(server.completed).toEqual([]);
     }
+  } finally {
+    server.middleware.close();
+    await close(server.server);
+    dir.remove();
+  }
+}, 30_000);
+
+test('an upload the store refuses to remove as busy (UPLOAD_LOCKED) is kept for the next sweep, and the sweep goes on with the others', async () => {
+  const dir = tempDir('spool-sweep-busy-');
+  const inner = resumableDiskStore({ directory: dir.path });
+  let busy = '';
+  const store = new Proxy(inner, {
+    get(target, key) {
+      if (key === 'remove') {
+        return async (id: string) => {
+          if (id === busy) throw new SpoolError('UPLOAD_LOCKED', 'the store is busy with it');
+          return target.remove(id);
+        };
+      }
+      if (key === 'list') {
+        // The busy one first: a sweep that stopped at it would remove nothing.
+        return async function* () {
+          const all = [];
+          for await (const upload of target.list()) all.push(upload);
+          yield* all.sort((a, b) => Number(b.id === busy) - Number(a.id === busy));
+        };
+      }
+      const value = Reflect.get(target, key, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  const server = await startResumable({ store, expiration: 300 }, dir);
+  try {
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': 10 });
+      expect(res.status).toBe(201);
+      ids.push(res.headers.location!.split('/').pop()!);
+    }
+    busy = ids[0];
+    await new Promise((r) => setTimeout(r, 500)); // all three expired
+    expect(await server.middleware.sweep()).toBe(2);
+    expect(dir.files().filter((f) => f.endsWith('.json')).sort()).toEqual([`${busy}.json`]);
+    busy = '';
+    expect(await server.middleware.sweep()).toBe(1); // the next sweep takes it
+    expect(dir.files()).toEqual([]);
   } finally {
     server.middleware.close();
     await close(server.server);
