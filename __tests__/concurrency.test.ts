@@ -3,7 +3,7 @@ import request from 'supertest';
 import express, { type RequestHandler } from 'express';
 import { S3Client } from '@aws-sdk/client-s3';
 import { diskEngine, MemoryBudget, memoryEngine, s3Engine, spool } from '../lib';
-import { REQUEST_SHARE } from '../lib/multipart/upload-request';
+import { REQUEST_SHARE } from '../lib/multipart/options';
 import { close, echoApp, eventually, jsonErrors, listen, tempDir } from './helpers/app';
 import { patternSha256, postMultipart, randomData, sha256 } from './helpers/multipart';
 

@@ -11,7 +11,7 @@ import {
   diskEngine, MemoryBudget, memoryEngine, resumable, resumableDiskStore, spool,
   type DiskNameFunction, type FileFilter, type StorageEngine,
 } from '../lib';
-import { REQUEST_SHARE } from '../lib/multipart/upload-request';
+import { REQUEST_SHARE } from '../lib/multipart/options';
 import { close, eventually, listen, tempDir } from './helpers/app';
 import { oneByteChunks, seededBytes as bytes, sha256 } from './helpers/multipart';
 /* eslint-disable @typescript-eslint/no-require-imports, @typescript-eslint/no-explicit-any */

@@ -1,4 +1,4 @@
-import { REQUEST_SHARE } from '../lib/multipart/upload-request';
+import { REQUEST_SHARE } from '../lib/multipart/options';
 import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import request from 'supertest';

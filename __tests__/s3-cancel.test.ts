@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { AbortMultipartUploadCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { MemoryBudget, s3Engine, spool, type SpoolOptions } from '../lib';
-import { REQUEST_SHARE } from '../lib/multipart/upload-request';
+import { REQUEST_SHARE } from '../lib/multipart/options';
 import { close, echoApp, eventually, listen } from './helpers/app';
 import { BOUNDARY, patternChunks, postMultipart } from './helpers/multipart';
 import { listOpenMultipartUploads, s3TestClient, useTestBucket } from './setup/s3-env';

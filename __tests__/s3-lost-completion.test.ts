@@ -63,3 +63,26 @@ test.each([
   else await eventually(async () => expect(await exists(key)).toBe(false), 5000); // first retry after 500 ms
   expect((await listOpenMultipartUploads(client, bucket)).filter((u) => u.Key === key)).toEqual([]);
 }, 60_000);
+
+test('abortTimeout: 0 puts no bound of its own on the abort: a slow AbortMultipartUpload finishes before the failure is answered', async () => {
+  const key = 'lost-completion/abort-unbounded';
+  const slow = s3TestClient();
+  slow.middlewareStack.add((next, context) => async (args) => {
+    if (context.commandName === 'CompleteMultipartUploadCommand') {
+      throw Object.assign(new Error('We encountered an internal error'), { name: 'InternalError', $metadata: { httpStatusCode: 500 } });
+    }
+    if (context.commandName === 'AbortMultipartUploadCommand') await new Promise((r) => setTimeout(r, 300));
+    return next(args);
+  }, { step: 'initialize', name: 'slowAbort' });
+  const server: Server = await listen(echoApp(spool({ storage: s3Engine({ client: slow, bucket, partSize: PART, key: () => key, abortTimeout: 0 }) }).single('f')));
+  try {
+    const res = await postMultipart(server, '/upload', [{ name: 'f', filename: 'x.bin', data: randomData(PART + 7) }]);
+    expect(res.status).toBe(502);
+    // At the answer, not later: the abort was waited for (a 0 ms bound would have cut it off and left it to a retry).
+    expect((await listOpenMultipartUploads(client, bucket)).filter((u) => u.Key === key)).toEqual([]);
+    expect(await exists(key)).toBe(false);
+  } finally {
+    await close(server);
+    slow.destroy();
+  }
+}, 60_000);

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { MemoryBudget, s3Engine, spool } from '../lib';
-import { REQUEST_SHARE } from '../lib/multipart/upload-request';
+import { REQUEST_SHARE } from '../lib/multipart/options';
 import { close, echoApp, eventually, listen } from './helpers/app';
 import { patternSha256, postMultipart } from './helpers/multipart';
 import { listOpenMultipartUploads, s3TestClient, useTestBucket } from './setup/s3-env';

@@ -8,7 +8,7 @@ const multer = require('multer');
 import request from 'supertest';
 import express from 'express';
 import { diskEngine, fromMulterStorage, memoryEngine, MemoryBudget, spool, type StorageEngine, type StoredFile } from '../lib';
-import { REQUEST_SHARE } from '../lib/multipart/upload-request';
+import { REQUEST_SHARE } from '../lib/multipart/options';
 import { close, echoApp, eventually, jsonErrors, listen, tempDir } from './helpers/app';
 import { BOUNDARY, postMultipart, randomData, sha256 } from './helpers/multipart';
 

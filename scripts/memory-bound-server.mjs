@@ -20,7 +20,7 @@ if (process.env.MEMORY_BOUND_SNAPSHOT) {
 const require = createRequire(import.meta.url);
 const { spool, diskEngine, s3Engine, MemoryBudget } = require(config.lib);
 /** What each admitted request holds from the budget (not exported by the package entry). */
-const REQUEST_SHARE = require(join(dirname(config.lib), 'multipart', 'upload-request.js')).REQUEST_SHARE ?? 0;
+const REQUEST_SHARE = require(join(dirname(config.lib), 'multipart', 'options.js')).REQUEST_SHARE;
 
 // ---- instrumentation ------------------------------------------------------------------------------
 const budget = new MemoryBudget(config.budget);

@@ -226,9 +226,9 @@ export function resolveOptions(options: SpoolOptions = {}): SpoolConfig {
 }
 
 /**
- * Each admitted request holds this much of the budget (its stream buffers and first text fields; see
- * UploadRequest): a smaller budget could never admit one, so it is refused here rather than answering
- * every request 503.
+ * Memory every admitted request holds from the budget: its stream buffers (socket, parser, a file's tap)
+ * and FIELD_CREDIT for its first text fields (UploadRequest). The fixed part of the memory bound, see the
+ * README. A smaller budget could never admit a request: it is refused when the middleware is made.
  */
 export const REQUEST_SHARE = 192 * 1024;
 

@@ -75,11 +75,6 @@ export interface SpoolRequest extends IncomingMessage {
 }
 
 /**
- * Memory every admitted request holds from the budget: its stream buffers (socket, parser, a file's tap)
- * and FIELD_CREDIT for its first text fields. The fixed part of the memory bound, see the README.
- */
-export { REQUEST_SHARE };
-/**
  * Text field bytes a request keeps within its own share before it reserves more: a small form never
  * competes with other reservations (a reservation waiting for a whole S3 part would refuse it).
  */

@@ -495,6 +495,11 @@ class Handler {
 
   async #removeFinal(id: string): Promise<void> {
     await this.#store.remove(id);
+    this.#forgetFinal(id);
+  }
+
+  /** What this process keeps of a final upload that is gone. */
+  #forgetFinal(id: string): void {
     this.#hashes.forget(id);
     this.#finals.forget(id);
   }
@@ -589,8 +594,7 @@ class Handler {
         const outcome = await this.#removeUnder(final.id, (fresh) => !fresh || isPendingFinal(fresh));
         if (outcome === 'unreachable') return removed;
         if (outcome === 'removed') {
-          this.#hashes.forget(final.id);
-          this.#finals.forget(final.id);
+          this.#forgetFinal(final.id);
           removed++;
         }
         break;
