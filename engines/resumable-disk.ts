@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -16,7 +16,9 @@ export interface ResumableDiskOptions {
   /**
    * Where uploads live: `<id>` holds the bytes, `<id>.json` the state (written to a temporary file and
    * renamed, so a crash leaves the old or the new state). Point a new store at the same directory after a
-   * restart and every upload resumes where it stopped. Created on first use.
+   * restart and every upload resumes where it stopped. Created on first use. The directory may hold other
+   * files (an app's multipart uploads, say): the store only ever removes files it names and has a state
+   * or a removal marker for.
    * @default a directory named `express-spool-resumable` under `os.tmpdir()`
    */
   directory?: string;
@@ -31,7 +33,13 @@ export interface ResumableDiskDetails {
 
 const ID = /^[A-Za-z0-9_-]{1,200}$/;
 const STATE = '.json';
-const TEMP = '.tmp';
+/** A state being written: `<id>.json.<12 hex>.tmp`, renamed over the state once complete. */
+const TEMP_STATE = /^[A-Za-z0-9_-]{1,200}\.json\.[0-9a-f]{12}\.tmp$/;
+/**
+ * A removal under way: the state renamed to `<id>.removed`, then the bytes removed, then this. What a crash
+ * leaves of a removal is always named by one, so the sweep never has to guess which files are the store's.
+ */
+const REMOVED = '.removed';
 /**
  * An append records its offset at least this often, and takes in at most RECORD_LEAD more while a state write
  * is under way: a crash (kill -9, power) loses at most CHECKPOINT + RECORD_LEAD of it.
@@ -50,7 +58,7 @@ const LARGE_BATCH = 128 * 1024;
 const SMALL_BATCHES = 32 * 1024;
 /** Bytes gathered for a batch are written once the client has sent nothing more for this long (ms). */
 const IDLE_FLUSH = 10;
-/** Leftovers of a crash (temporary state, bytes without state) older than this are removed by `list()`. */
+/** Leftovers of a crash (temporary state files, interrupted removals) older than this are removed by `list()`. */
 const ORPHAN_AGE = 60_000;
 
 /**
@@ -233,11 +241,25 @@ class DiskStore implements ResumableStore {
 
   async remove(id: string): Promise<void> {
     if (!ID.test(id)) return;
-    // State first: from then on the upload does not exist, whatever happens to the bytes.
-    await rm(this.#state(id), { force: true });
+    // The state becomes the removal's marker first: from then on the upload does not exist, and whatever a
+    // crash leaves of it is named by the marker. No state and no marker: nothing here is this store's.
+    try {
+      await rename(this.#state(id), this.#marker(id));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if (!(await isFile(this.#marker(id)))) return;
+    }
     await rm(this.#data(id), { force: true });
+    await rm(this.#marker(id), { force: true });
   }
 
+  /**
+   * Every upload whose state can be read, after removing what crashes left behind: temporary state files
+   * and interrupted removals, older than a minute (younger ones may be a write or a removal under way).
+   * Best effort: an entry that cannot be read or removed is skipped, not a reason to stop the listing. A
+   * state that cannot be read (say, emptied by a power cut: states are not fsynced) is left alone: it may be
+   * a completed upload that belongs to the app.
+   */
   async *list(): AsyncIterable<ResumableUpload> {
     let names: string[];
     try {
@@ -246,21 +268,21 @@ class DiskStore implements ResumableStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw err;
     }
-    const states = new Set(names.filter((name) => name.endsWith(STATE)).map((name) => name.slice(0, -STATE.length)));
+    const states: string[] = [];
     for (const name of names) {
-      const orphan = name.endsWith(TEMP) || (ID.test(name) && !states.has(name));
-      if (orphan) await this.#removeOrphan(name);
+      if (name.endsWith(STATE)) {
+        states.push(name.slice(0, -STATE.length));
+      } else if (TEMP_STATE.test(name)) {
+        if (await isOldFile(join(this.#directory, name))) await rm(join(this.#directory, name), { force: true }).catch(() => undefined);
+      } else if (name.endsWith(REMOVED)) {
+        const id = name.slice(0, -REMOVED.length);
+        if (ID.test(id) && (await isOldFile(this.#marker(id)))) await this.remove(id).catch(() => undefined);
+      }
     }
     for (const id of states) {
-      const upload = await this.get(id);
+      const upload = await this.get(id).catch(() => undefined);
       if (upload) yield upload;
     }
-  }
-
-  async #removeOrphan(name: string): Promise<void> {
-    const path = join(this.#directory, name);
-    const info = await stat(path).catch(() => undefined);
-    if (info && Date.now() - info.mtimeMs > ORPHAN_AGE) await rm(path, { force: true });
   }
 
   async #record(id: string, offset: number): Promise<void> {
@@ -278,7 +300,15 @@ class DiskStore implements ResumableStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
-    return JSON.parse(text) as ResumableUpload;
+    let state: Partial<ResumableUpload> | null;
+    try {
+      state = JSON.parse(text) as Partial<ResumableUpload> | null;
+    } catch {
+      throw new SpoolError('STORAGE_FAILED', `The state of upload ${id} cannot be read (${this.#state(id)})`);
+    }
+    // Some other JSON file in a shared directory (a client may name any id): not an upload of this store's.
+    if (state?.id !== id || typeof state.offset !== 'number' || typeof state.complete !== 'boolean') return undefined;
+    return state as ResumableUpload;
   }
 
   async #size(id: string): Promise<number> {
@@ -292,7 +322,7 @@ class DiskStore implements ResumableStore {
 
   /** Write a temporary file and rename it over the state: readers see the old or the new state. */
   async #save(upload: ResumableUpload): Promise<void> {
-    const temporary = `${this.#state(upload.id)}.${randomBytes(6).toString('hex')}${TEMP}`;
+    const temporary = `${this.#state(upload.id)}.${randomBytes(6).toString('hex')}.tmp`;
     try {
       await writeFile(temporary, JSON.stringify(upload));
       await rename(temporary, this.#state(upload.id));
@@ -309,6 +339,20 @@ class DiskStore implements ResumableStore {
   #state(id: string): string {
     return join(this.#directory, id + STATE);
   }
+
+  #marker(id: string): string {
+    return join(this.#directory, id + REMOVED);
+  }
+}
+
+async function isFile(path: string): Promise<boolean> {
+  return (await lstat(path).catch(() => undefined))?.isFile() === true;
+}
+
+/** A regular file (not a directory, not a link) last changed more than ORPHAN_AGE ago. */
+async function isOldFile(path: string): Promise<boolean> {
+  const info = await lstat(path).catch(() => undefined);
+  return info !== undefined && info.isFile() && Date.now() - info.mtimeMs > ORPHAN_AGE;
 }
 
 /** Writes `buffers` at `position`, continuing after short writes. */
