@@ -225,6 +225,13 @@ class Handler {
       // (A remembered state passed these checks already.)
       const problem = remembered ? undefined : appendProblem(upload, intent);
       if (problem) throw problem;
+      const tooLong = bodyPastLength(req, upload, intent);
+      if (tooLong) {
+        // Refused before a byte is read, whatever the body's cut into reads: nothing stored, and a creation
+        // whose location the client never learned leaves nothing behind.
+        if (creation && !creation.announced) await this.#store.remove(id);
+        throw tooLong;
+      }
       if (intent.length !== undefined && upload.length === undefined) {
         if (intent.length > this.#config.fileSize) throw new SpoolError('LIMIT_FILE_SIZE');
         upload = current = await this.#store.update(id, { length: intent.length });
@@ -258,7 +265,10 @@ class Handler {
       if (expiry) changes.expiresAt = expiry();
       // Complete when the request said so and arrived whole, or (tus, older drafts) when the length is
       // reached — even by a request cut off after its last byte: its client will not send it again.
-      const finished = (intent.complete === true && failure === undefined) || (protocol.completesAtLength(req) && reachedLength(upload));
+      // (Not by a request that carried more bytes than the length: the bytes stored before the surplus came
+      // stay, and a HEAD completes the upload, as one whose completing request was cut off.)
+      const overran = failure?.code === 'INCONSISTENT_LENGTH';
+      const finished = (intent.complete === true && failure === undefined) || (!overran && protocol.completesAtLength(req) && reachedLength(upload));
       if (finished && upload.length !== undefined && upload.length !== upload.offset) {
         throw new SpoolError('INCONSISTENT_LENGTH', 'Upload-Complete: ?1 before Upload-Length bytes');
       }
@@ -704,6 +714,16 @@ async function digestOf(hash: Hash, stream: NodeJS.ReadableStream): Promise<Buff
 }
 
 /** Why `intent` cannot append to `upload`, or undefined. */
+/** A body whose Content-Length goes past the upload's length (declared before or by this request). */
+function bodyPastLength(req: IncomingMessage, upload: ResumableUpload, intent: AppendIntent): SpoolError | undefined {
+  const length = upload.length ?? intent.length;
+  const header = req.headers['content-length'];
+  if (length === undefined || header === undefined || req.headers['transfer-encoding'] !== undefined) return undefined;
+  const body = Number(header);
+  if (!Number.isSafeInteger(body) || upload.offset + body <= length) return undefined;
+  return new SpoolError('INCONSISTENT_LENGTH', `The body (${body} bytes) goes past Upload-Length (${length}) from offset ${upload.offset}`);
+}
+
 function appendProblem(upload: ResumableUpload, intent: AppendIntent): SpoolError | undefined {
   if (upload.concat?.kind === 'final') return new SpoolError('UPLOAD_COMPLETED', 'A final upload cannot be appended to');
   if (intent.offset !== upload.offset) return new SpoolError('OFFSET_MISMATCH', `Upload-Offset is ${upload.offset}, not ${intent.offset}`);
