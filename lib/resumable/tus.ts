@@ -108,7 +108,7 @@ export const tus: Protocol = {
     res.setHeader('Tus-Version', VERSION);
     res.setHeader('Tus-Extension', EXTENSIONS);
     if (Number.isFinite(config.fileSize)) res.setHeader('Tus-Max-Size', String(config.fileSize));
-    res.setHeader('Tus-Checksum-Algorithm', Object.keys(TUS_ALGORITHMS).join(','));
+    res.setHeader('Tus-Checksum-Algorithm', [...TUS_ALGORITHMS.keys()].join(','));
     res.end();
   },
 
