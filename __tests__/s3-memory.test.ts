@@ -9,7 +9,10 @@ import { MemoryBudget, s3Engine, spool } from '../lib';
 import { REQUEST_SHARE } from '../lib/multipart/options';
 import { close, echoApp, eventually, listen } from './helpers/app';
 import { patternSha256, postMultipart } from './helpers/multipart';
-import { listOpenMultipartUploads, s3TestClient, useTestBucket } from './setup/s3-env';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { startTcpProxy } from './helpers/tcp-proxy';
+import { listOpenMultipartUploads, s3TestClient, s3TestEnv, useTestBucket } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
@@ -28,8 +31,7 @@ async function objectSha256(key: string): Promise<string> {
  * A client that watches the bodies it sends: PutObject and UploadPart bodies in flight must always be
  * covered by what the budget counts as used.
  */
-function watchedClient(budget: MemoryBudget) {
-  const watched = s3TestClient();
+function watchedClient(budget: MemoryBudget, watched = s3TestClient()) {
   const seen = { inFlight: 0, peakInFlight: 0, uncovered: [] as string[], bodies: 0 };
   watched.middlewareStack.add(
     (next, context) => async (args) => {
@@ -165,6 +167,52 @@ describe('S3 engine memory is a real bound', () => {
       expect(listed.Contents ?? []).toEqual([]);
     } finally {
       await close(server);
+    }
+  });
+  test.each([
+    ['', undefined],
+    [', past settleTimeout', 100],
+  ])('a client that leaves while its file\'s PutObject is held up%s: the body stays counted until the PutObject settles, then the budget is back to 0 and nothing is left', async (_label, settleTimeout) => {
+    const budget = new MemoryBudget('16MiB');
+    const proxy = await startTcpProxy(s3TestEnv().endpoint);
+    const { watched, seen } = watchedClient(budget, s3TestClient({ endpoint: proxy.url }));
+    const upload = spool({ storage: s3Engine({ client: watched, bucket, prefix: 'left-mid-put/', partSize: PART }), memoryBudget: budget, settleTimeout });
+    const server = await listen(echoApp(upload.any()));
+    const socket = net.connect((server.address() as AddressInfo).port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    try {
+      const B = 'bnd';
+      const head = Buffer.from(`--${B}\r\nContent-Disposition: form-data; name="f"; filename="f.bin"\r\n\r\n`);
+      const tail = Buffer.from(`\r\n--${B}--\r\n`);
+      const data = Buffer.alloc(4 * MiB, 7); // under one part: a single PutObject of the whole file
+      socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=${B}\r\nContent-Length: ${head.length + data.length + tail.length}\r\n\r\n`);
+      socket.write(Buffer.concat([head, data, tail]));
+      await eventually(() => expect(seen.inFlight).toBe(data.length), 10_000);
+      proxy.stall(); // S3 goes quiet with the PutObject under way (its body held by the SDK)
+      socket.destroy();
+      const during: number[] = [];
+      for (let i = 0; i < 40; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        during.push(budget.used);
+      }
+      expect(seen.inFlight).toBe(data.length);
+      expect(Math.min(...during)).toBeGreaterThanOrEqual(data.length);
+      proxy.resume();
+      await eventually(() => {
+        expect(seen.inFlight).toBe(0);
+        expect(budget.used).toBe(0);
+      }, 15_000);
+      await eventually(async () => {
+        const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'left-mid-put/' }));
+        expect(listed.Contents ?? []).toEqual([]);
+      }, 15_000);
+      expect(seen.uncovered).toEqual([]);
+    } finally {
+      socket.destroy();
+      proxy.resume();
+      await close(server);
+      await proxy.cut();
+      watched.destroy();
     }
   });
 });

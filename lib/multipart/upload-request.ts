@@ -402,7 +402,9 @@ export class UploadRequest implements Watched {
   #onResponseClose = (): void => {
     // Before we answered: the client went away mid-body.
     if (!this.#done) this.#fail(new SpoolError('CLIENT_ABORTED'));
-    this.#lease.close();
+    // A failure still settling closes the lease itself, once its engines let go of what they reserved (an
+    // S3 part whose PutObject is in flight is still held, so it stays counted).
+    if (this.#done || !this.#settling) this.#lease.close();
     const temporary = this.#stored.filter((file) => file.isTemporary);
     if (temporary.length > 0) void removeAll(temporary);
   };
@@ -455,7 +457,9 @@ export class UploadRequest implements Watched {
     const failures = [...this.#late, ...(await removeAllWithin(this.#stored, this.#config.settleTimeout))];
     this.#stored.length = 0;
     if (failures.length > 0) (this.#error as SpoolError).storageErrors = failures;
-    this.#lease.close();
+    // An engine still at work past settleTimeout may still hold what it reserved: counted until it settles.
+    if (this.#pending === 0) this.#lease.close();
+    else this.#onIdle = () => this.#lease.close();
     this.#req.body = this.#body; // like multer: error handlers can read the fields parsed so far
     this.#drainThenNext(this.#error!);
   }
