@@ -51,6 +51,7 @@ describe.each([
     try {
       await abortMidUpload(server, sendBytes, () => ready(upload.memoryBudget.used));
       await eventually(() => expect(errors.map((e) => e.code)).toEqual(['CLIENT_ABORTED']));
+      expect([errors[0].status, errors[0].statusCode]).toEqual([400, 400]); // the README's Errors table: CLIENT_ABORTED → 400
       expect(dir.files()).toEqual([]);
       expect(upload.memoryBudget.used).toBe(0);
       await new Promise((r) => setTimeout(r, 50));

@@ -68,11 +68,12 @@ describe('memory budget', () => {
     await eventually(() => expect(upload.memoryBudget.used).toBe(0));
   });
 
-  test('the plain memory engine answers 503 MEMORY_BUDGET_EXCEEDED instead of growing', async () => {
+  test('the plain memory engine answers 503 MEMORY_BUDGET_EXCEEDED (with Retry-After: 5) instead of growing', async () => {
     const upload = spool({ storage: memoryEngine(), memoryBudget: '300KiB' }); // the request's 192 KiB share + less than the file
     const res = await request(echoApp(upload.any())).post('/upload').attach('f', randomData(200 * 1024), 'big');
     expect(res.status).toBe(503);
     expect(res.body.error.code).toBe('MEMORY_BUDGET_EXCEEDED');
+    expect(res.headers['retry-after']).toBe('5');
     expect(upload.memoryBudget.used).toBe(0);
   });
 

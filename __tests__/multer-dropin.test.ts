@@ -4,7 +4,7 @@ import { Writable } from 'node:stream';
 import express from 'express';
 import request from 'supertest';
 import { diskEngine, memoryEngine, spool } from '../lib';
-import { tempDir } from './helpers/app';
+import { echoApp, tempDir } from './helpers/app';
 import { randomData, sha256 } from './helpers/multipart';
 /* eslint-disable @typescript-eslint/no-require-imports, @typescript-eslint/no-explicit-any */
 const multer = require('multer');
@@ -15,8 +15,21 @@ const multer = require('multer');
 const root = join(__dirname, '..');
 
 describe('limits: unknown keys are refused like unknown options', () => {
-  test.each(['fileSzie', 'file_size', 'maxFileSize', 'fieldNestingDepth'])('limits.%s', (key) => {
+  test.each(['fileSzie', 'file_size', 'maxFileSize', 'fieldNestingDepth', 'fieldArrayIndexLimit'])('limits.%s', (key) => {
     expect(() => spool({ limits: { [key]: 1 } as never })).toThrow(new TypeError(`Unknown option \`limits.${key}\``));
+  });
+
+  test.each(['fieldNestingDepth', 'fieldArrayIndexLimit'])("multer 2's limits.%s is refused, not ignored: at spool(), and from a limits function (500, the request not parsed)", async (key) => {
+    expect(() => spool({ limits: { fileSize: '1MiB', [key]: 10 } as never })).toThrow(new TypeError(`Unknown option \`limits.${key}\``));
+    let parsed = false;
+    const app = echoApp(spool({ storage: memoryEngine(), limits: () => ({ [key]: 10 }) as never }).any(), (_req, _res, next) => {
+      parsed = true;
+      next();
+    });
+    const res = await request(app).post('/upload').field('a', '1');
+    expect(res.status).toBe(500);
+    expect(res.body.error.message).toBe(`Unknown option \`limits.${key}\``);
+    expect(parsed).toBe(false);
   });
 
   test('the top-level message has the same shape', () => {

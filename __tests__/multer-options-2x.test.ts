@@ -5,9 +5,11 @@
  * used). Each is run against multer itself in the same test where multer has the same behaviour.
  */
 import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import express, { type RequestHandler } from 'express';
 import { memoryEngine, spool } from '../lib';
-import { close, jsonErrors, listen } from './helpers/app';
+import { close, eventually, jsonErrors, listen } from './helpers/app';
+import { rawConnection } from './helpers/raw-http';
 import { multipartBody, postChunks, randomData, sha256, BOUNDARY } from './helpers/multipart';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -53,6 +55,52 @@ test('limits as a function of the request: per-user file size, same answer as mu
     expect(big.status).toBe(200);
     expect(big.json.files).toEqual([{ name: 'a.bin', size: 5000, sha256: sha256(data) }]);
   }
+});
+
+test('limits as a function: called once per request, before any byte of its body has arrived', async () => {
+  // The client sends the request head only, waits until the function has run, and only then sends the
+  // body: a function called once the body is read (or at its first part) would never run while the
+  // client waits. The limits it returns govern that very request (files: 1 → the second file is refused).
+  const calls: { path: string; plan: unknown; bodyBytesBuffered: number }[] = [];
+  const limits = (req: { url?: string; headers: Record<string, unknown>; readableLength: number }) => {
+    calls.push({ path: req.url ?? '', plan: req.headers['x-plan'], bodyBytesBuffered: req.readableLength });
+    return { files: req.headers['x-plan'] === 'one' ? 1 : 5 };
+  };
+  server = await listen(app({ '/spool': [spool({ storage: memoryEngine(), limits }).array('f')] }));
+  const { port } = server.address() as AddressInfo;
+  const a = randomData(3000);
+  const b = randomData(4000);
+  const body = multipartBody([
+    { name: 'title', value: 'x' },
+    { name: 'f', filename: 'a.bin', data: a },
+    { name: 'f', filename: 'b.bin', data: b },
+  ]);
+  const send = async (plan: string) => {
+    const before = calls.length;
+    const conn = rawConnection(port);
+    await conn.write(
+      `POST /spool HTTP/1.1\r\nHost: x\r\nX-Plan: ${plan}\r\nContent-Type: ${CT}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`,
+    );
+    await eventually(() => expect(calls.length).toBe(before + 1)); // ran with no body byte sent yet
+    expect(calls[before]).toEqual({ path: '/spool', plan, bodyBytesBuffered: 0 });
+    await conn.write(body);
+    const status = await conn.status();
+    await conn.closed;
+    const text = conn.response();
+    return { status, json: JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) };
+  };
+  const one = await send('one');
+  expect(one.status).toBe('HTTP/1.1 413 Payload Too Large');
+  expect(one.json.error.code).toBe('LIMIT_FILE_COUNT');
+  const five = await send('five');
+  expect(five.status).toBe('HTTP/1.1 200 OK');
+  expect(five.json.files).toEqual([
+    { name: 'a.bin', size: 3000, sha256: sha256(a) },
+    { name: 'b.bin', size: 4000, sha256: sha256(b) },
+  ]);
+  // Once per request: not per part, not again when the request ends or fails.
+  await new Promise((r) => setTimeout(r, 50));
+  expect(calls.map((c) => c.plan)).toEqual(['one', 'five']);
 });
 
 test('limits as a function: its error fails the request with that error; a bad return value is a TypeError', async () => {

@@ -72,6 +72,32 @@ test('a fileFilter that throws a non-Error fails with FILE_REJECTED', async () =
   expect(res.body.error).toMatchObject({ code: 'FILE_REJECTED', message: 'no executables' });
 });
 
+describe('a fileFilter declaring no parameters (a wrapper) answers with a returned boolean, or else through cb', () => {
+  /** A callback API whose return value has nothing to do with the verdict: it answers through cb 30 ms later. */
+  const legacyCheck = (returns: unknown, verdict: boolean) => (_file: unknown, cb: (err: null, ok: boolean) => void) => {
+    setTimeout(() => cb(null, verdict), 30);
+    return returns;
+  };
+  test.each([
+    ['returns true (an unrelated return value), cb says no later → yes: stored', true, false, true],
+    ['returns false, cb says yes later → no: skipped', false, true, false],
+    ['returns nothing, cb says yes later → waits for cb: stored', undefined, true, true],
+    ['returns nothing, cb says no later → waits for cb: skipped', undefined, false, false],
+  ])('%s', async (_label, returns, verdict, stored) => {
+    const check = legacyCheck(returns, verdict);
+    const wrapper = ((...args: unknown[]) => check(args[1], args[2] as never)) as never;
+    expect((wrapper as (...a: unknown[]) => unknown).length).toBe(0);
+    const upload = spool({ storage: memoryEngine(), sha256: true, requestTimeout: 5000, fileFilter: wrapper });
+    const data = randomData(5000);
+    const started = Date.now();
+    const res = await request(echoApp(upload.any())).post('/upload').attach('f', data, 'a.bin').field('after', '1');
+    expect(res.status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(2000); // answered by the filter, not ended by requestTimeout
+    expect(res.body.body).toEqual({ after: '1' });
+    expect(res.body.files.map((f: any) => [f.originalname, f.size, f.sha256])).toEqual(stored ? [['a.bin', 5000, createHash('sha256').update(data).digest('hex')]] : []);
+  });
+});
+
 test('file.remove() is idempotent and file.stream() reads what was stored', async () => {
   const data = randomData(2 * 1024 * 1024);
   let second: unknown = 'unset';

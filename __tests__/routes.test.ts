@@ -1,5 +1,7 @@
+import { randomUUID } from 'node:crypto';
+import { watch } from 'node:fs';
 import request from 'supertest';
-import { diskEngine, spool } from '../lib';
+import { diskEngine, spool, type StorageEngine } from '../lib';
 import { echoApp, eventually, tempDir } from './helpers/app';
 import { randomData, sha256 } from './helpers/multipart';
 
@@ -53,19 +55,58 @@ describe('route helpers and mixed requests', () => {
   });
 
   test('fileFilter (callback style) skips rejected files before any byte is stored', async () => {
-    const filtered = spool({
-      threshold: 0,
-      rollover: diskEngine({ directory: dir.path, lifetime: 'temporary' }),
-      fileFilter: (_req, file, cb) => cb(null, file.mimetype === 'image/png'),
+    // The engine is the README's interface wrapped around diskEngine: it records every file it is handed
+    // and how many bytes it read. The disk engine's `filename` records every name it is asked for, and a
+    // watcher on the directory records every file created in it, so a rejected file stored and then
+    // removed again (the count at the end unchanged) is still seen.
+    const own = tempDir();
+    const handed: string[] = [];
+    const bytesRead: Record<string, number> = {};
+    const named: string[] = [];
+    const disk = diskEngine({
+      directory: own.path,
+      lifetime: 'temporary',
+      filename: (_req, file) => {
+        named.push(file.originalname);
+        return `${file.originalname}-${randomUUID()}`;
+      },
     });
-    const before = dir.files().length;
-    const res = await request(echoApp(filtered.any()))
-      .post('/upload')
-      .attach('f', Buffer.alloc(1000), { filename: 'a.png', contentType: 'image/png' })
-      .attach('f', Buffer.alloc(1000), { filename: 'b.exe', contentType: 'application/x-msdownload' })
-      .expect(200);
-    expect(res.body.files.map((f: any) => f.originalname)).toEqual(['a.png']);
-    await eventually(() => expect(dir.files().length).toBe(before)); // temporary file removed after response
+    const recording: StorageEngine = {
+      name: 'recording',
+      store(stream, file, context) {
+        handed.push(file.originalname);
+        bytesRead[file.originalname] = 0;
+        stream.on('data', (chunk: Buffer) => (bytesRead[file.originalname] += chunk.length));
+        return disk.store(stream, file, context);
+      },
+    };
+    const created: string[] = [];
+    const watcher = watch(own.path, (event, name) => {
+      if (event === 'rename' && name) created.push(name);
+    });
+    try {
+      const filtered = spool({
+        storage: recording,
+        fileFilter: (_req, file, cb) => cb(null, file.mimetype === 'image/png'),
+      });
+      const png = randomData(1000);
+      const res = await request(echoApp(filtered.any()))
+        .post('/upload')
+        .attach('f', png, { filename: 'a.png', contentType: 'image/png' })
+        .attach('f', randomData(100_000), { filename: 'b.exe', contentType: 'application/x-msdownload' })
+        .expect(200);
+      expect(res.body.files.map((f: any) => [f.originalname, f.size, f.storage])).toEqual([['a.png', 1000, 'disk']]);
+      expect(handed).toEqual(['a.png']); // the engine never saw b.exe
+      expect(bytesRead).toEqual({ 'a.png': 1000 });
+      expect(named).toEqual(['a.png']); // no name was ever chosen for it
+      await eventually(() => expect(own.files()).toEqual([])); // temporary file removed after the response
+      await new Promise((r) => setTimeout(r, 50)); // let the watcher deliver the last events
+      expect(created.length).toBeGreaterThan(0); // the watcher works: it saw a.png's file come and go
+      expect(created.every((name) => name.startsWith('a.png-'))).toBe(true);
+    } finally {
+      watcher.close();
+      own.remove();
+    }
   });
 
   test('fileFilter (async) errors fail the request with that error and remove stored files', async () => {

@@ -183,26 +183,42 @@ describe('fileFilter', () => {
 
 describe('clients that trickle', () => {
   test('one byte at a time, steadily: idleTimeout never fires, requestTimeout ends it (408), nothing left on disk', async () => {
+    // A byte every 150 ms with idleTimeout 500 ms: the request lasts four idle periods and more, so only
+    // the bytes keep the idle clock from firing; requestTimeout (2 s) is what ends it. drainTimeout is short
+    // so the answer follows the timeout closely (the client is still sending when it fires).
     const files = tempDir();
-    const upload = spool({ threshold: 0, rollover: diskEngine({ directory: files.path }), idleTimeout: 2000, requestTimeout: 600 });
+    const upload = spool({ threshold: 0, rollover: diskEngine({ directory: files.path }), idleTimeout: 500, requestTimeout: 2000, drainTimeout: 100 });
     const server = await listen(echoApp(upload.any()));
     const { port } = server.address() as AddressInfo;
+    let sent = 0;
     try {
-      const status = await within(5000, new Promise<number>((resolve, reject) => {
+      const started = Date.now();
+      const answer = await within(6000, new Promise<{ status: number; body: string; ms: number }>((resolve, reject) => {
         const req = http.request({
           host: '127.0.0.1', port, path: '/upload', method: 'POST',
           headers: { 'content-type': `multipart/form-data; boundary=${BOUNDARY}`, 'content-length': 100_000 },
         }, (res) => {
+          const ms = Date.now() - started;
           clearInterval(drip);
-          res.resume();
-          resolve(res.statusCode ?? 0);
+          let body = '';
+          res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => resolve({ status: res.statusCode ?? 0, body, ms }));
         });
         req.on('error', reject);
         const head = Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\n`);
         req.write(head);
-        const drip = setInterval(() => req.write('x'), 50);
+        const drip = setInterval(() => {
+          sent++;
+          req.write('x');
+        }, 150);
       }));
-      expect(status).toBe(408);
+      expect(answer.status).toBe(408);
+      const error = JSON.parse(answer.body).error;
+      expect(error.code).toBe('REQUEST_TIMEOUT');
+      expect(error.message).toBe('Request took longer than requestTimeout'); // not the idle clock's 'Request body stalled'
+      // Answered after ≈ requestTimeout (+ a watchdog tick and the 100 ms drain), not after ≈ idleTimeout.
+      expect(answer.ms).toBeGreaterThanOrEqual(1950);
+      expect(answer.ms).toBeLessThan(3000);
+      expect(sent).toBeGreaterThanOrEqual(10); // it was trickling the whole time
       await eventually(() => expect(files.files()).toEqual([]));
       await eventually(() => expect(upload.memoryBudget.used).toBe(0));
     } finally {
@@ -243,7 +259,7 @@ describe('admission and fields against the memory budget', () => {
     }
   });
 
-  test('text field values count: 60 × 20 KiB fields with a 1 MiB budget → 503, budget back to 0', async () => {
+  test('text field values count: 60 × 20 KiB fields with a 1 MiB budget → 503 with Retry-After: 5, budget back to 0', async () => {
     const upload = spool({ storage: memoryEngine(), memoryBudget: '1MiB' });
     const server = await listen(echoApp(upload.none()));
     try {
@@ -251,6 +267,7 @@ describe('admission and fields against the memory budget', () => {
       const res = await within(5000, postMultipart(server, '/upload', fields));
       expect(res.status).toBe(503);
       expect(res.json.error.code).toBe('MEMORY_BUDGET_EXCEEDED');
+      expect(res.headers['retry-after']).toBe('5');
       await eventually(() => expect(upload.memoryBudget.used).toBe(0));
       // Within the budget the same fields are fine.
       const ok = await postMultipart(server, '/upload', fields.slice(0, 20));

@@ -84,6 +84,7 @@ export interface RawResponse {
   status: number;
   body: string;
   json: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  headers: http.IncomingHttpHeaders;
 }
 
 /** Sends chunks to a listening server with real backpressure; resolves with the response. */
@@ -106,7 +107,7 @@ export function postChunks(
         } catch {
           json = undefined;
         }
-        resolve({ status: res.statusCode ?? 0, body: text, json });
+        resolve({ status: res.statusCode ?? 0, body: text, json, headers: res.headers });
       });
     });
     req.on('error', reject);
