@@ -66,6 +66,10 @@ describe('resumable: IETF draft (raw HTTP)', () => {
     const v6 = await request(url, 'HEAD', { 'Upload-Draft-Interop-Version': '6' });
     expect(v6.headers['upload-limit']).toMatch(/expires=\d+/);
     expect((await request(url, 'HEAD', { 'Upload-Draft-Interop-Version': '99' })).status).toBe(412);
+    // An sf-integer: a decimal or a hex spelling of a version we speak is not that version.
+    for (const spelled of ['6.0', '0x6', '6e0', '+6']) {
+      expect((await request(url, 'HEAD', { 'Upload-Draft-Interop-Version': spelled })).status).toBe(412);
+    }
   });
 
   test('mismatching offset: 409 problem+json with expected and provided offsets', async () => {

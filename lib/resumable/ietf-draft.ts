@@ -27,7 +27,9 @@ const invalid = (what: string) => () => new SpoolError('INVALID_UPLOAD_REQUEST',
 export function ietfVersion(req: IncomingMessage): number {
   const header = req.headers['upload-draft-interop-version'];
   if (header === undefined) return NEWEST;
-  const version = Number(header);
+  // A Structured Field Integer: digits only ("6.0", "0x6" or "6e0" are not versions).
+  const text = String(header).trim();
+  const version = /^[0-9]{1,3}$/.test(text) ? Number(text) : NaN;
   if (!(IETF_VERSIONS as readonly number[]).includes(version)) {
     throw new SpoolError('UNSUPPORTED_PROTOCOL_VERSION', `Upload-Draft-Interop-Version ${IETF_VERSIONS.join(', ')} supported`);
   }
