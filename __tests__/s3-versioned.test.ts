@@ -5,6 +5,7 @@
  */
 import type { Server } from 'node:http';
 import {
+  GetObjectCommand,
   GetObjectTaggingCommand,
   HeadObjectCommand,
   ListObjectVersionsCommand,
@@ -31,6 +32,12 @@ async function versionsOf(key: string) {
   const res = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: key }));
   const exact = <T extends { Key?: string }>(list: T[] | undefined) => (list ?? []).filter((v) => v.Key === key);
   return { versions: exact(res.Versions), markers: exact(res.DeleteMarkers) };
+}
+
+async function bytesOf(res: { Body?: unknown }): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of res.Body as AsyncIterable<Buffer>) chunks.push(Buffer.from(chunk));
+  return Buffer.concat(chunks);
 }
 
 /** Serves one upload route and hands the test the stored file objects (which outlive the response). */
@@ -94,6 +101,26 @@ describe('S3 on a versioned bucket', () => {
     const after = await versionsOf(key);
     expect(after.versions.map((v) => v.VersionId)).toEqual([older.VersionId]);
     expect(after.markers).toEqual([]);
+  });
+
+  test.each([
+    ['single PUT', 1000],
+    ['multipart', PART + 5],
+  ])('%s: after the key is overwritten, file.stream() still reads exactly the version it wrote', async (_label, size) => {
+    const key = `reread/${size}`;
+    const data = randomData(size);
+    const { res, stored } = await uploadWith({ key: () => key }, [{ name: 'f', filename: 'x', data }]);
+    expect(res.status).toBe(200);
+    const [file] = stored;
+    const later = randomData(size);
+    const overwrite = await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: later }));
+    expect(overwrite.VersionId).not.toBe((file as unknown as { versionId: string }).versionId);
+    // The key's current object is the later one; the file reads its own version back.
+    expect(sha256(await bytesOf(await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))))).toBe(sha256(later));
+    expect(sha256(await bytesOf({ Body: file.stream() }))).toBe(sha256(data));
+    await file.remove();
+    const after = await versionsOf(key);
+    expect(after.versions.map((v) => v.VersionId)).toEqual([overwrite.VersionId]);
   });
 
   test('a request that fails after an object was stored leaves zero versions of it', async () => {
