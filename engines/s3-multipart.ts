@@ -28,6 +28,12 @@ export interface MultipartOptions {
   readonly stop: AbortController;
   /** Bounds the AbortMultipartUpload request; past it (or when the store is unreachable) it is retried in the background. */
   readonly abortTimeout: number;
+  /**
+   * The key is the engine's own random one: any multipart upload open at it is this request's, so one that a
+   * CreateMultipartUpload left without an answer can be found and aborted. (An app-chosen key may have another
+   * request's upload open at it: those are left to the bucket's lifecycle rule.)
+   */
+  readonly ownKey?: boolean;
 }
 
 export interface MultipartResult {
@@ -52,6 +58,8 @@ export async function uploadMultipart(first: Part, reader: PartReader, options: 
     ({ UploadId: uploadId } = await client.send(new sdk.CreateMultipartUploadCommand({ ...input, ...checksum })));
   } catch (err) {
     first.release();
+    // Without an answer it may have landed (the SDK may also have sent it more than once), or land later.
+    if (options.ownKey && statusOf(err) === undefined) abortLandedCreations(options);
     throw toS3Error(err);
   }
   if (!uploadId) {
@@ -154,6 +162,30 @@ async function abortUpload(UploadId: string, options: MultipartOptions, gone?: (
 
 /** When AbortMultipartUpload could not reach the store: try again after these delays (ms). */
 const ABORT_RETRY_DELAYS = [500, 2_000, 10_000, 30_000, 120_000];
+
+/**
+ * After a CreateMultipartUpload without an answer, at the engine's own key: aborts every multipart upload open
+ * there, now and after each of ABORT_RETRY_DELAYS (a creation still on its way may land later), in the background.
+ */
+function abortLandedCreations(options: MultipartOptions, delays = [0, ...ABORT_RETRY_DELAYS]): void {
+  const { client, sdk, input } = options;
+  const [delay, ...rest] = delays;
+  if (delay === undefined) return;
+  setTimeout(() => {
+    void (async () => {
+      const listed = await client.send(new sdk.ListMultipartUploadsCommand({ Bucket: input.Bucket, Prefix: input.Key }));
+      for (const upload of listed.Uploads ?? []) {
+        if (upload.Key === input.Key && upload.UploadId) await abortUpload(upload.UploadId, options);
+      }
+    })()
+      .catch(() => undefined)
+      .finally(() => abortLandedCreations(options, rest));
+  }, delay).unref();
+}
+
+function statusOf(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+}
 
 function retryAbort(
   client: S3Client,

@@ -175,7 +175,7 @@ export function s3Engine(options: S3EngineOptions): StorageEngine {
         const reader = new PartReader(stream, { partSize, memory: context.memory, signal, crc });
         const first = await reader.next();
         if (first.last) return await putSingle(first, input, context);
-        const result = await uploadMultipart(first, reader, { client, sdk, input, read, queueSize, crc, signal, stop, abortTimeout });
+        const result = await uploadMultipart(first, reader, { client, sdk, input, read, queueSize, crc, signal, stop, abortTimeout, ownKey: key === undefined });
         const stored = await details(input.Key, result.etag, result.versionId);
         const object = s3StoredFile(client, sdk, stored, read);
         try {
