@@ -13,7 +13,7 @@
  * clients, 64 × 16–64 MiB to disk, 64 × 16–32 MiB to S3): FIXED is V8's headroom (new space up to 2 × 16
  * MiB, garbage awaiting a GC — part buffers, parser strings), PER_REQUEST what an admitted upload holds
  * outside the budget (socket, IncomingMessage, busboy and file stream, tap and write-stream buffers:
- * ~500–700 KiB measured after a forced GC, against a REQUEST_SHARE of 128 KiB). The slack is in those
+ * ~500–700 KiB measured after a forced GC, against a REQUEST_SHARE of 192 KiB). The slack is in those
  * constants, not added here: on this 2-core machine the smaller loads below peak at about half the bound
  * (text 52–54 of 109 MiB, disk 31–32 of 90 MiB, S3 48–59 of 87.5 MiB with the part buffers released — see
  * below), so GC timing noise (±10 MiB between runs of these loads) does not flip them.
