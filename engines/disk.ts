@@ -8,6 +8,7 @@ import type { AppRequest, IncomingFile, StorageEngine, StoreContext, StoredFile 
 import { SpoolError } from '../lib/core/errors';
 import { streamInto } from '../lib/core/chunk-sink';
 import { BatchedFileWriter } from './batched-file-writer';
+import { ownPrivateDirectory } from './private-directory';
 import { describe } from '../lib/core/sizes';
 
 /** How long files written by a disk engine live. */
@@ -184,29 +185,6 @@ async function create(directory: string, name: string, owned: { shared: boolean 
   }
   await mkdir(directory, { recursive: true, mode: owned.shared ? 0o700 : 0o777 });
   return create(directory, name, owned.shared ? owned : undefined, file);
-}
-
-/**
- * Makes sure a directory in the shared tmp is this user's own before each file, so that another local user can
- * neither read the uploads in it nor swap files under it: a real directory (not a symlink), owned by this
- * user, 0700 (tightened if it is ours and looser). Checked every time, not once: a tmp cleaner may remove it,
- * and anyone may create the name again. Another owner, or a symlink, fails the request (STORAGE_FAILED,
- * `cause` says why): give diskEngine a `directory` to put files elsewhere. A missing one passes: `create()`
- * makes it, 0700, and checks it again.
- */
-async function ownPrivateDirectory(directory: string): Promise<void> {
-  let info;
-  try {
-    info = await lstat(directory);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    return;
-  }
-  const uid = process.getuid?.();
-  if (!info.isDirectory() || (uid !== undefined && info.uid !== uid)) {
-    throw new Error(`${directory} is not a directory of this user's own (a symlink, or another user's): uploads are not stored there; set diskEngine's \`directory\``);
-  }
-  if (process.platform !== 'win32' && (info.mode & 0o077) !== 0) await chmod(directory, 0o700);
 }
 
 /**

@@ -11,6 +11,7 @@ import { describe } from '../lib/core/sizes';
 import type { AppendContext, NewUpload, ResumableStore, ResumableUpload, UploadChanges } from '../lib/resumable/upload-store';
 import { BatchedFileWriter } from './batched-file-writer';
 import { Checkpoints } from './checkpoints';
+import { ownPrivateDirectory } from './private-directory';
 
 export interface ResumableDiskOptions {
   /**
@@ -19,7 +20,8 @@ export interface ResumableDiskOptions {
    * restart and every upload resumes where it stopped. Created on first use. The directory may hold other
    * files (an app's multipart uploads, say): the store only ever removes files it names and has a state
    * or a removal marker for.
-   * @default a directory named `express-spool-resumable` under `os.tmpdir()`
+   * @default a directory named `express-spool-resumable` under `os.tmpdir()`, private to this user (0700,
+   * files 0600; a symlink or another user's directory there fails the request: set `directory`)
    */
   directory?: string;
 }
@@ -31,10 +33,14 @@ export interface ResumableDiskDetails {
   readonly path: string;
 }
 
-const ID = /^[A-Za-z0-9_-]{1,200}$/;
+/**
+ * The ids this store makes (16 random bytes, base64url): any other name in the directory is not one of its
+ * uploads, whatever files sit beside it (`<name>.json` included).
+ */
+const ID = /^[A-Za-z0-9_-]{22}$/;
 const STATE = '.json';
 /** A state being written: `<id>.json.<12 hex>.tmp`, renamed over the state once complete. */
-const TEMP_STATE = /^[A-Za-z0-9_-]{1,200}\.json\.[0-9a-f]{12}\.tmp$/;
+const TEMP_STATE = /^[A-Za-z0-9_-]{22}\.json\.[0-9a-f]{12}\.tmp$/;
 /**
  * A removal under way: the state renamed to `<id>.removed`, then the bytes removed, then this. What a crash
  * leaves of a removal is always named by one, so the sweep never has to guess which files are the store's.
@@ -73,19 +79,38 @@ export function resumableDiskStore(options: ResumableDiskOptions = {}): Resumabl
   if (options.directory !== undefined && (typeof options.directory !== 'string' || options.directory === '')) {
     throw new TypeError(`Expected \`directory\` to be a non-empty string, got ${describe(options.directory)}`);
   }
-  return new DiskStore(resolve(options.directory ?? join(tmpdir(), 'express-spool-resumable')));
+  const shared = options.directory === undefined;
+  return new DiskStore(resolve(options.directory ?? join(tmpdir(), 'express-spool-resumable')), shared);
 }
+
+/** Opening a data file for writing never follows a symlink planted at its name. */
+const WRITE = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
 
 class DiskStore implements ResumableStore {
   readonly name = 'disk';
   readonly #directory: string;
+  /** The default directory, in the shared tmp: it must be this user's own, checked before each write. */
+  readonly #shared: boolean;
+  /** Mode of the files created: readable by this user only in the shared tmp. */
+  readonly #mode: number;
 
-  constructor(directory: string) {
+  constructor(directory: string, shared: boolean) {
     this.#directory = directory;
+    this.#shared = shared;
+    this.#mode = shared ? 0o600 : 0o666;
+  }
+
+  /** Before writing: the directory exists, and in the shared tmp it is a real, private one of this user's. */
+  async #ready(): Promise<void> {
+    if (!this.#shared) return void (await mkdir(this.#directory, { recursive: true }));
+    const option = "resumableDiskStore's `directory`";
+    await ownPrivateDirectory(this.#directory, option);
+    await mkdir(this.#directory, { recursive: true, mode: 0o700 });
+    await ownPrivateDirectory(this.#directory, option); // (made just now, or by someone else meanwhile)
   }
 
   async create(upload: NewUpload): Promise<ResumableUpload> {
-    await mkdir(this.#directory, { recursive: true });
+    await this.#ready();
     // The data file is created by the first append: an upload that never receives a byte is one file.
     const created: ResumableUpload = { ...upload, id: randomBytes(16).toString('base64url'), offset: 0, complete: false };
     await this.#save(created);
@@ -111,7 +136,10 @@ class DiskStore implements ResumableStore {
     if (changes.expiresAt === null) delete next.expiresAt;
     else if (changes.expiresAt !== undefined) next.expiresAt = changes.expiresAt;
     // A completed upload is a file the app may open by path, even when it has no byte.
-    if (next.complete && !state.complete) await (await open(this.#data(id), 'a')).close();
+    if (next.complete && !state.complete) {
+      await this.#ready();
+      await (await open(this.#data(id), WRITE, this.#mode)).close();
+    }
     await this.#save(next);
     return next;
   }
@@ -120,7 +148,8 @@ class DiskStore implements ResumableStore {
     const start = upload.offset;
     let handle: FileHandle;
     try {
-      handle = await open(this.#data(upload.id), constants.O_RDWR | constants.O_CREAT);
+      await this.#ready();
+      handle = await open(this.#data(upload.id), WRITE, this.#mode);
     } catch (err) {
       stream.destroy();
       throw err;
@@ -205,7 +234,8 @@ class DiskStore implements ResumableStore {
   }
 
   async concatenate(target: ResumableUpload, parts: readonly ResumableUpload[]): Promise<number> {
-    const handle = await open(this.#data(target.id), 'w');
+    await this.#ready();
+    const handle = await open(this.#data(target.id), WRITE | constants.O_TRUNC, this.#mode);
     let position = 0;
     try {
       for (const part of parts) {
@@ -324,7 +354,7 @@ class DiskStore implements ResumableStore {
   async #save(upload: ResumableUpload): Promise<void> {
     const temporary = `${this.#state(upload.id)}.${randomBytes(6).toString('hex')}.tmp`;
     try {
-      await writeFile(temporary, JSON.stringify(upload));
+      await writeFile(temporary, JSON.stringify(upload), { mode: this.#mode, flag: 'wx' });
       await rename(temporary, this.#state(upload.id));
     } catch (err) {
       await rm(temporary, { force: true });
