@@ -341,3 +341,33 @@ describe('resumable: tus concatenation-unfinished on s3ResumableStore (through t
     expect((await keys()).filter((key) => key.startsWith(finalId) || key.startsWith(idOf(pb)))).toEqual([]);
   });
 });
+
+describe('concatenation: false', () => {
+  test('Upload-Concat (partial or final) is 400 and creates nothing; OPTIONS leaves the extension out; plain uploads go on', async () => {
+    const srv = await startResumable({ concatenation: false });
+    try {
+      const options = await request(srv.endpoint, 'OPTIONS', TUS);
+      expect(options.headers['tus-extension']).not.toMatch(/concatenation/);
+      expect(options.headers['tus-extension']).toMatch(/creation/);
+      const partial = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Length': 3, 'Upload-Concat': 'partial' });
+      expect(partial.status).toBe(400);
+      expect(partial.body).toMatch(/concatenation is turned off/);
+      const plain = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Length': 3 });
+      expect(plain.status).toBe(201);
+      const final = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${plain.headers.location}` });
+      expect(final.status).toBe(400);
+      expect(srv.dir.files().filter((name) => name.endsWith('.json'))).toHaveLength(1); // the plain upload's state only
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('on by default: OPTIONS announces concatenation and concatenation-unfinished', async () => {
+    const srv = await startResumable();
+    try {
+      expect((await request(srv.endpoint, 'OPTIONS', TUS)).headers['tus-extension']).toMatch(/,concatenation,concatenation-unfinished$/);
+    } finally {
+      await srv.close();
+    }
+  });
+});

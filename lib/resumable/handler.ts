@@ -111,6 +111,7 @@ class Handler {
   async #create(req: IncomingMessage, res: ServerResponse, protocol: Protocol): Promise<void> {
     const intent = protocol.create(req);
     const { fileSize } = this.#config;
+    if (intent.concat && !this.#config.concatenation) throw new SpoolError('INVALID_UPLOAD_REQUEST', 'Upload-Concat: concatenation is turned off here');
     let length = intent.length;
     let parts: ResumableUpload[] = [];
     // tus concatenation-unfinished: a final upload may name partial uploads still being uploaded.

@@ -87,6 +87,15 @@ export interface ResumableOptions {
    * @default true
    */
   terminateCompleted?: boolean;
+  /**
+   * tus concatenation (`Upload-Concat`: partial uploads assembled into a final one, as tus-js-client's
+   * `parallelUploads` sends). A final upload's bytes are copied from its partials, and partials may be named
+   * several times and serve several finals: one small request can make the store write up to
+   * `limits.fileSize`. `false` answers `Upload-Concat` with 400 INVALID_UPLOAD_REQUEST and leaves the
+   * extension out of `Tus-Extension`.
+   * @default true
+   */
+  concatenation?: boolean;
 }
 
 export interface ResumableConfig {
@@ -108,12 +117,13 @@ export interface ResumableConfig {
   locker: UploadLocker;
   admissionTimeout: number;
   terminateCompleted: boolean;
+  concatenation: boolean;
 }
 
 const KNOWN = new Set([
   'store', 'limits', 'fileFilter', 'onComplete', 'sha256', 'expiration', 'sweepInterval', 'memoryBudget',
   'protocols', 'interimResponses', 'interimProgress', 'idleTimeout', 'lockTimeout', 'admissionTimeout', 'locker',
-  'terminateCompleted',
+  'terminateCompleted', 'concatenation',
 ]);
 
 export function resolveResumableOptions(options: ResumableOptions = {}): ResumableConfig {
@@ -151,6 +161,7 @@ export function resolveResumableOptions(options: ResumableOptions = {}): Resumab
     locker: lockerOption(options.locker),
     admissionTimeout: durationOption('admissionTimeout', options.admissionTimeout, 10_000),
     terminateCompleted: booleanOption('terminateCompleted', options.terminateCompleted, true),
+    concatenation: booleanOption('concatenation', options.concatenation, true),
   };
 }
 

@@ -7,7 +7,8 @@ import { hasBody, httpDate, integerHeader, stringHeader, type AppendIntent, type
 import type { ResumableUpload } from './upload-store';
 
 const VERSION = '1.0.0';
-const EXTENSIONS = 'creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation,concatenation-unfinished';
+const EXTENSIONS = 'creation,creation-with-upload,creation-defer-length,termination,expiration,checksum';
+const CONCATENATION = ',concatenation,concatenation-unfinished';
 const OFFSET_STREAM = /^application\/offset\+octet-stream\s*(?:;|$)/i;
 
 const invalid = (what: string) => () => new SpoolError('INVALID_UPLOAD_REQUEST', `Invalid ${what}`);
@@ -106,7 +107,7 @@ export const tus: Protocol = {
     res.statusCode = 204;
     common(res);
     res.setHeader('Tus-Version', VERSION);
-    res.setHeader('Tus-Extension', EXTENSIONS);
+    res.setHeader('Tus-Extension', config.concatenation ? EXTENSIONS + CONCATENATION : EXTENSIONS);
     if (Number.isFinite(config.fileSize)) res.setHeader('Tus-Max-Size', String(config.fileSize));
     res.setHeader('Tus-Checksum-Algorithm', [...TUS_ALGORITHMS.keys()].join(','));
     res.end();
