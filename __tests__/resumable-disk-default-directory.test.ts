@@ -79,6 +79,7 @@ test('uploads under the default directory are private to this user (dir 0700, fi
     const dir = join(sandbox.path, 'express-spool-resumable');
     expect(lstatSync(dir).mode & 0o077).toBe(0);
     expect(lstatSync(join(dir, id)).mode & 0o077).toBe(0);
+    expect(lstatSync(join(dir, `${id}.json`)).mode & 0o077).toBe(0);
   } finally {
     await srv.close();
   }

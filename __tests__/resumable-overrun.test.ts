@@ -75,3 +75,36 @@ test('a chunked PATCH whose surplus comes after the declared bytes: 400, not com
   await offsetOf(path);
   expect(srv.completed).toHaveLength(1);
 });
+
+test('tus creation-with-upload, chunked, whose surplus comes after the declared bytes: 400, and no upload left (its location was never told)', async () => {
+  const chunk = (s: string) => `${s.length.toString(16)}\r\n${s}\r\n`;
+  const status = await send(
+    `POST /files HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n`,
+    chunk('abcde'),
+    chunk('fgh') + '0\r\n\r\n',
+  );
+  expect(status).toMatch(/^HTTP\/1\.1 400/);
+  expect(srv.completed).toHaveLength(0);
+  expect(srv.dir.files()).toEqual([]);
+});
+
+test('IETF draft 8, a chunked PATCH whose surplus comes after the declared bytes: 400; HEAD shows them, incomplete; an append with Upload-Complete: ?1 completes them', async () => {
+  const V8 = { 'Upload-Draft-Interop-Version': '8' };
+  const created = await request(srv.endpoint, 'POST', { ...V8, 'Upload-Complete': '?0', 'Upload-Length': '5' });
+  expect(created.status).toBe(201);
+  const path = created.headers.location!.replace(/^https?:\/\/[^/]+/, '');
+  const chunk = (s: string) => `${s.length.toString(16)}\r\n${s}\r\n`;
+  const status = await send(
+    `PATCH ${path} HTTP/1.1\r\nHost: x\r\nUpload-Draft-Interop-Version: 8\r\nUpload-Complete: ?1\r\nUpload-Offset: 0\r\nContent-Type: application/partial-upload\r\nTransfer-Encoding: chunked\r\n\r\n`,
+    chunk('abcde'),
+    chunk('fgh') + '0\r\n\r\n',
+  );
+  expect(status).toMatch(/^HTTP\/1\.1 400/);
+  const head = await request(srv.url + path, 'HEAD', V8);
+  expect(head.headers['upload-offset']).toBe('5');
+  expect(head.headers['upload-complete']).toBe('?0');
+  expect(srv.completed).toHaveLength(0);
+  const done = await request(srv.url + path, 'PATCH', { ...V8, 'Upload-Complete': '?1', 'Upload-Offset': '5', 'Content-Type': 'application/partial-upload' }, Buffer.alloc(0));
+  expect(done.status).toBe(204);
+  expect(srv.completed.map((c) => c.readBack)).toEqual([sha('abcde')]);
+});

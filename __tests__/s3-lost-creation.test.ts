@@ -30,6 +30,29 @@ function losingCreations() {
   return { lossy, seen };
 }
 
+const answered = (status: number, name: string) =>
+  Object.assign(new Error(name), { name, $fault: 'server', $metadata: { httpStatusCode: status, attempts: 1 } });
+
+/**
+ * A client whose CreateMultipartUpload attempts (below the SDK's retries: each attempt passes here) reach the
+ * store and then hear `answer(n)` instead of its answer: a lost answer, or a gateway's 5xx.
+ */
+function retriedCreations(answer: (attempt: number) => Error | 'skip') {
+  const lossy = s3TestClient({ maxAttempts: 3 });
+  const seen = { attempts: 0, sent: 0 };
+  lossy.middlewareStack.add((next, context) => async (args) => {
+    if (context.commandName !== 'CreateMultipartUploadCommand') return next(args);
+    const outcome = answer(++seen.attempts);
+    if (outcome === 'skip') return next(args);
+    if (!(outcome as { name?: string }).name?.startsWith('Slow')) {
+      seen.sent++;
+      await next(args); // the store creates it
+    }
+    throw outcome;
+  }, { step: 'deserialize', name: 'answerCreate', priority: 'high' });
+  return { lossy, seen };
+}
+
 const openUnder = async (prefix: string) => (await listOpenMultipartUploads(client, bucket)).filter((u) => u.Key!.startsWith(prefix));
 
 test('at the engine\'s own key: the request fails 503 STORAGE_UNAVAILABLE, and the upload that landed is aborted', async () => {
@@ -65,5 +88,23 @@ test('at an app-chosen key: another request\'s upload open at that key is not ab
     for (const upload of await openUnder('lost-create-app/')) {
       await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: upload.Key!, UploadId: upload.UploadId! }));
     }
+  }
+}, 60_000);
+
+test.each([
+  ['the first attempt landed without an answer, the SDK\'s retries were answered 503 SlowDown', 'retried-503/', (n: number) =>
+    n === 1 ? Object.assign(new Error('socket hang up'), { code: 'ECONNRESET', $metadata: {} }) : answered(503, 'SlowDown')],
+  ['a gateway answered 504 to every attempt after the store behind it created the upload', 'gateway-504/', () => answered(504, 'GatewayTimeout')],
+])('at the engine\'s own key, %s: every upload that landed is aborted', async (_label, prefix, answer) => {
+  const { lossy, seen } = retriedCreations(answer);
+  const server: Server = await listen(echoApp(spool({ storage: s3Engine({ client: lossy, bucket, prefix, partSize: PART }) }).single('f')));
+  try {
+    const res = await postMultipart(server, '/upload', [{ name: 'f', filename: 'x.bin', data: randomData(PART + 7) }]);
+    expect(res.status).toBe(503);
+    expect(seen.sent).toBeGreaterThanOrEqual(1);
+    await eventually(async () => expect(await openUnder(prefix)).toEqual([]), 8000);
+  } finally {
+    await close(server);
+    lossy.destroy();
   }
 }, 60_000);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
-import { lstat, mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -214,10 +214,8 @@ class DiskStore implements ResumableStore {
       clearTimeout(idle);
       await checkpoints.settled();
       if (interrupted && context.atomic) {
-        // (A data file removed meanwhile, with its upload, has nothing to cut.)
-        await truncate(this.#data(upload.id), start).catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== 'ENOENT') throw err;
-        });
+        // (A data file removed meanwhile, with its upload, has nothing to cut; nor is a symlink there followed.)
+        await cutBack(this.#data(upload.id), start);
         return start;
       }
       const position = start + writer.bytesWritten;
@@ -285,7 +283,8 @@ class DiskStore implements ResumableStore {
 
   /**
    * Every upload whose state can be read, after removing what crashes left behind: temporary state files
-   * and interrupted removals, older than a minute (younger ones may be a write or a removal under way).
+   * and interrupted removals, older than a minute (a younger temporary file may be a write under way; a
+   * marker keeps its state's age, so one of a removal under way may be swept too, which only repeats it).
    * Best effort: an entry that cannot be read or removed is skipped, not a reason to stop the listing. A
    * state that cannot be read (say, emptied by a power cut: states are not fsynced) is left alone: it may be
    * a completed upload that belongs to the app.
@@ -372,6 +371,22 @@ class DiskStore implements ResumableStore {
 
   #marker(id: string): string {
     return join(this.#directory, id + REMOVED);
+  }
+}
+
+/** Truncates the data file at `path` to `length`, unless it is gone; never through a symlink. */
+async function cutBack(path: string, length: number): Promise<void> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_WRONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  try {
+    await handle.truncate(length);
+  } finally {
+    await handle.close();
   }
 }
 

@@ -58,8 +58,9 @@ export async function uploadMultipart(first: Part, reader: PartReader, options: 
     ({ UploadId: uploadId } = await client.send(new sdk.CreateMultipartUploadCommand({ ...input, ...checksum })));
   } catch (err) {
     first.release();
-    // Without an answer it may have landed (the SDK may also have sent it more than once), or land later.
-    if (options.ownKey && statusOf(err) === undefined) abortLandedCreations(options);
+    // Without an answer it may have landed, or land later; and the SDK retries what found no answer or a
+    // 5xx, so an earlier attempt may have landed whatever the last one heard.
+    if (options.ownKey && mayHaveLanded(err)) abortLandedCreations(options);
     throw toS3Error(err);
   }
   if (!uploadId) {
@@ -173,7 +174,8 @@ function abortLandedCreations(options: MultipartOptions, delays = [0, ...ABORT_R
   if (delay === undefined) return;
   setTimeout(() => {
     void (async () => {
-      const listed = await client.send(new sdk.ListMultipartUploadsCommand({ Bucket: input.Bucket, Prefix: input.Key }));
+      const { Bucket, Key: Prefix, ExpectedBucketOwner, RequestPayer } = input as typeof input & Pick<import('@aws-sdk/client-s3').ListMultipartUploadsRequest, 'ExpectedBucketOwner' | 'RequestPayer'>;
+      const listed = await client.send(new sdk.ListMultipartUploadsCommand({ Bucket, Prefix, ExpectedBucketOwner, RequestPayer }));
       for (const upload of listed.Uploads ?? []) {
         if (upload.Key === input.Key && upload.UploadId) await abortUpload(upload.UploadId, options);
       }
@@ -183,8 +185,11 @@ function abortLandedCreations(options: MultipartOptions, delays = [0, ...ABORT_R
   }, delay).unref();
 }
 
-function statusOf(err: unknown): number | undefined {
-  return (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+/** A request that got no answer, a 5xx, or was sent more than once (the SDK's retries) may have landed. */
+function mayHaveLanded(err: unknown): boolean {
+  const metadata = (err as { $metadata?: { httpStatusCode?: number; attempts?: number } } | null)?.$metadata;
+  const status = metadata?.httpStatusCode;
+  return status === undefined || status >= 500 || (metadata?.attempts ?? 1) > 1;
 }
 
 function retryAbort(

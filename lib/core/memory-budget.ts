@@ -164,6 +164,13 @@ export class MemoryLease {
     this.#budget.release(amount);
   }
 
+  /** Gives back the share kept until the lease closes (`keep`); what else it holds stays held. */
+  releaseKept(): void {
+    const kept = this.#kept;
+    this.#kept = 0;
+    this.release(kept);
+  }
+
   /** Gives back everything and refuses further reservations. Safe to call twice. */
   close(): void {
     this.release(this.#held);

@@ -402,9 +402,8 @@ export class UploadRequest implements Watched {
   #onResponseClose = (): void => {
     // Before we answered: the client went away mid-body.
     if (!this.#done) this.#fail(new SpoolError('CLIENT_ABORTED'));
-    // A failure still settling closes the lease itself, once its engines let go of what they reserved (an
-    // S3 part whose PutObject is in flight is still held, so it stays counted).
-    if (this.#done || !this.#settling) this.#lease.close();
+    // (A failure still settling gives the memory back itself, once it has answered.)
+    if (this.#done || !this.#settling) this.#releaseMemory();
     const temporary = this.#stored.filter((file) => file.isTemporary);
     if (temporary.length > 0) void removeAll(temporary);
   };
@@ -457,11 +456,21 @@ export class UploadRequest implements Watched {
     const failures = [...this.#late, ...(await removeAllWithin(this.#stored, this.#config.settleTimeout))];
     this.#stored.length = 0;
     if (failures.length > 0) (this.#error as SpoolError).storageErrors = failures;
-    // An engine still at work past settleTimeout may still hold what it reserved: counted until it settles.
-    if (this.#pending === 0) this.#lease.close();
-    else this.#onIdle = () => this.#lease.close();
+    this.#releaseMemory();
     this.#req.body = this.#body; // like multer: error handlers can read the fields parsed so far
     this.#drainThenNext(this.#error!);
+  }
+
+  /**
+   * Gives the request's memory back. After a failure, an engine still at work (past `settleTimeout`) may
+   * still hold what it reserved — an S3 part whose PutObject is in flight — so the lease closes once the
+   * engines have settled; the request's own share goes at once, so an engine that never settles keeps only
+   * what it reserved itself counted.
+   */
+  #releaseMemory(): void {
+    if (this.#error === undefined || this.#pending === 0) return this.#lease.close();
+    this.#lease.releaseKept();
+    this.#onIdle = () => this.#lease.close();
   }
 
   /**

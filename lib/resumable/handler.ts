@@ -255,9 +255,9 @@ class Handler {
       appending = false;
       upload = current = outcome.upload;
       failure = outcome.failure;
-      if (creation && !creation.announced && upload.offset === 0 && failure) {
-        // A creation whose body died before its first byte leaves nothing behind — unless a 104 gave the
-        // client its location: it may resume there (then it stays, empty, until it expires).
+      if (creation && !creation.announced && failure && (upload.offset === 0 || failure.code === 'INCONSISTENT_LENGTH')) {
+        // A creation whose body died before its first byte, or carried more than its length, leaves nothing
+        // behind — unless a 104 gave the client its location: it may resume there (then it stays until it expires).
         await this.#store.remove(id);
         this.#hashes.forget(id);
         throw failure;
