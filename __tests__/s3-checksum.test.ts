@@ -5,14 +5,13 @@
  * body's. The local Ceph RGW 16 ignores these headers (see s3-server.test.ts; later Ceph releases added checksums), so what it proves here is
  * what the engine sends; a store that verifies them (AWS S3) rejects a mismatch.
  */
-import { createHash } from 'node:crypto';
 import fc from 'fast-check';
-import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { s3Engine, spool } from '../lib';
 import { CRC32C, CRC64NVME, type Crc } from '../engines/s3-checksum';
 import { close, echoApp, listen } from './helpers/app';
 import { postMultipart, randomData, sha256 } from './helpers/multipart';
-import { listOpenMultipartUploads, s3TestClient, useTestBucket } from './setup/s3-env';
+import { listOpenMultipartUploads, s3TestClient, useTestBucket, storedSha256 } from './setup/s3-env';
 
 const PART = 5 * 1024 * 1024;
 let client: S3Client;
@@ -89,12 +88,7 @@ function recordingClient() {
   return { recorder, recorded };
 }
 
-async function objectSha256(key: string): Promise<string> {
-  const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-  const hash = createHash('sha256');
-  for await (const chunk of res.Body as AsyncIterable<Buffer>) hash.update(chunk);
-  return hash.digest('hex');
-}
+const objectSha256 = (key: string) => storedSha256(client, bucket, key);
 
 describe.each([['CRC32C', CRC32C], ['CRC64NVME', CRC64NVME]] as const)('checksum "%s" on the S3 path', (name, crc) => {
   const header = `x-amz-checksum-${name.toLowerCase()}`;

@@ -1,12 +1,12 @@
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand, ListObjectsV2Command, ListObjectVersionsCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectTaggingCommand, HeadObjectCommand, ListObjectsV2Command, ListObjectVersionsCommand, S3Client } from '@aws-sdk/client-s3';
 import { s3Engine, spool, type SpoolOptions } from '../lib';
 import { close, echoApp, eventually, listen } from './helpers/app';
 import { BOUNDARY, multipartChunks, patternChunks, patternSha256, postChunks, postMultipart, randomData, sha256, type Part } from './helpers/multipart';
 import { startTcpProxy } from './helpers/tcp-proxy';
-import { listOpenMultipartUploads, s3TestClient, s3TestEnv, useTestBucket } from './setup/s3-env';
+import { listOpenMultipartUploads, s3TestClient, s3TestEnv, useTestBucket, storedSha256 } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
@@ -14,13 +14,7 @@ let client: S3Client;
 let bucket: string;
 useTestBucket((c, b) => ((client = c), (bucket = b)));
 
-async function objectSha256(key: string): Promise<string> {
-  const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-  const { createHash } = await import('node:crypto');
-  const hash = createHash('sha256');
-  for await (const chunk of res.Body as AsyncIterable<Buffer>) hash.update(chunk);
-  return hash.digest('hex');
-}
+const objectSha256 = (key: string) => storedSha256(client, bucket, key);
 
 /** The object's tags as a plain object (stores may list them in any order). */
 async function tagsOf(key: string): Promise<Record<string, string>> {

@@ -3,8 +3,7 @@
  * too) is reserved before a byte of it is read, uploads wait while the budget is full, and each part is
  * given back as soon as its request settles.
  */
-import { createHash } from 'node:crypto';
-import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { MemoryBudget, s3Engine, spool } from '../lib';
 import { REQUEST_SHARE } from '../lib/multipart/options';
 import { close, echoApp, eventually, listen } from './helpers/app';
@@ -12,7 +11,7 @@ import { patternSha256, postMultipart } from './helpers/multipart';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { startTcpProxy } from './helpers/tcp-proxy';
-import { listOpenMultipartUploads, s3TestClient, s3TestEnv, useTestBucket } from './setup/s3-env';
+import { listOpenMultipartUploads, s3TestClient, s3TestEnv, useTestBucket, storedSha256 } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
@@ -20,12 +19,7 @@ let client: S3Client;
 let bucket: string;
 useTestBucket((c, b) => ((client = c), (bucket = b)));
 
-async function objectSha256(key: string): Promise<string> {
-  const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-  const hash = createHash('sha256');
-  for await (const chunk of res.Body as AsyncIterable<Buffer>) hash.update(chunk);
-  return hash.digest('hex');
-}
+const objectSha256 = (key: string) => storedSha256(client, bucket, key);
 
 /**
  * A client that watches the bodies it sends: PutObject and UploadPart bodies in flight must always be

@@ -7,11 +7,11 @@
  */
 import { createHash } from 'node:crypto';
 import type { Server } from 'node:http';
-import { GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectTaggingCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { s3Engine, spool } from '../lib';
 import { close, echoApp, listen } from './helpers/app';
 import { postMultipart, randomData, sha256 } from './helpers/multipart';
-import { listOpenMultipartUploads, objectExists, s3TestClient, useTestBucket } from './setup/s3-env';
+import { listOpenMultipartUploads, objectExists, s3TestClient, useTestBucket, storedSha256 } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
@@ -19,12 +19,7 @@ let client: S3Client;
 let bucket: string;
 useTestBucket((c, b) => ((client = c), (bucket = b)));
 
-async function objectSha256(key: string): Promise<string> {
-  const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-  const hash = createHash('sha256');
-  for await (const chunk of res.Body as AsyncIterable<Buffer>) hash.update(chunk);
-  return hash.digest('hex');
-}
+const objectSha256 = (key: string) => storedSha256(client, bucket, key);
 
 async function post(storage: ReturnType<typeof s3Engine>, data: Buffer, sha = false) {
   const server: Server = await listen(echoApp(spool({ storage, sha256: sha }).single('f')));

@@ -11,11 +11,12 @@
  *   S3_REGION              optional, default us-east-1
  *   S3_BUCKET_PREFIX       optional, default 'spool-test-'
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   AbortMultipartUploadCommand,
   CreateBucketCommand,
   DeleteBucketCommand,
+  GetObjectCommand,
   DeleteObjectsCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
@@ -94,6 +95,14 @@ export async function createTestBucket(client: S3Client): Promise<string> {
     .slice(0, 63);
   await client.send(new CreateBucketCommand({ Bucket: name }));
   return name;
+}
+
+/** The sha256 (hex) of the object at `key`, read back whole. */
+export async function storedSha256(client: S3Client, bucket: string, key: string): Promise<string> {
+  const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const hash = createHash('sha256');
+  for await (const chunk of res.Body as AsyncIterable<Buffer>) hash.update(chunk);
+  return hash.digest('hex');
 }
 
 /** Whether `key` holds an object now (a HEAD that succeeds; not found, or any error, is false). */
