@@ -366,11 +366,19 @@ describe('4. Upload-Concat with a malformed percent-encoding is 400 INVALID_UPLO
       expect(res.body).toMatch(/Upload-Concat/);
       expect(srv.dir.files().sort()).toEqual(before);
     }
-    const final = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${partial} ${partial}` });
+    // (The same partial named twice is refused too: one small request would write its bytes as often.)
+    const twice = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${partial} ${partial}` });
+    expect(twice.status).toBe(400);
+    expect(twice.body).toMatch(/named more than once/);
+    expect(srv.dir.files().sort()).toEqual(before);
+    const piece2 = randomBytes(1500);
+    const created2 = await request(srv.endpoint, 'POST', { ...TUS, ...OCTETS, 'Upload-Concat': 'partial', 'Upload-Length': piece2.length }, piece2);
+    const partial2 = new URL(created2.headers.location!, srv.url).pathname;
+    const final = await request(srv.endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${partial} ${partial2}` });
     expect(final.status).toBe(201);
     expect(srv.completed).toHaveLength(1);
-    expect(srv.completed[0].readBack).toBe(sha(Buffer.concat([piece, piece])));
-    expect(fileSha(srv.completed[0].file.path!)).toBe(sha(Buffer.concat([piece, piece])));
+    expect(srv.completed[0].readBack).toBe(sha(Buffer.concat([piece, piece2])));
+    expect(fileSha(srv.completed[0].file.path!)).toBe(sha(Buffer.concat([piece, piece2])));
   }, 20_000);
 });
 

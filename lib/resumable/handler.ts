@@ -103,7 +103,10 @@ class Handler {
     const { protocols } = this.#config;
     if (protocols.has('tus') && (req.headers['tus-resumable'] !== undefined || (method === 'OPTIONS' && !isIetfRequest(req)))) return tus;
     if (protocols.has('ietf') && isIetfRequest(req)) return ietfDraft;
-    // Neither protocol's headers: tus answers 412 for its methods (a client that forgot Tus-Resumable).
+    // A HEAD or DELETE with neither protocol's headers: the draft's own examples send none (a client of the
+    // final RFC will not name an interop version), so the IETF handler answers it when it is on.
+    if (protocols.has('ietf') && (method === 'HEAD' || method === 'DELETE') && req.headers['tus-resumable'] === undefined) return ietfDraft;
+    // Otherwise tus answers 412 for its methods (a client that forgot Tus-Resumable).
     if (protocols.has('tus') && ['POST', 'HEAD', 'PATCH', 'DELETE'].includes(method)) return tus;
     return undefined;
   }
@@ -137,7 +140,7 @@ class Handler {
       { signal: AbortSignal.timeout(this.#config.lockTimeout), memory: this.#config.budget.lease(), request: req as AppRequest },
     );
     const location = this.#location(req, upload.id);
-    const interim = this.#config.interimResponses ? protocol.interim?.(req, location, this.#config) : undefined;
+    const interim = this.#config.interimResponses && protocol.acceptsInterim?.(req) !== false ? protocol.interim?.(req, location, this.#config) : undefined;
     const announced = interim !== undefined && sendUploadResumptionSupported(req, res, interim);
     if (unfinished) {
       upload = await this.#declareFinal(req, upload as FinalUpload);
@@ -269,6 +272,13 @@ class Handler {
       // (Not by a request that carried more bytes than the length: the bytes stored before the surplus came
       // stay, and a HEAD completes the upload, as one whose completing request was cut off.)
       const overran = failure?.code === 'INCONSISTENT_LENGTH';
+      if (overran && protocol.invalidatesOnOverrun?.(req)) {
+        // The draft's rule: an upload whose offset would pass its length is invalid from then on.
+        await this.#store.remove(id);
+        this.#hashes.forget(id);
+        current = undefined;
+        throw failure;
+      }
       const finished = (intent.complete === true && failure === undefined) || (!overran && protocol.completesAtLength(req) && reachedLength(upload));
       if (finished && upload.length !== undefined && upload.length !== upload.offset) {
         throw new SpoolError('INCONSISTENT_LENGTH', 'Upload-Complete: ?1 before Upload-Length bytes');
@@ -276,7 +286,8 @@ class Handler {
       if (finished && upload.length === undefined) changes.length = upload.offset;
       // Nothing to change (no expiry, no length): the append's own record stands.
       if (Object.keys(changes).length > 0) upload = current = await this.#store.update(id, changes);
-      if (finished) upload = current = await this.#complete(req, upload);
+      // (Stored complete before onComplete runs: an answer that onComplete's rejection makes says so too.)
+      if (finished) upload = current = await this.#complete(req, upload, (done) => (current = done));
       if (failure && !finished) throw failure;
       if (created !== undefined) protocol.created(req, res, upload, created, this.#config);
       else protocol.appended(req, res, upload, this.#config);
@@ -312,7 +323,7 @@ class Handler {
   /** Progress 104s for an append starting at `start` (IETF draft, a client that can take interims), or none. */
   #progress(req: IncomingMessage, res: ServerResponse, protocol: Protocol, start: number, location: string | undefined): InterimProgress | undefined {
     const rate = this.#config.interimProgress;
-    if (!rate || !this.#config.interimResponses || !protocol.progress || !canSendInterim(req, res)) return undefined;
+    if (!rate || !this.#config.interimResponses || !protocol.progress || protocol.acceptsInterim?.(req) === false || !canSendInterim(req, res)) return undefined;
     return new InterimProgress(req, res, start, rate, (offset) => protocol.progress!(req, offset, location));
   }
 
@@ -354,8 +365,9 @@ class Handler {
    * Marks an upload complete: its sha256, the Repr-Digest check, then the app's onComplete — or, for a
    * partial upload, the pending final uploads it was the last unfinished partial of are assembled.
    */
-  async #complete(req: IncomingMessage, upload: ResumableUpload): Promise<ResumableUpload> {
+  async #complete(req: IncomingMessage, upload: ResumableUpload, stored?: (done: ResumableUpload) => void): Promise<ResumableUpload> {
     const done = await this.#finish(upload);
+    stored?.(done);
     if (done.concat?.kind === 'partial') await this.#partialDone(req, done);
     else await this.#notify(req, done);
     return done;

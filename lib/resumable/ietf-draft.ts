@@ -90,16 +90,28 @@ export const ietfDraft: Protocol = {
     return { offset, complete, length: declaredLength(req, offset, complete), checksum: parseDigestField(stringHeader(req, 'content-digest')) };
   },
 
+  // "Server implementations of draft versions of the protocol MUST NOT send a 104 (Upload Resumption
+  // Supported) informational response when the interop version indicated by the Upload-Draft-Interop-Version
+  // header field in the request is missing or mismatching."
+  acceptsInterim: (req) => req.headers['upload-draft-interop-version'] !== undefined,
+
+  // "the server MUST prevent the offset from exceeding the upload length by rejecting the request once the
+  // offset exceeds the length, marking the upload resource invalid and rejecting any further interaction
+  // with it" (since draft -08, interop 7).
+  invalidatesOnOverrun: (req) => answered(req) >= 7,
+
   interim(req, location, config) {
     return { Location: location, ...versionHeader(req), ...limitHeader(req, config, undefined) };
   },
 
   // "While the request content is being processed, the server SHOULD send interim responses with a 104
   // status code and the Upload-Offset header field set to the current offset" — on an append without
-  // Location ("MUST NOT include the Location header field"), on a creation with the same Location as
-  // every other response to it.
+  // Location ("MUST NOT include the Location header field"); on a creation with the same Location as every
+  // other response to it from interop 8 on, without one before (the interop 6 text: "These interim
+  // responses MUST NOT include the Location header field").
   progress(req, offset, location) {
-    return { ...versionHeader(req), 'Upload-Offset': String(offset), ...(location === undefined ? {} : { Location: location }) };
+    const withLocation = location !== undefined && answered(req) >= 8;
+    return { ...versionHeader(req), 'Upload-Offset': String(offset), ...(withLocation ? { Location: location } : {}) };
   },
 
   created(req, res, upload, location, config) {

@@ -36,6 +36,10 @@ export interface Protocol {
   completesAtLength(req: IncomingMessage): boolean;
   create(req: IncomingMessage): CreateIntent;
   append(req: IncomingMessage): AppendIntent;
+  /** Whether the request may get 104s at all (IETF: only one naming its interop version); default yes. */
+  acceptsInterim?(req: IncomingMessage): boolean;
+  /** Whether an append that goes past the upload's length makes the upload invalid (IETF interop ≥ 7). */
+  invalidatesOnOverrun?(req: IncomingMessage): boolean;
   /** 104 headers announcing a new upload (IETF); undefined when the protocol has none. */
   interim?(req: IncomingMessage, location: string, config: ResumableConfig): Record<string, string> | undefined;
   /**

@@ -166,5 +166,8 @@ function parseConcat(header: string | undefined): CreateIntent['concat'] {
     }
   });
   if (parts.some((id) => id === '')) throw invalid('Upload-Concat')();
+  // No client splits a file into the same part twice; naming one partial many times would make one small
+  // request write that partial's bytes as often (up to limits.fileSize).
+  if (new Set(parts).size !== parts.length) throw new SpoolError('INVALID_UPLOAD_REQUEST', 'Upload-Concat: a partial upload is named more than once');
   return { kind: 'final', parts };
 }
