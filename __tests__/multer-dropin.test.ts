@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { Writable } from 'node:stream';
 import express from 'express';
 import request from 'supertest';
-import { diskEngine, memoryEngine, spool } from '../lib';
+import { diskEngine, memoryEngine, spool, SpoolError } from '../lib';
 import { echoApp, tempDir } from './helpers/app';
 import { randomData, sha256 } from './helpers/multipart';
 /* eslint-disable @typescript-eslint/no-require-imports, @typescript-eslint/no-explicit-any */
@@ -271,5 +271,57 @@ describe("multer's own options, taken as they are", () => {
     } finally {
       dir.remove();
     }
+  });
+});
+
+describe("multer's statics on spool: MulterError, diskStorage, memoryStorage (an app migrated by its import alone uses them)", () => {
+  const dirs = [tempDir('statics-multer-'), tempDir('statics-ours-')];
+  afterAll(() => dirs.forEach((d) => d.remove()));
+
+  /** multer's README error handler and a fileFilter that refuses with `new multer.MulterError(...)`, on either package. */
+  async function run(m: any, dir: string) {
+    const app = express();
+    const upload = m({
+      storage: m.diskStorage({ destination: dir, filename: (_req: unknown, file: any, cb: any) => cb(null, `kept-${file.originalname}`) }),
+      limits: { fileSize: 1000 },
+      fileFilter: (_req: unknown, file: any, cb: any) => (file.originalname === 'bad.txt' ? cb(new m.MulterError('LIMIT_UNEXPECTED_FILE', file.fieldname)) : cb(null, true)),
+    });
+    app.post('/disk', upload.single('f'), (req: any, res) => res.json({ path: relative(dir, req.file.path), size: req.file.size }));
+    app.post('/memory', m({ storage: m.memoryStorage() }).single('f'), (req: any, res) => res.json({ buffer: req.file.buffer.toString(), hasPath: 'path' in req.file && req.file.path !== undefined }));
+    app.use((err: any, _req: any, res: any, _next: any) => {
+      if (err instanceof m.MulterError) return res.status(400).json({ multer: true, code: err.code, field: err.field });
+      res.status(500).json({ multer: false });
+    });
+    const agent = request(app);
+    return {
+      stored: (await agent.post('/disk').attach('f', Buffer.from('hello'), 'a.txt')).body,
+      tooLarge: (await agent.post('/disk').attach('f', Buffer.alloc(2000), 'big.bin')).body,
+      refused: (await agent.post('/disk').attach('f', Buffer.from('x'), 'bad.txt')).body,
+      memory: (await agent.post('/memory').attach('f', Buffer.from('in memory'), 'm.txt')).body,
+      left: readdirSync(dir).sort(),
+    };
+  }
+
+  test('the same answers, files and error handling as multer', async () => {
+    const theirs = await run(multer, dirs[0].path);
+    const ours = await run(spool, dirs[1].path);
+    expect(theirs).toEqual({
+      stored: { path: 'kept-a.txt', size: 5 },
+      tooLarge: { multer: true, code: 'LIMIT_FILE_SIZE', field: 'f' },
+      refused: { multer: true, code: 'LIMIT_UNEXPECTED_FILE', field: 'f' },
+      memory: { buffer: 'in memory', hasPath: false },
+      left: ['kept-a.txt'],
+    });
+    expect(ours).toEqual(theirs);
+    expect(readFileSync(join(dirs[1].path, 'kept-a.txt'), 'utf8')).toBe('hello');
+  });
+
+  test('MulterError: instances are SpoolErrors of multer\'s codes; SpoolErrors of other codes are not MulterErrors', () => {
+    const made = new spool.MulterError('LIMIT_FILE_COUNT', 'photos');
+    expect(made).toBeInstanceOf(SpoolError);
+    expect([made.name, made.code, made.field, made.status]).toEqual(['MulterError', 'LIMIT_FILE_COUNT', 'photos', 413]);
+    expect(new SpoolError('LIMIT_FILE_SIZE') instanceof spool.MulterError).toBe(true);
+    expect(new SpoolError('MEMORY_BUDGET_EXCEEDED') instanceof spool.MulterError).toBe(false);
+    expect(new Error('x') instanceof spool.MulterError).toBe(false);
   });
 });

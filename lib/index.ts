@@ -1,5 +1,15 @@
 import './express-augment';
-export { spool } from './multipart/spool';
+import { spool as spoolFunction } from './multipart/spool';
+import { diskStorage, memoryStorage, MulterError } from './multipart/drop-in-statics';
+
+/**
+ * The multipart middleware factory (README, "Usage"), with multer's statics on it — `MulterError`,
+ * `diskStorage`, `memoryStorage` — so that `import { spool as multer } from 'express-spool'` is the whole
+ * migration even for apps that use them.
+ */
+export const spool = Object.assign(spoolFunction, { MulterError, diskStorage, memoryStorage });
+export { MulterError } from './multipart/drop-in-statics';
+export type { MulterErrorCode } from './multipart/drop-in-statics';
 export type { Spool, Middleware } from './multipart/spool';
 export { SpoolError, ERROR_CODES, isSpoolError } from './core/errors';
 export type { SpoolErrorCode, SpoolErrorOptions } from './core/errors';
