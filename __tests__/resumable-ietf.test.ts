@@ -1,4 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { request, startResumable, tusUpload, type ResumableServer } from './helpers/resumable';
 
 const MiB = 1024 * 1024;
@@ -158,6 +160,21 @@ describe('resumable: IETF draft (raw HTTP)', () => {
     const res = await request(srv.endpoint, 'OPTIONS', V8);
     expect(res.headers['accept-patch']).toBe('application/partial-upload');
     expect(res.headers['upload-limit']).toContain('max-append-size=1000');
+  });
+
+  test("the README's plain-fetch client, run as written: a file larger than max-append-size goes up in appends that fit, byte-exact", async () => {
+    const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
+    const from = readme.indexOf('**Plain `fetch`**');
+    const code = /```js\n([\s\S]*?)```/.exec(readme.slice(from))![1];
+    const data = randomBytes(4500); // the server's appendSize is 1000
+    const file = new File([data], 'big.bin', { type: 'application/octet-stream' });
+    const base = srv.endpoint.replace(/\/files$/, '/');
+    const relativeFetch = (url: string | URL, init?: RequestInit) => fetch(new URL(url, base), init);
+    const run = new Function('fetch', 'file', 'location', `return (async () => {\n${code}\n})();`);
+    await run(relativeFetch, file, { href: base });
+    expect(srv.completed).toHaveLength(1);
+    expect(srv.completed[0].readBack).toBe(sha(data));
+    expect(srv.completed[0].file.originalname).toBe('big.bin');
   });
 
   test('plain fetch: create with Upload-Complete: ?0, append, complete (the README example)', async () => {
