@@ -316,12 +316,21 @@ describe("multer's statics on spool: MulterError, diskStorage, memoryStorage (an
     expect(readFileSync(join(dirs[1].path, 'kept-a.txt'), 'utf8')).toBe('hello');
   });
 
-  test('MulterError: instances are SpoolErrors of multer\'s codes; SpoolErrors of other codes are not MulterErrors', () => {
-    const made = new spool.MulterError('LIMIT_FILE_COUNT', 'photos');
-    expect(made).toBeInstanceOf(SpoolError);
-    expect([made.name, made.code, made.field, made.status]).toEqual(['MulterError', 'LIMIT_FILE_COUNT', 'photos', 413]);
+  test("MulterError: built as multer's (any code, field, filename, message), and every SpoolError of one of multer's codes is one", () => {
+    for (const code of ['LIMIT_FILE_COUNT', 'LIMIT_UNEXPECTED_FILE', 'LIMIT_FIELD_NESTING', 'FILE_REJECTED']) {
+      const theirs = new multer.MulterError(code, 'photos', 'a.png');
+      const ours = new spool.MulterError(code, 'photos', 'a.png');
+      expect({ ...ours, message: ours.message, name: ours.name }).toEqual({ ...theirs, message: theirs.message, name: theirs.name });
+      expect(ours).toBeInstanceOf(spool.MulterError);
+      expect(ours).toBeInstanceOf(Error);
+    }
+    expect(new spool.MulterError('FILE_REJECTED').message).toBe('Unknown error: FILE_REJECTED');
     expect(new SpoolError('LIMIT_FILE_SIZE') instanceof spool.MulterError).toBe(true);
     expect(new SpoolError('MEMORY_BUDGET_EXCEEDED') instanceof spool.MulterError).toBe(false);
     expect(new Error('x') instanceof spool.MulterError).toBe(false);
+  });
+
+  test('diskStorage refuses an option it would otherwise drop (multer\'s flush)', () => {
+    expect(() => spool.diskStorage({ destination: dirs[1].path, flush: true } as never)).toThrow(/flush/);
   });
 });

@@ -36,6 +36,6 @@ describe('the completing request fails in onComplete', () => {
     expect(done.status).toBeGreaterThanOrEqual(400);
     const head = await request(url, 'HEAD', V8);
     expect(head.headers['upload-complete']).toBe('?1'); // stored as complete
-    expect(done.headers['upload-complete']).toBe('?1'); // ... but the answer said ?0
+    expect(done.headers['upload-complete']).toBe('?1'); // as the stored state (a HEAD) says
   });
 });

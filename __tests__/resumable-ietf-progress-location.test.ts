@@ -3,9 +3,8 @@
  * request content is being received, the server MAY send additional interim responses with a 104 (Upload
  * Resumption Supported) status code and the Upload-Offset header field set to the current offset ... These
  * interim responses MUST NOT include the Location header field." (Only from interop 8, drafts -09+, must every
- * interim response of a creation carry an identical Location.) The handler repeats the Location in the
- * creation's progress 104s for every interop version.
- * The handler repeats the creation's Location in progress 104s from interop 8 on only.
+ * interim response of a creation carry an identical Location.) The handler repeats the creation's Location
+ * in progress 104s from interop 8 on only (interop 8: __tests__/resumable-ietf-progress.test.ts).
  */
 import { request, startResumable, type ResumableServer } from './helpers/resumable';
 

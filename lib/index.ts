@@ -1,15 +1,25 @@
 import './express-augment';
-import { spool as spoolFunction } from './multipart/spool';
-import { diskStorage, memoryStorage, MulterError } from './multipart/drop-in-statics';
+import { spool as createSpool, type Spool } from './multipart/spool';
+import type { SpoolOptions } from './multipart/options';
+import * as dropIn from './multipart/drop-in-statics';
 
+/** The multipart middleware: `spool(options)` (README, "Usage"). */
+export function spool(options?: SpoolOptions): Spool {
+  return createSpool(options);
+}
 /**
- * The multipart middleware factory (README, "Usage"), with multer's statics on it — `MulterError`,
- * `diskStorage`, `memoryStorage` — so that `import { spool as multer } from 'express-spool'` is the whole
- * migration even for apps that use them.
+ * multer's statics and type names on `spool`, so that `import { spool as multer } from 'express-spool'` is the
+ * whole migration for apps that use them too (`multer.MulterError`, `multer.diskStorage(…)`, `multer.Options`).
  */
-export const spool = Object.assign(spoolFunction, { MulterError, diskStorage, memoryStorage });
+export namespace spool {
+  export const MulterError = dropIn.MulterError;
+  export type MulterError = dropIn.MulterError;
+  export const diskStorage = dropIn.diskStorage;
+  export const memoryStorage = dropIn.memoryStorage;
+  export type Options = SpoolOptions;
+  export type FileFilterCallback = import('./multipart/options').FileFilterCallback;
+}
 export { MulterError } from './multipart/drop-in-statics';
-export type { MulterErrorCode } from './multipart/drop-in-statics';
 export type { Spool, Middleware } from './multipart/spool';
 export { SpoolError, ERROR_CODES, isSpoolError } from './core/errors';
 export type { SpoolErrorCode, SpoolErrorOptions } from './core/errors';

@@ -103,10 +103,9 @@ class Handler {
     const { protocols } = this.#config;
     if (protocols.has('tus') && (req.headers['tus-resumable'] !== undefined || (method === 'OPTIONS' && !isIetfRequest(req)))) return tus;
     if (protocols.has('ietf') && isIetfRequest(req)) return ietfDraft;
-    // A HEAD or DELETE with neither protocol's headers: the draft's own examples send none (a client of the
-    // final RFC will not name an interop version), so the IETF handler answers it when it is on.
-    if (protocols.has('ietf') && (method === 'HEAD' || method === 'DELETE') && req.headers['tus-resumable'] === undefined) return ietfDraft;
-    // Otherwise tus answers 412 for its methods (a client that forgot Tus-Resumable).
+    // Neither protocol's headers: tus answers 412 for its methods (a client that forgot Tus-Resumable). (Not
+    // the IETF draft for a bare HEAD or DELETE: with only the draft on, the app's own routes at those paths
+    // would be shadowed, and a header-less, CORS-safelisted HEAD could end a running append.)
     if (protocols.has('tus') && ['POST', 'HEAD', 'PATCH', 'DELETE'].includes(method)) return tus;
     return undefined;
   }
@@ -269,8 +268,8 @@ class Handler {
       if (expiry) changes.expiresAt = expiry();
       // Complete when the request said so and arrived whole, or (tus, older drafts) when the length is
       // reached — even by a request cut off after its last byte: its client will not send it again.
-      // (Not by a request that carried more bytes than the length: the bytes stored before the surplus came
-      // stay, and a HEAD completes the upload, as one whose completing request was cut off.)
+      // (Not by a request that carried more bytes than the length: under tus and interop ≤ 6 the bytes stored
+      // before the surplus came stay, and a HEAD completes the upload, as one whose completing request was cut off.)
       const overran = failure?.code === 'INCONSISTENT_LENGTH';
       if (overran && protocol.invalidatesOnOverrun?.(req)) {
         // The draft's rule: an upload whose offset would pass its length is invalid from then on.
