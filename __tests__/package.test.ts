@@ -40,7 +40,7 @@ function linkFromProject(dir: string, name: string): void {
 let files: string[];
 beforeAll(() => {
   const src = join(work, 'src');
-  cpSync(root, src, { recursive: true, filter: (from) => !SKIP.has(relative(root, from)) && !from.endsWith('.tgz') });
+  cpSync(root, src, { recursive: true, filter: (from) => !SKIP.has(relative(root, from)) && !relative(root, from).startsWith('.demo-build-') && !from.endsWith('.tgz') });
   symlinkSync(join(root, 'node_modules'), join(src, 'node_modules'), 'dir'); // tsc and its types for the build
   const out = run('npm', ['pack', '--json', '--pack-destination', work], src); // prepack builds src/dist/
   const [info] = JSON.parse(out.slice(out.indexOf('[')));
