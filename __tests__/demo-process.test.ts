@@ -19,7 +19,7 @@ const root = join(__dirname, '..');
 const BUILD = join(root, `.demo-build-${randomBytes(4).toString('hex')}`);
 const ENTRY = join(BUILD, 'examples', 'server.js');
 beforeAll(() => {
-  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json'), '--outDir', BUILD], { cwd: root, stdio: 'pipe' });
+  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json'), '--outDir', BUILD], { cwd: root, stdio: 'pipe', timeout: 120_000 });
 }, 120_000);
 afterAll(() => rmSync(BUILD, { recursive: true, force: true }));
 
@@ -52,7 +52,7 @@ afterEach(() => {
   for (const child of running.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 });
 
-test('the built entry exists (npm start runs the same build)', () => {
+test('the demo builds with tsconfig.build.json (the build npm start runs) to an entry node can start', () => {
   expect(existsSync(ENTRY)).toBe(true);
 });
 
@@ -74,7 +74,7 @@ test.each([
   }
 }, 20_000);
 
-test('SIGTERM: the files it stored are deleted, it stops listening and exits 0', async () => {
+test('SIGTERM: the files it stored are deleted and it exits 0; its port refuses connections afterwards', async () => {
   const dir = tempDir('spool-demo-proc-');
   try {
     const run = start({ PORT: '0', HOST: '127.0.0.1', UPLOAD_DIR: dir.path, SPOOL_THRESHOLD: '64KiB', STORAGE: 'disk' });

@@ -47,7 +47,7 @@ test('a failure that is not a client abort: an engine still holding memory past 
     await new Promise((r) => setTimeout(r, 200)); // the response has closed
     expect(holding).toBe(true);
     // The engine still holds its MiB: the README says the budget still counts it.
-    expect(budget.used).toBeGreaterThanOrEqual(MiB);
+    expect(budget.used).toBe(MiB); // the engine's MiB, and not the request's own share any more
   } finally {
     letGo?.();
     await eventually(() => expect(budget.used).toBe(0));
@@ -55,7 +55,7 @@ test('a failure that is not a client abort: an engine still holding memory past 
   }
 });
 
-test('a client gone while an engine that reserved nothing never settles: the budget gets its share back once answered', async () => {
+test('a client gone while an engine that reserved nothing never settles: the budget gets the request\'s share back', async () => {
   const budget = new MemoryBudget('16MiB');
   const stuck: StorageEngine = { name: 'stuck', store: () => new Promise(() => undefined) };
   const upload = spool({ storage: stuck, memoryBudget: budget, settleTimeout: 100, idleTimeout: 0, drainTimeout: 50 });
@@ -66,10 +66,9 @@ test('a client gone while an engine that reserved nothing never settles: the bud
     const B = 'bnd';
     socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=${B}\r\nContent-Length: 100000\r\n\r\n`);
     socket.write(`--${B}\r\nContent-Disposition: form-data; name="f"; filename="f.bin"\r\n\r\nabc`);
-    await new Promise((r) => setTimeout(r, 100));
+    await eventually(() => expect(budget.used).toBeGreaterThan(0)); // admitted: the request's share is held
     socket.destroy(); // CLIENT_ABORTED
-    await new Promise((r) => setTimeout(r, 1000)); // settleTimeout, removal wait and drain all passed
-    expect(budget.used).toBe(0);
+    await eventually(() => expect(budget.used).toBe(0), 10_000); // after settleTimeout, though the engine never settles
   } finally {
     await close(server);
   }

@@ -59,7 +59,8 @@ test("a forged state at an ordinary name: PATCH of that name does not overwrite 
     const victim = join(s.dir.path, 'Payroll');
     const state = JSON.stringify({ id: 'Payroll', offset: 0, complete: false, length: 5, metadata: {}, createdAt: 0, extra: {} });
     expect((await s.post('Payroll.json', state)).status).toBe(200);
-    await request(`${s.base}/files/Payroll`, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, Buffer.from('PWNED'));
+    const patch = await request(`${s.base}/files/Payroll`, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, Buffer.from('PWNED'));
+    expect(patch.status).toBe(404);
     expect(readFileSync(victim, 'utf8')).toBe('victim bytes');
   } finally {
     await s.done();
@@ -79,6 +80,7 @@ test("an uploaded file named `<victim>.removed` does not make the sweep delete a
     await files.sweep();
     files.close();
     expect(existsSync(victim)).toBe(true);
+    expect(existsSync(join(s.dir.path, 'Contract.removed'))).toBe(true); // a client's file too
   } finally {
     await s.done();
   }

@@ -20,8 +20,9 @@ useTestBucket((c, b) => ((client = c), (bucket = b)));
 /** A client whose CreateMultipartUpload reaches the store, and whose answer is then lost. */
 function losingCreations() {
   const lossy = s3TestClient();
-  const seen = { created: 0 };
+  const seen = { created: 0, commands: [] as string[] };
   lossy.middlewareStack.add((next, context) => async (args) => {
+    seen.commands.push(context.commandName ?? '');
     if (context.commandName !== 'CreateMultipartUploadCommand') return next(args);
     seen.created++;
     await next(args);
@@ -82,6 +83,8 @@ test('at an app-chosen key: another request\'s upload open at that key is not ab
     await new Promise((r) => setTimeout(r, 1000)); // past the engine's first two looks (at once, after 500 ms)
     const open = (await openUnder(key)).map((u) => u.UploadId);
     expect(open).toContain(other.UploadId);
+    // It never looked (a look starts at once, before the answer goes out, whatever the S3 server's speed).
+    expect(seen.commands.filter((c) => c !== 'CreateMultipartUploadCommand')).toEqual([]);
   } finally {
     await close(server);
     lossy.destroy();

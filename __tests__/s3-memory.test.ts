@@ -179,10 +179,10 @@ describe('S3 engine memory is a real bound', () => {
       const head = Buffer.from(`--${B}\r\nContent-Disposition: form-data; name="f"; filename="f.bin"\r\n\r\n`);
       const tail = Buffer.from(`\r\n--${B}--\r\n`);
       const data = Buffer.alloc(4 * MiB, 7); // under one part: a single PutObject of the whole file
+      proxy.stall(); // S3 goes quiet before the PutObject (the engine's first S3 call): it stays under way, its body held by the SDK
       socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=${B}\r\nContent-Length: ${head.length + data.length + tail.length}\r\n\r\n`);
       socket.write(Buffer.concat([head, data, tail]));
       await eventually(() => expect(seen.inFlight).toBe(data.length), 10_000);
-      proxy.stall(); // S3 goes quiet with the PutObject under way (its body held by the SDK)
       socket.destroy();
       const during: number[] = [];
       for (let i = 0; i < 40; i++) {

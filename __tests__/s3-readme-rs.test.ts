@@ -100,7 +100,8 @@ describe('partSize and queueSize', () => {
     const slow = clientAround('UploadPartCommand', async (next) => {
       most = Math.max(most, ++inFlight);
       try {
-        await new Promise((r) => setTimeout(r, 300)); // let the queue fill
+        // The first parts wait until four are in flight (or 20 s pass), however slow the machine: a fifth would show.
+        for (const deadline = Date.now() + 20_000; inFlight < 4 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
         return await next();
       } finally {
         inFlight--;

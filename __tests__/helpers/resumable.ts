@@ -127,11 +127,11 @@ export function request(
   method: string,
   headers: Record<string, string | number>,
   body?: Buffer | Iterable<Buffer> | AsyncIterable<Buffer>,
-): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string; interim: { status: number; headers: Record<string, string> }[] }> {
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string; interim: { status: number; headers: Record<string, string>; at: number }[] }> {
   return new Promise((resolve, reject) => {
-    const interim: { status: number; headers: Record<string, string> }[] = [];
+    const interim: { status: number; headers: Record<string, string>; at: number }[] = [];
     const req = http.request(url, { method, headers });
-    req.on('information', (info) => interim.push({ status: info.statusCode, headers: info.headers as Record<string, string> }));
+    req.on('information', (info) => interim.push({ status: info.statusCode, headers: info.headers as Record<string, string>, at: Date.now() }));
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c) => chunks.push(c));
