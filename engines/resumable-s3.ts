@@ -227,7 +227,7 @@ class S3Store implements ResumableStore {
     const size = sources.reduce((sum, source) => sum + source.size, 0);
     const object = await this.#verify(key, size);
     const done = await this.#commit(current, { ...current.state, object });
-    await this.#cleanUp(target.id, done.n);
+    await this.#cleanUp(target.id, done.n).catch(() => undefined); // (complete: as after an append's completion)
     return size;
   }
 
@@ -476,13 +476,13 @@ class S3Store implements ResumableStore {
     if (current && !current.state.object) versionId = (await objects.put(key, Buffer.alloc(0))).versionId;
     const last = current ? objects.stateKey(id, current.n) : undefined;
     const rest = [];
-    for await (const object of objects.objects(`${key}.`)) if (object.key !== last) rest.push(object.key);
+    for await (const object of objects.objects(`${key}.`)) if (object.key !== last && this.#ours(object.key, id)) rest.push(object.key);
     await objects.deleteMany(rest);
     await objects.delete(key, versionId);
     if (last) await objects.delete(last);
     // Anything a writer that was taken over wrote meanwhile.
     const late = [];
-    for await (const object of objects.objects(`${key}.`)) late.push(object.key);
+    for await (const object of objects.objects(`${key}.`)) if (this.#ours(object.key, id)) late.push(object.key);
     await objects.deleteMany(late);
     this.#seen.delete(id);
     this.#details.delete(id);
@@ -513,7 +513,8 @@ class S3Store implements ResumableStore {
     else await objects.put(key, Buffer.alloc(0));
     const object = await this.#verify(key, size);
     const done = await this.#commitChecked(current, { upload, parts: [], object });
-    await this.#cleanUp(upload.id, done.n);
+    // Complete from here on: leftovers that cannot go now go with the next read (#heal) or the sweep.
+    await this.#cleanUp(upload.id, done.n).catch(() => undefined);
     return done;
   }
 
@@ -540,11 +541,18 @@ class S3Store implements ResumableStore {
     await objects.abortAll(key); // an upload a crash left open, a copy-out that was overtaken
     const rest = [];
     for await (const entry of objects.objects(`${key}.`)) {
+      if (!this.#ours(entry.key, id)) continue;
       const state = objects.parseStateKey(entry.key, ID);
       if (state?.id === id && state.n >= n) continue;
       rest.push(entry.key);
     }
     await objects.deleteMany(rest);
+  }
+
+  /** A key this store names for the upload (a state, a tail): anything else under `<id>.` is the app's. */
+  #ours(key: string, id: string): boolean {
+    const kind = this.#objects.kindOfKey(key, id);
+    return kind === 'state' || kind === 'tail';
   }
 
   /**
