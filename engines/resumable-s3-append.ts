@@ -23,6 +23,11 @@ export interface AppendSettings {
   /** Forgets the state the store remembers for the upload (it was one of this append's void commits). */
   readonly forget: () => void;
   /**
+   * Whether the latest state on S3 names multipart upload `uploadId`: a commit whose answer was lost may have
+   * landed, and then the upload must not be aborted (every later part would find it gone).
+   */
+  readonly names: (uploadId: string) => Promise<boolean>;
+  /**
    * The part number `start` claimed, unused, for this store's next append (see `reserve`): the append may
    * send its first part under it without committing a claim first. Undefined: it claims as usual.
    */
@@ -342,7 +347,11 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
         () => undefined,
       ).catch(() => undefined);
     }
-    if (uploadId !== undefined && uploadId !== committed.state.uploadId) await objects.abort(key, uploadId).catch(() => undefined);
+    // Not named by what this append knows it committed; but a commit without an answer may have named it. (When
+    // S3 cannot say, it stays: completion, removal and the sweep abort every multipart upload at the key.)
+    if (uploadId !== undefined && uploadId !== committed.state.uploadId && !(await settings.names(uploadId).catch(() => true))) {
+      await objects.abort(key, uploadId).catch(() => undefined);
+    }
     throw err;
   }
 }

@@ -203,6 +203,7 @@ class S3Store implements ResumableStore {
         commitLast: (base, from, next) => this.#commitLast(base, from, next),
         gone: (base) => this.#gone(base),
         forget: () => this.#seen.delete(upload.id),
+        names: async (uploadId) => (await this.#current(upload.id))?.state.uploadId === uploadId,
         reserved,
         reserve: (state, number) => this.#reserved.set(state, number),
         pool: this.#pool,
