@@ -10,8 +10,9 @@ const MiB = 1024 * 1024;
 /**
  * A failed request's memory (README, `settleTimeout`): an engine still at work past settleTimeout may still
  * hold what it reserved (an S3 part whose PutObject is in flight), so that stays counted until the engine
- * settles — also once the error answer has gone out, whatever the failure; the request's own share is given
- * back at once, so an engine that never settles keeps only its own reservations counted. (A review of the
+ * settles — also once the error answer has gone out, whatever the failure; what the core itself holds (the
+ * request's share, text fields, removed memory files) is given back at once, so an engine that never settles
+ * keeps only its own reservations counted (more in lease-stuck-engine.test.ts). (A review of the
  * first version found both: the lease closed when the error answer's response closed, and an engine that
  * never settled kept the request's 192 KiB share counted for ever.)
  */

@@ -120,6 +120,10 @@ export class UploadRequest implements Watched {
   #partialField = 0;
   /** What is left of FIELD_CREDIT, the part of the request's share its text fields may use. */
   #fieldCredit = FIELD_CREDIT;
+  /** Text field bytes reserved on the lease beyond the credit (the core's own, not an engine's). */
+  #fieldHeld = 0;
+  /** Bytes of the memory files a failed request's clean-up removed (reserved by their engine, now garbage). */
+  #removedInMemory = 0;
   #error: Error | undefined;
   /** Set once cleanup has stopped waiting for engines: anything stored later is removed at once. */
   #abandoned = false;
@@ -228,6 +232,7 @@ export class UploadRequest implements Watched {
     const fromCredit = Math.min(bytes, this.#fieldCredit);
     if (bytes > fromCredit && !this.#lease.tryReserve(bytes - fromCredit)) return false;
     this.#fieldCredit -= fromCredit;
+    this.#fieldHeld += bytes - fromCredit;
     return true;
   }
 
@@ -235,6 +240,7 @@ export class UploadRequest implements Watched {
   #giveFieldMemory(bytes: number): void {
     const toCredit = Math.min(bytes, FIELD_CREDIT - this.#fieldCredit);
     this.#fieldCredit += toCredit;
+    this.#fieldHeld -= bytes - toCredit;
     this.#lease.release(bytes - toCredit);
   }
 
@@ -453,7 +459,9 @@ export class UploadRequest implements Watched {
     this.#unwatch?.();
     // Bounded like the wait above: an engine whose remove() never settles must not keep the answer back
     // (the removal goes on in the background; what it reported by then is in storageErrors).
+    const removing = this.#stored.filter((file) => file.storage === 'memory').reduce((sum, file) => sum + file.size, 0);
     const failures = [...this.#late, ...(await removeAllWithin(this.#stored, this.#config.settleTimeout))];
+    this.#removedInMemory += removing;
     this.#stored.length = 0;
     if (failures.length > 0) (this.#error as SpoolError).storageErrors = failures;
     this.#releaseMemory();
@@ -464,12 +472,16 @@ export class UploadRequest implements Watched {
   /**
    * Gives the request's memory back. After a failure, an engine still at work (past `settleTimeout`) may
    * still hold what it reserved — an S3 part whose PutObject is in flight — so the lease closes once the
-   * engines have settled; the request's own share goes at once, so an engine that never settles keeps only
-   * what it reserved itself counted.
+   * engines have settled; what the core itself holds goes at once (the request's share, its text fields,
+   * the memory files the clean-up removed), so an engine that never settles keeps only what it reserved
+   * for its own work counted.
    */
   #releaseMemory(): void {
     if (this.#error === undefined || this.#pending === 0) return this.#lease.close();
     this.#lease.releaseKept();
+    this.#lease.release(this.#fieldHeld + this.#removedInMemory);
+    this.#fieldHeld = 0;
+    this.#removedInMemory = 0;
     this.#onIdle = () => this.#lease.close();
   }
 
