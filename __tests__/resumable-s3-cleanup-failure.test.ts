@@ -6,13 +6,9 @@
  * complete. (A lost answer to the final state PUT itself still ends that way: see the README's limits.)
  */
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { S3Client } from '@aws-sdk/client-s3';
-import express from 'express';
 import { resumable, s3ResumableStore } from '../lib/index';
-import { close } from './helpers/app';
-import { OCTETS, request, TUS } from './helpers/resumable';
+import { OCTETS, request, serveAtFiles, TUS } from './helpers/resumable';
 import { objectExists, s3TestClient, useTestBucket } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
@@ -40,12 +36,8 @@ test.each(['DeleteObjectsCommand', 'ListMultipartUploadsCommand'])('one failed %
     sweepInterval: 0,
     onComplete: (file) => void completed.push(file.key!),
   });
-  const app = express();
-  app.use('/files', middleware);
-  const server = await new Promise<http.Server>((done) => {
-    const s = app.listen(0, '127.0.0.1', () => done(s));
-  });
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const served = await serveAtFiles(middleware);
+  const base = served.url;
   try {
     const size = 6 * MiB + 7;
     const data = randomBytes(size);
@@ -67,8 +59,7 @@ test.each(['DeleteObjectsCommand', 'ListMultipartUploadsCommand'])('one failed %
     // …so the app must have been told too.
     expect({ statuses, completed: completed.length }).toEqual({ statuses: expect.any(Array), completed: 1 });
   } finally {
-    middleware.close();
-    await close(server);
+    await served.close();
     lossy.destroy();
   }
 });

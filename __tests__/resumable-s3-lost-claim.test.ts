@@ -5,13 +5,9 @@
  * (Found by a review: it aborted it, and every later append sent its parts to an aborted upload, 502 for ever.)
  */
 import { createHash, randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import express from 'express';
 import { resumable, s3ResumableStore } from '../lib/index';
-import { close } from './helpers/app';
-import { OCTETS, request, TUS } from './helpers/resumable';
+import { OCTETS, request, serveAtFiles, TUS } from './helpers/resumable';
 import { s3TestClient, useTestBucket } from './setup/s3-env';
 
 const MiB = 1024 * 1024;
@@ -45,12 +41,8 @@ test('a claim state stored by S3 whose answer was lost does not wedge the upload
     sha256: true,
     onComplete: (file) => void completed.push({ sha256: file.sha256 }),
   });
-  const app = express();
-  app.use('/files', middleware);
-  const server = await new Promise<http.Server>((done) => {
-    const s = app.listen(0, '127.0.0.1', () => done(s));
-  });
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const served = await serveAtFiles(middleware);
+  const base = served.url;
   try {
     const size = 6 * MiB + 7;
     const data = randomBytes(size);
@@ -72,8 +64,7 @@ test('a claim state stored by S3 whose answer was lost does not wedge the upload
     const obj = await client.send(new GetObjectCommand({ Bucket: bucket, Key: prefix + url.split('/').pop() }));
     expect(sha(Buffer.from(await obj.Body!.transformToByteArray()))).toBe(sha(data));
   } finally {
-    middleware.close();
-    await close(server);
+    await served.close();
     lossy.destroy();
   }
 });

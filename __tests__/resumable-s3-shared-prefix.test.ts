@@ -5,13 +5,9 @@
  * Found by a review: it deleted every key under `<prefix><id>.`.
  */
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import express from 'express';
 import { resumable, s3ResumableStore } from '../lib/index';
-import { close } from './helpers/app';
-import { OCTETS, request, TUS } from './helpers/resumable';
+import { OCTETS, request, serveAtFiles, TUS } from './helpers/resumable';
 import { objectExists, useTestBucket } from './setup/s3-env';
 
 let client: S3Client;
@@ -20,13 +16,9 @@ useTestBucket((c, b) => ((client = c), (bucket = b)));
 
 async function serve(prefix: string) {
   const middleware = resumable({ store: s3ResumableStore({ client, bucket, prefix }), sweepInterval: 0, expiration: 1500 });
-  const app = express();
-  app.use('/files', middleware);
-  const server = await new Promise<http.Server>((done) => {
-    const s = app.listen(0, '127.0.0.1', () => done(s));
-  });
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return { middleware, base, close: async () => (middleware.close(), await close(server)) };
+  const served = await serveAtFiles(middleware);
+  const base = served.url;
+  return { middleware, base, close: served.close };
 }
 
 const putSidecar = (key: string) => client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: '{"app":"own"}' }));
