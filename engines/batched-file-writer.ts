@@ -42,6 +42,8 @@ type Ending = { resolve: () => void; reject: (err: Error) => void };
  * a write in flight.
  */
 export class BatchedFileWriter implements ChunkSink {
+  /** A chunk `write()` returned true for is copied into the batches (or dropped once stopped): see ChunkSink. */
+  readonly copies = true;
   readonly #handle: FileHandle;
   readonly #batchBytes: number;
   readonly #pool: BufferPool;

@@ -35,6 +35,8 @@ interface Held {
   readonly end: (reason: SpoolError) => void;
   readonly timer: NodeJS.Timeout;
   lost: boolean;
+  /** Redis answered that another holder has the key: this request's writes are refused (see `check`). */
+  takenOver: boolean;
   /** When the last renewal that succeeded was sent (or the lock taken): the lease runs at least until then + lease. */
   renewedAt: number;
   /** Ends the request a margin before the lease, as last confirmed, would lapse (see `#watch`). */
@@ -54,8 +56,10 @@ local token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[2]
 redis.call('PEXPIRE', KEYS[2], 2592000000)
 redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
 return token`;
-// KEYS: lock. ARGV: token, lease ms. Renews our lease; 0 when the lock is no longer ours.
-const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+// KEYS: lock. ARGV: token, lease ms. Renews our lease (1); 0 when the lock is gone, -1 when another holder has it.
+const RENEW = `local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if holder then return -1 end
 return 0`;
 // KEYS: lock. ARGV: token. Deletes the lock only while it is ours.
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -68,8 +72,8 @@ return 0`;
  * ends its request (what it stored is recorded first, as with a newer request in one process) and
  * deletes the key and announces it (`released`), and the waiting request takes the lock at once (or at
  * its next retry). A holder that died lets its lease lapse. `check(id)` is an early refusal for stores:
- * it passes only while the key still holds this holder's token (renewing the lease), so a writer known to
- * have lost its lease stops at its next write. What makes a late write harmless is the store's own
+ * it renews the lease and refuses once Redis says another holder has the key, so a writer that was taken
+ * over stops at its next write. What makes a late write harmless is the store's own
  * create-only commits (`s3ResumableStore`), not this check: a writer can pass it and stall before its
  * write for any time. `exclusive()` lets `sweep()` and removals leave alone uploads another instance holds.
  * @example
@@ -266,12 +270,25 @@ class Locker implements RedisLocker {
     }
   }
 
+  /**
+   * Refuses a write only when Redis answers that another holder has the upload now. A slow or silent Redis
+   * (no answer within a third of the lease) lets it go on: `#watch` ends the request before its lease can
+   * lapse. A request whose lock was lost otherwise (the lease not confirmed in time, the key gone with a
+   * flush or a failover, `close()`) is being ended, and what it stored is still recorded: nobody else
+   * holds the upload, and the store's commits are create-only, so a late one cannot make a byte wrong.
+   */
   async check(id: string): Promise<void> {
     const held = this.#held.get(id);
     if (!held) return;
-    // A renewal Redis does not confirm within a third of the lease refuses this write (the lease may still be ours).
-    if (!held.lost && (await answered(this.#renew(id, held), this.#period()).catch(() => false))) return;
-    throw new SpoolError('UPLOAD_LOCKED', 'This request lost the upload lock (lease expired or another instance took over)');
+    const asking: Promise<unknown> = held.lost ? this.#takenOver(id, held) : this.#renew(id, held);
+    if (!held.takenOver) await answered(asking, this.#period()).catch(() => undefined);
+    if (held.takenOver) throw new SpoolError('UPLOAD_LOCKED', 'Another request holds this upload now (this one lost its lock)');
+  }
+
+  /** After a loss: asks Redis whether another holder has the key (and remembers it). */
+  async #takenOver(id: string, held: Held): Promise<void> {
+    const holder = await this.#redis.get(this.#lockKey(id));
+    if (typeof holder === 'string' && holder !== held.token) held.takenOver = true;
   }
 
   async close(): Promise<void> {
@@ -286,7 +303,7 @@ class Locker implements RedisLocker {
   #hold(id: string, { token, sent }: { token: string; sent: number }, end: (reason: SpoolError) => void, releaseLocal: () => void): () => void {
     const timer = setInterval(() => void this.#renew(id, held), this.#period());
     timer.unref();
-    const held: Held = { token, end, timer, lost: false, asked: false, renewedAt: sent, watch: undefined, released: false };
+    const held: Held = { token, end, timer, lost: false, takenOver: false, asked: false, renewedAt: sent, watch: undefined, released: false };
     this.#held.set(id, held);
     this.#watch(held);
     // The lease runs from when the lock was asked for: an answer that took a period already renews now.
@@ -335,7 +352,9 @@ class Locker implements RedisLocker {
     const sent = Date.now();
     let ours: boolean;
     try {
-      ours = Number(await this.#redis.eval(RENEW, 1, this.#lockKey(id), held.token, this.#lease)) === 1;
+      const answer = Number(await this.#redis.eval(RENEW, 1, this.#lockKey(id), held.token, this.#lease));
+      ours = answer === 1;
+      if (answer === -1) held.takenOver = true;
     } catch {
       return false;
     }

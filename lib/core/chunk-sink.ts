@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { releaseChunk } from './chunk-release';
 import { FileTap } from './file-tap';
 
 /**
@@ -22,6 +23,11 @@ export interface ChunkSink {
   abort(): Promise<void>;
   /** Registers who to tell when the sink fails on its own (a write error) before `end()` is called. */
   failed(fail: (err: Error) => void): void;
+  /**
+   * `write()` copies a chunk it returns true for and keeps no reference to it: the feeder may then give the
+   * chunk's memory back (`releaseChunk`, for chunks their owner marked).
+   */
+  readonly copies?: boolean;
 }
 
 /**
@@ -38,7 +44,8 @@ export function streamInto(stream: Readable, sink: ChunkSink): Promise<void> {
 export interface KeepingOptions {
   /**
    * Called after each chunk was handed to the sink (a progress check, an idle timer's refresh). A promise
-   * returned holds the stream (nothing more is read) until it settles.
+   * returned holds the stream (nothing more is read) until it settles. The chunk may be emptied once this
+   * returns (see ChunkSink.copies): read it here, not later.
    */
   readonly chunk?: (chunk: Buffer) => Promise<unknown> | void;
   /** On an interrupted stream, let go of what the sink holds (abort) instead of storing it (end). */
@@ -86,8 +93,11 @@ function feed(stream: Readable, sink: ChunkSink, { keep = false, chunk: onChunk,
       if (--holds === 0 && !settled) stream.resume();
     };
     const onData = (chunk: Buffer) => {
-      if (!sink.write(chunk, release)) holds++;
+      // A copying sink has all of the chunk once it returns true, or once it calls back for the rest.
+      const copied = sink.write(chunk, sink.copies ? () => (releaseChunk(chunk), release()) : release);
+      if (!copied) holds++;
       const wait = onChunk?.(chunk);
+      if (copied && sink.copies) releaseChunk(chunk);
       if (wait) {
         holds++;
         wait.then(release, release);

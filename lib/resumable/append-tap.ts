@@ -1,6 +1,7 @@
 import type { Hash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
+import { ownChunk } from '../core/chunk-release';
 import { SpoolError } from '../core/errors';
 import type { ChecksumVerifier } from './checksum';
 
@@ -127,6 +128,8 @@ export class AppendTap extends Readable {
       this.#bytes += chunk.length;
       this.#options.verifier?.update(chunk);
       this.#options.hash?.update(chunk);
+      // Read by nobody else (no 'data' listener saw it): the store may give its memory back once copied.
+      if (this.#source.listenerCount('data') === 0) ownChunk(chunk);
       if (!this.push(chunk)) this.#wanted = false;
     }
   }

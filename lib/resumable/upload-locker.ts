@@ -19,8 +19,9 @@ export interface UploadLocker {
 
 /**
  * A store's early refusal: called before writes that would make bytes count (a state commit, an S3 part),
- * it rejects with UPLOAD_LOCKED when this process is known to no longer hold the upload's lock (the lease
- * expired, another instance took over). Writes for an upload this process holds no lock for at all
+ * it rejects with UPLOAD_LOCKED when another holder is known to hold the upload's lock now (another
+ * instance took over). A request that lost its lock otherwise is being ended and may still record what it
+ * stored (`redisLocker()`'s check lets it). Writes for an upload this process holds no lock for at all
  * (creation) pass. A check cannot stop a writer that passes it and then stalls: a store shared by many
  * instances must also make its commits conditional (`s3ResumableStore` writes each state create-only).
  */
