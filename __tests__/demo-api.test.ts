@@ -302,7 +302,7 @@ describe('configuration', () => {
     expect((error as ConfigError).problems).toEqual([
       'PORT="70000": expected an integer from 0 to 65535 (0 picks a free port)',
       'SPOOL_THRESHOLD="1 potato": expected a byte count, such as 1048576, 512KB or 1MiB',
-      'MEMORY_BUDGET="-1": expected a byte count, such as 1048576, 512KB or 1MiB',
+      'MEMORY_BUDGET="-1": expected a byte count of at least 196608, such as 1048576, 512KB or 1MiB',
       'MAX_FILE_SIZE="0": expected a byte count of at least 1, such as 1048576, 512KB or 1MiB',
       "STORAGE=\"ftp\": expected 'disk' or 's3'",
     ]);

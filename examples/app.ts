@@ -47,8 +47,11 @@ export function createDemoApp(config: DemoConfig, options: DemoAppOptions = {}):
     limits: { fileSize: config.maxFileSize },
     memoryBudget: upload.memoryBudget,
     sha256: true,
+    // A completed upload is the file list's (downloaded and deleted through /api/files): a tus DELETE must
+    // not remove its bytes from under a listed entry.
+    terminateCompleted: false,
     onComplete: (file, req) => {
-      const { info } = store.add(file); // disk or s3: never evicts
+      const { infos: [info] } = store.addAll([file]); // disk or s3: never evicts
       // The completing request's answer names the stored file, so the page can show its row.
       (req as Request).res?.setHeader('Spool-File-Id', info.id);
       log(`[resumable] ${info.size} bytes -> ${info.storage} "${info.originalname}" id=${info.id}`);
@@ -106,18 +109,18 @@ export function createDemoApp(config: DemoConfig, options: DemoAppOptions = {}):
       if (files.length === 0) {
         return sendError(res, 400, 'NO_FILES', 'Send multipart/form-data with at least one file');
       }
-      if (!files.every((file) => store.fits(file))) {
+      if (!store.fits(files)) {
         await Promise.allSettled(files.map((file) => file.remove()));
         return sendError(res, 507, 'MEMORY_STORE_FULL', 'The demo cannot keep that much in memory');
       }
       // Files of one request are parsed from one body in parallel, so they share the request's time.
       const ms = elapsedMs(res);
-      const infos: FileInfo[] = files.map((file) => {
-        const { info, evicted } = store.add(file);
-        for (const old of evicted) log(`[evict] ${old.size} bytes memory "${old.originalname}" id=${old.id} (memory store cap)`);
+      // Added together: making room evicts older files only, never one this answer names.
+      const { infos, evicted } = store.addAll(files);
+      for (const old of evicted) log(`[evict] ${old.size} bytes memory "${old.originalname}" id=${old.id} (memory store cap)`);
+      for (const info of infos) {
         log(`[upload] ${info.size} bytes -> ${info.storage} in ${ms.toFixed(1)} ms (${mbps(info.size, ms)} MB/s) "${info.originalname}" id=${info.id}`);
-        return info;
-      });
+      }
       res.status(201).json({ files: infos });
     } finally {
       (res.locals.done as () => void)();
@@ -178,7 +181,10 @@ export function createDemoApp(config: DemoConfig, options: DemoAppOptions = {}):
     },
     async close() {
       closing = true;
-      tus.close();
+      // An append whose connection was cut still records what it stored: wait for that (bounded), or its
+      // state would come back after the removal below.
+      const settled = await Promise.race([tus.close().then(() => true), delay(CLOSE_WAIT).then(() => false)]);
+      if (!settled) log(`[shutdown] resumable requests still settling after ${CLOSE_WAIT} ms: removing their uploads anyway`);
       const failures = await store.clear();
       // Unfinished resumable uploads too: nothing could complete them into a registry that is gone.
       try {
@@ -191,6 +197,13 @@ export function createDemoApp(config: DemoConfig, options: DemoAppOptions = {}):
       }
     },
   };
+}
+
+/** How long (ms) shutdown waits for resumable requests to settle before removing their uploads. */
+const CLOSE_WAIT = 10_000;
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 function rolloverEngine(config: DemoConfig, s3: DemoAppOptions['s3']): StorageEngine {

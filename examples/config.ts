@@ -92,7 +92,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): DemoCon
 
   const port = integer('PORT', 0, 65535, 'an integer from 0 to 65535 (0 picks a free port)');
   const threshold = size('SPOOL_THRESHOLD');
-  const memoryBudget = size('MEMORY_BUDGET');
+  // The library refuses a budget smaller than one request's share (192 KiB): say so by this variable's name.
+  const memoryBudget = size('MEMORY_BUDGET', 192 * 1024);
   const maxFileSize = size('MAX_FILE_SIZE', 1);
   const maxFiles = integer('MAX_FILES', 1, 10_000, 'an integer from 1 to 10000');
   const memoryStoreCap = size('MEMORY_STORE_CAP');

@@ -40,28 +40,32 @@ export class FileStore {
     return this.#entries.size;
   }
 
-  /** Whether `file` can be stored at all (a memory file larger than the whole cap cannot). */
-  fits(file: UploadedFile): boolean {
-    return file.storage !== 'memory' || file.size <= this.memoryCap;
+  /** Whether `files` (one request's) can be stored together (memory files larger than the whole cap cannot). */
+  fits(files: readonly UploadedFile[]): boolean {
+    return memoryBytesOf(files) <= this.memoryCap;
   }
 
   /**
-   * Registers an uploaded file. A memory file that does not fit next to the others evicts the oldest
-   * memory files first (their bytes are released); the evicted entries are returned for logging.
+   * Registers one request's files. When their memory files do not fit next to the others, the oldest
+   * memory files stored before are evicted (their bytes released) — never one of these, which the answer
+   * names; the evicted entries are returned for logging.
    */
-  add(file: UploadedFile): { info: FileInfo; evicted: FileInfo[] } {
-    if (!this.fits(file)) throw new RangeError(`A ${file.size}-byte memory file cannot fit a ${this.memoryCap}-byte store`);
+  addAll(files: readonly UploadedFile[]): { infos: FileInfo[]; evicted: FileInfo[] } {
+    const incoming = memoryBytesOf(files);
+    if (incoming > this.memoryCap) throw new RangeError(`${incoming} bytes of memory files cannot fit a ${this.memoryCap}-byte store`);
     const evicted: FileInfo[] = [];
-    if (file.storage === 'memory') {
-      for (const entry of this.#entries.values()) {
-        if (this.#memoryBytes + file.size <= this.memoryCap) break;
-        if (entry.file.storage !== 'memory') continue;
-        this.#forget(entry.info.id);
-        void entry.file.remove(); // memory removal only drops references; it cannot fail
-        evicted.push(entry.info);
-      }
-      this.#memoryBytes += file.size;
+    for (const entry of this.#entries.values()) {
+      if (this.#memoryBytes + incoming <= this.memoryCap) break;
+      if (entry.file.storage !== 'memory') continue;
+      this.#forget(entry.info.id);
+      void entry.file.remove(); // memory removal only drops references; it cannot fail
+      evicted.push(entry.info);
     }
+    return { infos: files.map((file) => this.#register(file)), evicted };
+  }
+
+  #register(file: UploadedFile): FileInfo {
+    if (file.storage === 'memory') this.#memoryBytes += file.size;
     const info: FileInfo = {
       id: randomUUID(),
       originalname: file.originalname,
@@ -72,7 +76,7 @@ export class FileStore {
       createdAt: new Date().toISOString(),
     };
     this.#entries.set(info.id, { info, file });
-    return { info, evicted };
+    return info;
   }
 
   get(id: string): StoredEntry | undefined {
@@ -109,4 +113,8 @@ export class FileStore {
     this.#entries.delete(id);
     if (entry.file.storage === 'memory') this.#memoryBytes -= entry.file.size;
   }
+}
+
+function memoryBytesOf(files: readonly UploadedFile[]): number {
+  return files.reduce((sum, file) => sum + (file.storage === 'memory' ? file.size : 0), 0);
 }

@@ -264,9 +264,10 @@ async function uploadResumable(file) {
     onError: (err) => {
       // Final: the retries ran out or the server refused. The URL stays stored, so Resume (or a reload) can go on.
       const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
-      const body = parseJson(err.originalResponse?.getBody());
-      setTusState(row, 'error', body?.error ? `${body.error.code} ${body.error.message}` : status ? `HTTP ${status}` : 'Network error');
-      row.el.dataset.code = body?.error?.code ?? (status ? `HTTP_${status}` : 'NETWORK_ERROR');
+      // The resumable endpoint answers errors as text (tus has no error body format): status and message.
+      const text = (err.originalResponse?.getBody() ?? '').trim().slice(0, 200);
+      setTusState(row, 'error', status ? `HTTP ${status}${text ? ` ${text}` : ''}` : 'Network error');
+      row.el.dataset.code = status ? `HTTP_${status}` : 'NETWORK_ERROR';
       row.pause.hidden = true;
       row.resume.hidden = !(status === 0 || status >= 500);
       row.paused = true;
@@ -281,13 +282,6 @@ async function uploadResumable(file) {
   upload.start();
 }
 
-function parseJson(text) {
-  try {
-    return typeof text === 'string' && text ? JSON.parse(text) : null;
-  } catch {
-    return null;
-  }
-}
 
 async function finishResumable(row, id, ms) {
   setProgress(row, 1);

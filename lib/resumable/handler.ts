@@ -27,8 +27,12 @@ export interface Resumable {
   (req: IncomingMessage, res: ServerResponse, next: Next): void;
   /** Removes expired uploads (bytes and state) that no request is working on; resolves with how many. */
   sweep(): Promise<number>;
-  /** Stops the sweep timer. Requests still answer; call it when the server shuts down. */
-  close(): void;
+  /**
+   * Stops the sweep timer and resolves once every request being handled has settled: an append whose
+   * client is gone records what it stored first, and its lock is let go. Requests still answer (stop the
+   * server taking new ones first); call it when the server shuts down, before removing what the store holds.
+   */
+  close(): Promise<void>;
   readonly store: ResumableStore;
   readonly memoryBudget: MemoryBudget;
 }
@@ -55,7 +59,10 @@ export function resumable(options?: ResumableOptions): Resumable {
   }
   return Object.assign(middleware, {
     sweep: () => handler.sweep(),
-    close: () => clearInterval(timer),
+    close: () => {
+      clearInterval(timer);
+      return handler.settled();
+    },
     store: config.store,
     memoryBudget: config.budget,
   });
@@ -67,6 +74,8 @@ class Handler {
   readonly #locks: UploadLocker;
   readonly #hashes = new UploadHashes();
   readonly #finals = new PendingFinals();
+  /** The requests being handled, until their work (and its error answer) is over. */
+  readonly #running = new Set<Promise<void>>();
 
   constructor(config: ResumableConfig) {
     this.#config = config;
@@ -96,7 +105,14 @@ class Handler {
     } catch (err) {
       work = Promise.reject(err);
     }
-    work.catch((err: unknown) => this.#fail(req, res, protocol, err));
+    const settled = work.catch((err: unknown) => this.#fail(req, res, protocol, err));
+    this.#running.add(settled);
+    void settled.finally(() => this.#running.delete(settled));
+  }
+
+  /** Resolves once no request is being handled (requests that come meanwhile are waited for too). */
+  async settled(): Promise<void> {
+    while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
   }
 
   #protocolOf(req: IncomingMessage, method: string): Protocol | undefined {
