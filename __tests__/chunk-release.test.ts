@@ -80,9 +80,11 @@ function expectReleased(reads: readonly Read[]): void {
   const whole = reads.filter((r) => r.whole);
   // The request's socket reads of a large body are whole buffers of their own.
   expect(whole.length).toBeGreaterThan(reads.length / 2);
-  expect(whole.every((r) => r.chunk.length === 0)).toBe(true);
+  // All but the first read: what the request held before the append's stream came is not its alone (an
+  // app may have peeked at it), so that one is left to the GC.
+  expect(whole.filter((r) => r !== reads[0]).every((r) => r.chunk.length === 0)).toBe(true);
   // and never a chunk that shares its memory with something else
-  expect(reads.filter((r) => r.chunk.length === 0)).toHaveLength(whole.length);
+  expect(reads.filter((r) => r.chunk.length === 0).every((r) => r.whole)).toBe(true);
 }
 
 afterEach(() => jest.restoreAllMocks());

@@ -134,6 +134,10 @@ class Locker implements RedisLocker {
     this.#prefix = prefix;
     this.#lease = lease;
     this.#retry = retry;
+    // A client the locker made is its own to watch: a connection error (or ioredis's complaint about a reply
+    // that came after its command was flushed) is not the app's to catch, and an 'error' event with no
+    // listener would take the process down. Calls made meanwhile fail on their own (each request's 423).
+    if (owned) redis.on('error', () => undefined);
     this.#subscriber = redis.duplicate();
     // Its own connection: a Redis that is away shows as failed calls (each request's 423), not as errors here.
     this.#subscriber.on('error', () => undefined);

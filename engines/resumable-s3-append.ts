@@ -268,7 +268,7 @@ export async function appendToS3(start: Committed, stream: Readable, context: Ap
       size += n;
       placed += n;
       if (n < chunk.length) carry = chunk.subarray(n);
-      else releaseChunk(chunk); // copied whole: its memory goes back now (lib/core/chunk-release.ts)
+      else releaseChunk(chunk, stream); // copied whole: its memory goes back now (lib/core/chunk-release.ts)
       // Half a minimum part in: claim the next number (and create the multipart upload) while the rest comes.
       if (!preparing && size >= MIN_PART_SIZE / 2 && buffer!.length >= MIN_PART_SIZE && claimedOf(committed.state) < nextNumber) {
         preparing = claim(nextNumber);

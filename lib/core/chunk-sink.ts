@@ -94,10 +94,10 @@ function feed(stream: Readable, sink: ChunkSink, { keep = false, chunk: onChunk,
     };
     const onData = (chunk: Buffer) => {
       // A copying sink has all of the chunk once it returns true, or once it calls back for the rest.
-      const copied = sink.write(chunk, sink.copies ? () => (releaseChunk(chunk), release()) : release);
+      const copied = sink.write(chunk, sink.copies ? () => (releaseChunk(chunk, stream), release()) : release);
       if (!copied) holds++;
       const wait = onChunk?.(chunk);
-      if (copied && sink.copies) releaseChunk(chunk);
+      if (copied && sink.copies) releaseChunk(chunk, stream);
       if (wait) {
         holds++;
         wait.then(release, release);

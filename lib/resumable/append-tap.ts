@@ -48,11 +48,14 @@ export class AppendTap extends Readable {
   #gathering: NodeJS.Immediate | undefined;
   /** `push(null)` was called. */
   #eof = false;
+  /** Bytes the request held before the tap came: not the tap's alone (see `#pull`). */
+  readonly #before: number;
 
   constructor(source: IncomingMessage, options: AppendTapOptions) {
     super({ highWaterMark: 0 });
     this.#source = source;
     this.#options = options;
+    this.#before = source.readableLength;
     // A 'readable' listener puts the request in paused mode: nothing flows, `read()` takes what is buffered.
     source.on('readable', this.#onReadable);
     source.once('end', this.#onEnd);
@@ -120,6 +123,9 @@ export class AppendTap extends Readable {
   /** Hands over what the request has buffered, as one Buffer, while the store wants more. */
   #pull(): void {
     while (this.#wanted && !this.destroyed && !this.#eof) {
+      // Read by nobody else: no 'data' listener gets it (counted before read(), which may remove a once()),
+      // and not bytes that sat in the request before the tap came (an app may have peeked at and kept them).
+      const ours = this.#source.listenerCount('data') === 0 && this.#bytes >= this.#before;
       // Everything buffered; null when nothing is (then 'readable' or 'end' comes once something happens).
       const chunk = this.#source.read() as Buffer | null;
       if (chunk === null) return;
@@ -128,8 +134,8 @@ export class AppendTap extends Readable {
       this.#bytes += chunk.length;
       this.#options.verifier?.update(chunk);
       this.#options.hash?.update(chunk);
-      // Read by nobody else (no 'data' listener saw it): the store may give its memory back once copied.
-      if (this.#source.listenerCount('data') === 0) ownChunk(chunk);
+      // The store, reading this tap alone, may give the chunk's memory back once it has copied it.
+      if (ours) ownChunk(chunk, this);
       if (!this.push(chunk)) this.#wanted = false;
     }
   }
