@@ -16,6 +16,18 @@ import { OCTETS, request, sha256Of, TUS } from './helpers/resumable';
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
+/** resumable() over a disk store in a new directory; `done`: the sha256 of each completed upload, read back. */
+function diskUploads() {
+  const dir = tempDir('spool-release-');
+  const done: string[] = [];
+  const middleware = resumable({
+    store: resumableDiskStore({ directory: dir.path }),
+    sweepInterval: 0,
+    onComplete: async (file: UploadedFile) => void done.push(await sha256Of(file.stream())),
+  });
+  return { dir, done, middleware };
+}
+
 async function serveApp(app: express.Express) {
   const server: http.Server = await listen(app);
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
@@ -29,13 +41,7 @@ async function upload(url: string, data: Buffer) {
 }
 
 test("a middleware that keeps the first body chunk with req.once('data') (content sniffing) keeps its bytes", async () => {
-  const dir = tempDir('spool-release-');
-  const done: string[] = [];
-  const middleware = resumable({
-    store: resumableDiskStore({ directory: dir.path }),
-    sweepInterval: 0,
-    onComplete: async (file: UploadedFile) => void done.push(await sha256Of(file.stream())),
-  });
+  const { dir, done, middleware } = diskUploads();
   let first: Buffer | undefined;
   let firstCopy: Buffer | undefined;
   const app = express();
@@ -70,13 +76,7 @@ test("a middleware that keeps the first body chunk with req.once('data') (conten
 });
 
 test.each([4 * MiB + 3, 3000])('a middleware that peeks at the body (read + unshift) keeps the bytes it peeked at (%i bytes)', async (size) => {
-  const dir = tempDir('spool-release-');
-  const done: string[] = [];
-  const middleware = resumable({
-    store: resumableDiskStore({ directory: dir.path }),
-    sweepInterval: 0,
-    onComplete: async (file: UploadedFile) => void done.push(await sha256Of(file.stream())),
-  });
+  const { dir, done, middleware } = diskUploads();
   let magic: Buffer | undefined;
   let magicCopy: Buffer | undefined;
   const app = express();
