@@ -278,28 +278,6 @@ test('resumable: the same file chosen twice while the first runs: both rows fini
   }
 }, 90_000);
 
-test('memory budget full: a waiting upload row shows 503 MEMORY_BUDGET_EXCEEDED (not a network error)', async () => {
-  // One request's share of the budget: the second upload waits admissionTimeout (10 s), then 503.
-  const { running, dir } = await demo({ MEMORY_BUDGET: String(196608) });
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  try {
-    await page.goto(running.url);
-    await throttle(context, page, 1 * MiB);
-    await page.setInputFiles('#file-input', [
-      { name: 'first.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(8 * MiB, 1) },
-      { name: 'second.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(8 * MiB, 2) },
-    ]);
-    await page.locator('li.upload-row[data-state="error"]').waitFor({ timeout: 40_000 });
-    const code = await page.getAttribute('li.upload-row[data-state="error"]', 'data-code');
-    expect(code).toBe('MEMORY_BUDGET_EXCEEDED');
-  } finally {
-    await context.close();
-    await running.shutdown();
-    dir.remove();
-  }
-}, 90_000);
-
 test('send as one request: past MAX_FILES every row shows LIMIT_FILE_COUNT; one file too large fails them all and nothing stays on disk', async () => {
   await withPage({ MAX_FILES: '3', MAX_FILE_SIZE: '2MiB' }, {}, async ({ running, dir, page }) => {
     await page.goto(running.url);

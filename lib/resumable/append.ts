@@ -38,6 +38,8 @@ export async function appendBody(
     progress?: InterimProgress;
     /** The upload's renewed expiry, offered to the store to record with the append (`AppendContext.expiresAt`). */
     expiresAt?: () => number;
+    /** The store's append, still running after `settleTimeout`: the caller keeps the upload until it settles. */
+    lingering: (storing: Promise<unknown>) => void;
   },
 ): Promise<AppendOutcome> {
   const { config, hashes, lease } = context;
@@ -78,7 +80,8 @@ export async function appendBody(
   };
   let offset: number;
   try {
-    offset = await config.store.append(upload, tap, { signal: controller.signal, memory: lease, atomic, request: req, progress, expiresAt: context.expiresAt });
+    const storing = config.store.append(upload, tap, { signal: controller.signal, memory: lease, atomic, request: req, progress, expiresAt: context.expiresAt });
+    offset = config.settleTimeout > 0 ? await settledWithin(storing, () => tap.failure !== undefined || req.complete || req.destroyed, config.settleTimeout, end, context.lingering) : await storing;
   } catch (err) {
     tap.fail(err instanceof Error ? err : new Error(String(err)));
     if (running) hashes.forget(upload.id);
@@ -97,6 +100,51 @@ export async function appendBody(
 
 function asSpoolError(err: Error): SpoolError {
   return err instanceof SpoolError ? err : (toStorageError(err) as SpoolError);
+}
+
+/**
+ * `storing`, or a STORAGE_FAILED rejection once the body has been done (`bodyDone()`: ended or failed) for
+ * `timeout` ms while the store has not settled: a store that ignores its signal must not hang the request.
+ * The append is ended then (its signal aborted), and the store's promise, still running, goes to `lingering`.
+ */
+function settledWithin(storing: Promise<number>, bodyDone: () => boolean, timeout: number, end: (reason: SpoolError) => void, lingering: (p: Promise<unknown>) => void): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    let doneSince: number | undefined;
+    let settled = false;
+    const stop = watchdog.watch(
+      {
+        check(now) {
+          if (settled) return false;
+          if (doneSince === undefined) {
+            if (bodyDone()) doneSince = now;
+            return true;
+          }
+          if (now - doneSince < timeout) return true;
+          settled = true;
+          const err = new SpoolError('STORAGE_FAILED', `The store did not finish the append within ${timeout} ms of its body's end`);
+          end(err);
+          lingering(storing.catch(ignore));
+          reject(err);
+          return false;
+        },
+      },
+      Math.min(timeout / 4, 1000),
+    );
+    storing.then(
+      (offset) => {
+        if (settled) return;
+        settled = true;
+        stop();
+        resolve(offset);
+      },
+      (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        stop();
+        reject(err);
+      },
+    );
+  });
 }
 
 /** Ends the append (keeping what was stored) when the body brings nothing for `timeout` ms. */

@@ -226,6 +226,8 @@ class Handler {
     let failure: SpoolError | undefined;
     let ended: SpoolError | undefined;
     let supersede: ((reason: SpoolError) => void) | undefined;
+    /** The store's append, still running after settleTimeout: the lock and the memory are kept until it settles. */
+    let lingering: Promise<unknown> | undefined;
     /** Aborted when the request is ended before its append starts: a wait for memory ends with it. */
     const ending = new AbortController();
     const end = (reason: SpoolError) => {
@@ -269,6 +271,7 @@ class Handler {
         supersede: (end) => (supersede = end),
         progress,
         expiresAt: expiry,
+        lingering: (storing) => (lingering = storing),
       });
       appending = false;
       upload = current = outcome.upload;
@@ -308,14 +311,19 @@ class Handler {
       else protocol.appended(req, res, upload, this.#config);
     } catch (err) {
       // The store failed during the append: it may have recorded bytes (and a 104 acknowledged them) first.
-      if (appending !== false && current) current = await this.#durable(current, appending);
+      // (A store still busy with the append past settleTimeout is not asked: the 104s' word stands.)
+      if (appending !== false && current) current = await this.#durable(current, appending, lingering === undefined);
       // An append on a remembered state that the store refused: if a fresh read finds the upload gone,
       // that is the answer, as a request that read it first would have had.
       if (remembered) [err, current] = await this.#explain(id, intent, err, current);
       this.#fail(req, res, protocol, err, current, intent);
     } finally {
-      lease.close();
-      release();
+      const letGo = () => {
+        lease.close();
+        release();
+      };
+      if (lingering) void lingering.then(letGo);
+      else letGo();
     }
   }
 
@@ -323,10 +331,10 @@ class Handler {
    * The upload after an append the store failed in: its state as recorded now (the bytes stored before the
    * failure count), never behind an offset a progress 104 acknowledged — nor behind the state before.
    */
-  async #durable(before: ResumableUpload, progress: InterimProgress | undefined): Promise<ResumableUpload> {
+  async #durable(before: ResumableUpload, progress: InterimProgress | undefined, ask = true): Promise<ResumableUpload> {
     let upload = before;
     try {
-      const now = await this.#store.get(before.id);
+      const now = ask ? await this.#store.get(before.id) : undefined;
       if (now && now.offset >= before.offset) upload = now;
     } catch {
       // The store cannot say: what the 104s acknowledged still holds.

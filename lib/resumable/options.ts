@@ -72,6 +72,12 @@ export interface ResumableOptions {
   /** How long (ms) a request waits for a superseded request on the same upload to let go; then 423. @default 5000 */
   lockTimeout?: number;
   /**
+   * How long (ms) a store has to finish an append once its body has ended (or failed): past it the request
+   * is answered 500 STORAGE_FAILED, and the upload stays locked (and its memory counted) until the store
+   * settles — a store that never does keeps it so. 0: wait as long as the store takes. @default 10000
+   */
+  settleTimeout?: number;
+  /**
    * One writer per upload. The default works inside one process; behind a load balancer use `redisLocker()`
    * (and give it to the store as its `fence`). See README "Running many instances".
    * @default an in-process lock
@@ -114,6 +120,7 @@ export interface ResumableConfig {
   interimProgress: { readonly bytes: number; readonly interval: number } | undefined;
   idleTimeout: number;
   lockTimeout: number;
+  settleTimeout: number;
   locker: UploadLocker;
   admissionTimeout: number;
   terminateCompleted: boolean;
@@ -122,7 +129,7 @@ export interface ResumableConfig {
 
 const KNOWN = new Set([
   'store', 'limits', 'fileFilter', 'onComplete', 'sha256', 'expiration', 'sweepInterval', 'memoryBudget',
-  'protocols', 'interimResponses', 'interimProgress', 'idleTimeout', 'lockTimeout', 'admissionTimeout', 'locker',
+  'protocols', 'interimResponses', 'interimProgress', 'idleTimeout', 'lockTimeout', 'settleTimeout', 'admissionTimeout', 'locker',
   'terminateCompleted', 'concatenation',
 ]);
 
@@ -158,6 +165,7 @@ export function resolveResumableOptions(options: ResumableOptions = {}): Resumab
     interimProgress: progressOption(options.interimProgress),
     idleTimeout: durationOption('idleTimeout', options.idleTimeout, 30_000),
     lockTimeout: durationOption('lockTimeout', options.lockTimeout, 5_000),
+    settleTimeout: durationOption('settleTimeout', options.settleTimeout, 10_000),
     locker: lockerOption(options.locker),
     admissionTimeout: durationOption('admissionTimeout', options.admissionTimeout, 10_000),
     terminateCompleted: booleanOption('terminateCompleted', options.terminateCompleted, true),
