@@ -1,7 +1,8 @@
 /**
- * A store whose append does not settle (it ignores its signal) must not hang the request: once the body has
- * ended or failed, it has `settleTimeout` ms, then the request is answered 500 STORAGE_FAILED. The upload
- * stays locked and its memory counted until the store settles, so no second writer runs beside it.
+ * A store whose append does not settle (it ignores its signal) must not hold a request for ever: once the
+ * append was ended (client gone, a newer request, idle, a limit), it has `settleTimeout` ms, then the request
+ * is answered 500 STORAGE_FAILED. The upload stays locked and its memory counted until the store settles, so
+ * no second writer runs beside it. A client waiting for a slow store is not cut off.
  */
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
@@ -52,19 +53,22 @@ async function create(url: string, length: number): Promise<string> {
   return url + res.headers.location!;
 }
 
-test('an append that does not settle is answered 500 STORAGE_FAILED after settleTimeout; the upload stays locked until it settles', async () => {
+test('an append that does not settle, ended by a newer request, is answered 500 STORAGE_FAILED after settleTimeout; the upload stays locked until it settles', async () => {
   const dir = tempDir('spool-stuck-');
   const { store, release } = holdingStore(dir.path);
-  const srv = await serve({ store, settleTimeout: 300, lockTimeout: 300 });
+  const srv = await serve({ store, settleTimeout: 300, lockTimeout: 1000 });
   try {
     const data = randomBytes(100 * KiB);
     const upload = await create(srv.url, 200 * KiB);
+    const patching = request(upload, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, data);
+    await new Promise((r) => setTimeout(r, 300)); // the body is in; the store does not settle
+    // The client comes back (a HEAD ends the running append): held by the store's append, the upload is
+    // not the HEAD's, and the memory stays counted.
     const started = Date.now();
-    const res = await request(upload, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, data);
+    expect((await request(upload, 'HEAD', TUS)).status).toBe(423);
+    const res = await patching;
     expect(res.status).toBe(500);
     expect(Date.now() - started).toBeLessThan(5000);
-    // Held by the store's append: another request cannot take the upload, and the memory stays counted.
-    expect((await request(upload, 'HEAD', TUS)).status).toBe(423);
     expect(srv.middleware.memoryBudget.used).toBeGreaterThan(0);
     // Every request was answered: close() does not wait for the store.
     await srv.middleware.close();
@@ -109,14 +113,33 @@ test('a store that never reads: a newer request on the upload ends the append, w
   }
 });
 
-test('settleTimeout 0 waits as long as the store takes', async () => {
+test('a client waiting for a slow store gets its answer: settleTimeout does not cut it off', async () => {
   const dir = tempDir('spool-stuck-');
   const { store, release } = holdingStore(dir.path);
-  const srv = await serve({ store, settleTimeout: 0 });
+  const srv = await serve({ store, settleTimeout: 200 });
   try {
     const data = randomBytes(10 * KiB);
     const upload = await create(srv.url, data.length);
     const answer = request(upload, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, data);
+    setTimeout(release, 1500); // the store takes 1.5 s after the body's end
+    expect((await answer).status).toBe(204);
+  } finally {
+    release();
+    await srv.close();
+    dir.remove();
+  }
+});
+
+test('settleTimeout 0 waits as long as the store takes, also once the append was ended', async () => {
+  const dir = tempDir('spool-stuck-');
+  const { store, release } = holdingStore(dir.path);
+  const srv = await serve({ store, settleTimeout: 0, lockTimeout: 300 });
+  try {
+    const data = randomBytes(10 * KiB);
+    const upload = await create(srv.url, 20 * KiB);
+    const answer = request(upload, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, data);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await request(upload, 'HEAD', TUS)).status).toBe(423); // ends the append; the store still holds it
     const first = await Promise.race([answer.then((r) => r.status), new Promise((r) => setTimeout(() => r('waiting'), 1500))]);
     expect(first).toBe('waiting');
     release();

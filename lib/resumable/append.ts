@@ -81,7 +81,10 @@ export async function appendBody(
   let offset: number;
   try {
     const storing = config.store.append(upload, tap, { signal: controller.signal, memory: lease, atomic, request: req, progress, expiresAt: context.expiresAt });
-    offset = config.settleTimeout > 0 ? await settledWithin(storing, () => tap.failure !== undefined || req.complete || req.destroyed, config.settleTimeout, end, context.lingering) : await storing;
+    // Bounded once the append was ended (client gone, superseded, idle, a limit or checksum): a store that
+    // ignores its signal must not hold the request for ever. Not while a client waits for a slow store.
+    const ended = () => tap.failure !== undefined || controller.signal.aborted;
+    offset = config.settleTimeout > 0 ? await settledWithin(storing, ended, config.settleTimeout, end, context.lingering) : await storing;
   } catch (err) {
     tap.fail(err instanceof Error ? err : new Error(String(err)));
     if (running) hashes.forget(upload.id);
@@ -103,9 +106,9 @@ function asSpoolError(err: Error): SpoolError {
 }
 
 /**
- * `storing`, or a STORAGE_FAILED rejection once the body has been done (`bodyDone()`: ended or failed) for
- * `timeout` ms while the store has not settled: a store that ignores its signal must not hang the request.
- * The append is ended then (its signal aborted), and the store's promise, still running, goes to `lingering`.
+ * `storing`, or a STORAGE_FAILED rejection once the append has been ended (`bodyDone()`) for `timeout` ms
+ * while the store has not settled. The append is ended then (its signal aborted), and the store's promise,
+ * still running, goes to `lingering`.
  */
 function settledWithin(storing: Promise<number>, bodyDone: () => boolean, timeout: number, end: (reason: SpoolError) => void, lingering: (p: Promise<unknown>) => void): Promise<number> {
   return new Promise<number>((resolve, reject) => {
@@ -121,7 +124,7 @@ function settledWithin(storing: Promise<number>, bodyDone: () => boolean, timeou
           }
           if (now - doneSince < timeout) return true;
           settled = true;
-          const err = new SpoolError('STORAGE_FAILED', `The store did not finish the append within ${timeout} ms of its body's end`);
+          const err = new SpoolError('STORAGE_FAILED', `The store did not finish the append within ${timeout} ms of its end`);
           end(err);
           lingering(storing.catch(ignore));
           reject(err);

@@ -72,9 +72,11 @@ export interface ResumableOptions {
   /** How long (ms) a request waits for a superseded request on the same upload to let go; then 423. @default 5000 */
   lockTimeout?: number;
   /**
-   * How long (ms) a store has to finish an append once its body has ended (or failed): past it the request
-   * is answered 500 STORAGE_FAILED, and the upload stays locked (and its memory counted) until the store
-   * settles — a store that never does keeps it so. 0: wait as long as the store takes. @default 10000
+   * How long (ms) a store has to finish an append once the append was ended (its client gone, a newer
+   * request on the upload, the idle timeout, a limit or a checksum): past it the request is answered 500
+   * STORAGE_FAILED, and the upload stays locked (and its memory counted) until the store settles — a store
+   * that never does keeps it so. A client waiting for its answer waits for a slow store. 0: wait as long as
+   * the store takes. @default 10000
    */
   settleTimeout?: number;
   /**
