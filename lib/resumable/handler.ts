@@ -29,8 +29,9 @@ export interface Resumable {
   sweep(): Promise<number>;
   /**
    * Stops the sweep timer and resolves once every request being handled has settled: an append whose
-   * client is gone records what it stored first, and its lock is let go. Requests still answer (stop the
-   * server taking new ones first); call it when the server shuts down, before removing what the store holds.
+   * client is gone records what it stored first, and its lock is let go (a store still busy `settleTimeout`
+   * after its append was ended is not waited for). Requests still answer (stop the server taking new ones
+   * first); call it when the server shuts down, before removing what the store holds.
    */
   close(): Promise<void>;
   readonly store: ResumableStore;
