@@ -81,9 +81,10 @@ export async function appendBody(
   let offset: number;
   try {
     const storing = config.store.append(upload, tap, { signal: controller.signal, memory: lease, atomic, request: req, progress, expiresAt: context.expiresAt });
-    // Bounded once the append was ended (client gone, superseded, idle, a limit or checksum): a store that
-    // ignores its signal must not hold the request for ever. Not while a client waits for a slow store.
-    const ended = () => tap.failure !== undefined || controller.signal.aborted;
+    // Bounded once the append was ended from outside (client gone, superseded, idle): a store that ignores
+    // its signal must not hold the request for ever. Not while a client waits for its answer, however slow
+    // the store (a limit or a checksum that failed the body is answered once the store settles).
+    const ended = () => controller.signal.aborted;
     offset = config.settleTimeout > 0 ? await settledWithin(storing, ended, config.settleTimeout, end, context.lingering) : await storing;
   } catch (err) {
     tap.fail(err instanceof Error ? err : new Error(String(err)));

@@ -323,8 +323,24 @@ class Handler {
         lease.close();
         release();
       };
-      if (lingering) void lingering.then(letGo);
+      if (lingering) void lingering.then(() => (creation && !creation.announced ? this.#removeIfEmpty(id) : undefined)).then(letGo);
       else letGo();
+    }
+  }
+
+  /**
+   * A creation answered before its store settled (settleTimeout): once it has, an upload no byte reached,
+   * whose location its client never learned, goes — as when the store settles in time. Never rejects.
+   */
+  async #removeIfEmpty(id: string): Promise<void> {
+    try {
+      const upload = await this.#store.get(id);
+      if (upload && upload.offset === 0) {
+        await this.#store.remove(id);
+        this.#hashes.forget(id);
+      }
+    } catch {
+      // left to the sweep, as an expired upload
     }
   }
 

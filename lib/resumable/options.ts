@@ -73,7 +73,7 @@ export interface ResumableOptions {
   lockTimeout?: number;
   /**
    * How long (ms) a store has to finish an append once the append was ended (its client gone, a newer
-   * request on the upload, the idle timeout, a limit or a checksum): past it the request is answered 500
+   * request on the upload, the idle timeout): past it the request is answered 500
    * STORAGE_FAILED, and the upload stays locked (and its memory counted) until the store settles — a store
    * that never does keeps it so. A client waiting for its answer waits for a slow store. 0: wait as long as
    * the store takes. @default 10000
