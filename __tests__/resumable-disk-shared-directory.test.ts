@@ -48,7 +48,8 @@ test('a multipart file stored (dest) in the same directory outlives the resumabl
 describe('a shared, untidy directory', () => {
   let srv: ResumableServer;
   beforeEach(async () => {
-    srv = await startResumable({ expiration: 50 });
+    // Long enough that each upload's PATCH comes before its expiry on a loaded machine (it flaked at 50 ms).
+    srv = await startResumable({ expiration: 1000 });
   });
   afterEach(() => srv.close());
 
@@ -61,7 +62,7 @@ describe('a shared, untidy directory', () => {
       expect((await request(`${srv.endpoint}/${id}`, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, Buffer.from('ab'))).status).toBe(204);
       ids.push(id);
     }
-    await sleep(100);
+    await sleep(1100); // every append renewed its upload's expiry: past it now
     return ids;
   }
   const leftOf = (ids: string[]) => srv.dir.files().filter((name) => ids.some((id) => name === id || name.startsWith(`${id}.`)));
