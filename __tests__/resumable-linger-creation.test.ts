@@ -6,37 +6,12 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
-import { resumable, resumableDiskStore, type Resumable, type ResumableOptions, type ResumableStore } from '../lib/index';
+import { resumable, type Resumable, type ResumableOptions, type ResumableStore } from '../lib/index';
 import { close, listen, tempDir } from './helpers/app';
-import { OCTETS, TUS } from './helpers/resumable';
+import { OCTETS, slowDiskStore, TUS } from './helpers/resumable';
 
 const KiB = 1024;
 const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function delayedStore(directory: string, after: number) {
-  const inner = resumableDiskStore({ directory });
-  let pending: Promise<unknown> = Promise.resolve();
-  const store = new Proxy(inner, {
-    get(target, key) {
-      if (key === 'append') {
-        return (...args: Parameters<ResumableStore['append']>) => {
-          const p = (async () => {
-            try {
-              return await target.append(...args);
-            } finally {
-              await wait(after); // ignores the signal for `after` ms
-            }
-          })();
-          pending = p.catch(() => undefined);
-          return p;
-        };
-      }
-      const value = Reflect.get(target, key) as unknown;
-      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-    },
-  }) as ResumableStore;
-  return { store, inner, idle: () => pending };
-}
 
 async function serve(options: ResumableOptions) {
   const middleware: Resumable = resumable({ sweepInterval: 0, ...options });
@@ -55,7 +30,7 @@ async function listIds(store: ResumableStore): Promise<string[]> {
 for (const [label, after] of [['in time (100 ms)', 100], ['past settleTimeout (900 ms)', 900]] as const) {
   test(`POST with a body, client gone before its first byte, store settles ${label}: nothing is left`, async () => {
     const dir = tempDir('spool-linger-creation-');
-    const { store, inner, idle } = delayedStore(dir.path, after);
+    const { store, inner, idle } = slowDiskStore(dir.path, after);
     const srv = await serve({ store, settleTimeout: 300, idleTimeout: 0 });
     try {
       await new Promise<void>((resolve) => {

@@ -4,9 +4,8 @@
  * store that takes longer than settleTimeout still ends in 400 inconsistent-upload-length and the upload's
  * removal (found by a hostile review).
  */
-import { resumableDiskStore, type ResumableStore } from '../lib/index';
 import { tempDir } from './helpers/app';
-import { request, startResumable } from './helpers/resumable';
+import { request, slowDiskStore, startResumable } from './helpers/resumable';
 
 const V8 = { 'Upload-Draft-Interop-Version': '8', 'Content-Type': 'application/partial-upload' };
 const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -14,27 +13,7 @@ const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
 for (const after of [50, 900]) {
   test(`store settles ${after} ms after the overrun (settleTimeout 300): 400, and the upload is invalid (HEAD 404)`, async () => {
     const dir = tempDir('spool-linger-overrun-');
-    const inner = resumableDiskStore({ directory: dir.path });
-    let pending: Promise<unknown> = Promise.resolve();
-    const store = new Proxy(inner, {
-      get(target, key) {
-        if (key === 'append') {
-          return (...args: Parameters<ResumableStore['append']>) => {
-            const p = (async () => {
-              try {
-                return await target.append(...args);
-              } finally {
-                await wait(after);
-              }
-            })();
-            pending = p.catch(() => undefined);
-            return p;
-          };
-        }
-        const value = Reflect.get(target, key) as unknown;
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-      },
-    }) as ResumableStore;
+    const { store, idle } = slowDiskStore(dir.path, after);
     const srv = await startResumable({ store, settleTimeout: 300, lockTimeout: 300 }, dir);
     try {
       const created = await request(srv.endpoint, 'POST', { 'Upload-Draft-Interop-Version': '8', 'Upload-Complete': '?0', 'Upload-Length': '5' });
@@ -46,7 +25,7 @@ for (const after of [50, 900]) {
         yield Buffer.from('defgh');
       }
       const over = await request(url, 'PATCH', { ...V8, 'Upload-Complete': '?0', 'Upload-Offset': '0' }, body());
-      await pending;
+      await idle();
       await wait(100);
       const head = await request(url, 'HEAD', { 'Upload-Draft-Interop-Version': '8' });
       expect([over.status, head.status]).toEqual([400, 404]);

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import express from 'express';
 import * as tus from 'tus-js-client';
-import { resumable, resumableDiskStore, type Resumable, type ResumableOptions, type UploadedFile } from '../../lib/index';
+import { resumable, resumableDiskStore, type Resumable, type ResumableOptions, type ResumableStore, type UploadedFile } from '../../lib/index';
 import { close, listen, tempDir } from './app';
 
 export interface Completed {
@@ -204,4 +204,33 @@ export async function startCuttingProxy(target: string, options: { minBytes: num
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * A disk store whose appends take `after` ms more once the inner append has settled, ignoring their signal
+ * (a slow or stuck store, for settleTimeout); `idle()` resolves once the last append has settled.
+ */
+export function slowDiskStore(directory: string, after: number): { store: ResumableStore; inner: ResumableStore; idle: () => Promise<unknown> } {
+  const inner = resumableDiskStore({ directory });
+  let pending: Promise<unknown> = Promise.resolve();
+  const store = new Proxy(inner, {
+    get(target, key) {
+      if (key === 'append') {
+        return (...args: Parameters<ResumableStore['append']>) => {
+          const appending = (async () => {
+            try {
+              return await target.append(...args);
+            } finally {
+              await new Promise((resolve) => setTimeout(resolve, after));
+            }
+          })();
+          pending = appending.catch(() => undefined);
+          return appending;
+        };
+      }
+      const value = Reflect.get(target, key) as unknown;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  }) as ResumableStore;
+  return { store, inner, idle: () => pending };
 }
