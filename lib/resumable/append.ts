@@ -107,12 +107,13 @@ function asSpoolError(err: Error): SpoolError {
 }
 
 /**
- * `storing`, or a STORAGE_FAILED rejection once the append has been ended (`bodyDone()`) for `timeout` ms
+ * `storing`, or a STORAGE_FAILED rejection once the append has been ended (`ended()`) for `timeout` ms
  * while the store has not settled. The append is ended then (its signal aborted), and the store's promise,
  * still running, goes to `lingering`.
  */
-function settledWithin(storing: Promise<number>, bodyDone: () => boolean, timeout: number, end: (reason: SpoolError) => void, lingering: (p: Promise<unknown>) => void): Promise<number> {
+function settledWithin(storing: Promise<number>, ended: () => boolean, timeout: number, end: (reason: SpoolError) => void, lingering: (p: Promise<unknown>) => void): Promise<number> {
   return new Promise<number>((resolve, reject) => {
+    /** When the append was first seen ended. */
     let doneSince: number | undefined;
     let settled = false;
     const stop = watchdog.watch(
@@ -120,7 +121,7 @@ function settledWithin(storing: Promise<number>, bodyDone: () => boolean, timeou
         check(now) {
           if (settled) return false;
           if (doneSince === undefined) {
-            if (bodyDone()) doneSince = now;
+            if (ended()) doneSince = now;
             return true;
           }
           if (now - doneSince < timeout) return true;
