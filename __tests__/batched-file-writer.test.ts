@@ -2,13 +2,9 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import express from 'express';
-import request from 'supertest';
-import { diskEngine, MemoryBudget, spool, type IncomingFile, type StoreContext } from '../lib';
 import { BatchedFileWriter } from '../engines/batched-file-writer';
 import { BufferPool } from '../lib/core/buffer-pool';
 import { streamInto } from '../lib/core/chunk-sink';
-import { FileTap } from '../lib/core/file-tap';
 import { eventually, tempDir } from './helpers/app';
 import { randomData, sha256 } from './helpers/multipart';
 
@@ -189,60 +185,6 @@ test('backpressure: at most two batches and the stream buffer are held', async (
   await Promise.all([aborted, again]);
   expect(closeSpy).toHaveBeenCalledTimes(1);
   expect(drained).toBe(false); // an aborted writer takes nothing more
-});
-
-describe('diskEngine: the large batch comes from the memory budget, only while it is at most half used', () => {
-  const file: IncomingFile = { fieldname: 'f', originalname: 'a.bin', encoding: '7bit', mimetype: 'application/octet-stream' } as IncomingFile;
-
-  async function store(budget: MemoryBudget, preload: number, data: Buffer) {
-    const lease = budget.lease();
-    const other = budget.lease();
-    expect(other.tryReserve(preload)).toBe(true);
-    let heldWhileWriting = 0;
-    const source = chunked(data, 64 * KiB);
-    const context = { signal: new AbortController().signal, memory: lease, sha256: async () => undefined, request: {} } as unknown as StoreContext;
-    let stored!: Awaited<ReturnType<ReturnType<typeof diskEngine>['store']>>;
-    const sizes = await writevSizes(async () => {
-      stored = await diskEngine({ directory: join(dir.path, 'engine') }).store(source, file, context);
-    }, () => (heldWhileWriting = Math.max(heldWhileWriting, lease.held)));
-    const details = stored.details as { path: string };
-    expect(sha256(readFileSync(details.path))).toBe(sha256(data));
-    const leaseAfter = lease.held;
-    other.close();
-    return { sizes, heldWhileWriting, leaseAfter, budgetAfter: budget.used };
-  }
-
-  test('room in the budget: 1 MiB reserved while writing, eager writes of at most 512 KiB, all given back', async () => {
-    const r = await store(new MemoryBudget('64MiB'), 0, randomData(4 * 1024 * KiB));
-    expect(r.heldWhileWriting).toBe(1024 * KiB);
-    expect(r.sizes.reduce((a, b) => a + b, 0)).toBe(4 * 1024 * KiB);
-    expect(Math.max(...r.sizes)).toBeLessThanOrEqual(512 * KiB);
-    expect(r.sizes[0]).toBeLessThanOrEqual(64 * KiB); // eager: the first chunk went out alone, at once
-    expect(r.leaseAfter).toBe(0);
-    expect(r.budgetAfter).toBe(0);
-  });
-
-  test('budget more than half used: nothing reserved, small writes', async () => {
-    const r = await store(new MemoryBudget('8MiB'), 3.5 * 1024 * KiB, randomData(2 * 1024 * KiB));
-    expect(r.heldWhileWriting).toBe(0);
-    expect(Math.max(...r.sizes)).toBeLessThan(2 * 64 * KiB);
-    expect(r.budgetAfter).toBe(0);
-  });
-});
-
-test('through the middleware: a 3 MiB upload goes from the parser into the writer with no stream between, byte-exact; the budget is back to 0 after the response', async () => {
-  const forward = jest.spyOn(FileTap.prototype, 'forward');
-  const budget = new MemoryBudget('64MiB');
-  const app = express();
-  app.post('/u', spool({ storage: diskEngine({ directory: join(dir.path, 'mw') }), memoryBudget: budget }).single('f'), (req, res) => {
-    res.json({ path: (req.file as unknown as { path: string }).path, used: budget.used });
-  });
-  const data = randomData(3 * 1024 * KiB);
-  const res = await request(app).post('/u').attach('f', data, 'big.bin');
-  expect(res.status).toBe(200);
-  expect(sha256(readFileSync(res.body.path))).toBe(sha256(data));
-  expect(budget.used).toBe(0);
-  expect(forward).toHaveBeenCalledTimes(1); // the tap fed the writer itself (spool's first MiB, then the rest)
 });
 
 describe('batch buffers are reused from a pool, and given back only when no write uses them', () => {

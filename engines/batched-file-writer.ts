@@ -1,9 +1,7 @@
-import { writev } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { bufferPool, type BufferPool } from '../lib/core/buffer-pool';
 import type { ChunkSink } from '../lib/core/chunk-sink';
-
-type Callback = (error?: Error | null) => void;
+import { writeAll } from './write-all';
 
 export interface BatchedFileWriterOptions {
   /** Where the first byte goes (`pwritev`); by default the file's own position, advanced by each write. */
@@ -222,21 +220,4 @@ export class BatchedFileWriter implements ChunkSink {
     );
     if (!ending) this.#onFailure?.(err);
   }
-}
-
-/**
- * `writev` until every byte is written (a regular file rarely writes short, but it may), or `stopped()`;
- * at `position`, or at the file's own position when null.
- */
-function writeAll(fd: number, buffers: Buffer[], position: number | null, stopped: () => boolean, callback: Callback): void {
-  writev(fd, buffers, position, (err, written) => {
-    if (err || stopped()) return callback(err);
-    let rest = written;
-    let i = 0;
-    while (i < buffers.length && rest >= buffers[i].length) rest -= buffers[i++].length;
-    if (i === buffers.length) return callback();
-    const remaining = buffers.slice(i);
-    remaining[0] = remaining[0].subarray(rest);
-    writeAll(fd, remaining, position === null ? null : position + written, stopped, callback);
-  });
 }

@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import type { AppRequest, IncomingFile, StorageEngine, StoreContext, StoredFile } from '../lib/core/engine';
 import { SpoolError } from '../lib/core/errors';
 import { streamInto } from '../lib/core/chunk-sink';
-import { BatchedFileWriter } from './batched-file-writer';
+import { DirectFileWriter } from './direct-file-writer';
 import { ownPrivateDirectory } from './private-directory';
 import { describe } from '../lib/core/sizes';
 
@@ -64,15 +64,20 @@ export interface DiskDetails {
 
 const SAFE_NAME = /^[^/\\\0]+$/;
 /**
- * Bytes per write at most while the memory budget has room (two batches, one filling while one is written,
- * are reserved per file). Batches go out eagerly: what arrived while the last write was in flight, so they
- * grow to 512 KiB only while the disk is busy. Full 512 KiB batches (one `writev` each instead of one per
- * parser chunk) roughly halved a disk upload's CPU per GB (bench/README.md, "Profile"), but with many files
- * at once they cost more kernel time than eager ones (same file, "Session 11: when batches go out").
+ * Bytes that may wait behind the write in flight while the memory budget has room: with the parser's chunks
+ * (a socket read, at most 64 KiB) the writer then holds less than 1 MiB, which is reserved per file. Writes
+ * go out eagerly (what arrived while the last write was in flight, one `writev`), so they grow only while the
+ * disk is busy: one write per incoming chunk costs a thread-pool round trip larger than the copy into the
+ * page cache itself (bench/README.md, "Profile"), and with many files at once full, aligned batches cost more
+ * kernel time than eager ones ("Session 11: when batches go out").
  */
-const LARGE_BATCH = 512 * 1024;
-/** Bytes per write otherwise: small, since the memory bound counts them outside the budget for every file. */
-const SMALL_BATCH = 64 * 1024;
+const LARGE_QUEUE = 448 * 1024;
+const LARGE_RESERVATION = 1024 * 1024;
+/**
+ * Otherwise one chunk waits behind the one being written: held outside the budget, counted in the memory
+ * bound's per-upload overhead.
+ */
+const SMALL_QUEUE = 1;
 const KNOWN_OPTIONS = new Set(['directory', 'destination', 'lifetime', 'filename']);
 
 /** Writes each file to a directory under a generated (or app-chosen) name. */
@@ -132,7 +137,7 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
       const handle = await create(destination.resolved, name, fixed !== undefined ? { shared } : undefined, file);
       try {
         // No signal: the core destroys `stream` when the request fails, which aborts the writer.
-        await writeBatched(stream, handle, context);
+        await writeFile(stream, handle, context);
       } catch (err) {
         await handle.close().catch(() => undefined); // (the writer has closed it already; this is for safety)
         await rm(path, { force: true });
@@ -151,17 +156,17 @@ export function diskEngine(options: DiskEngineOptions = {}): StorageEngine {
 }
 
 /**
- * Writes `stream` into `handle` in batches: large ones reserved from the request's memory budget while the
- * budget is at most half used (an optional speed-up must not crowd out what requests need), small ones
- * otherwise. The writer closes the handle either way.
+ * Writes `stream` into `handle`, with more bytes queued per write while the request's memory budget is at
+ * most half used (an optional speed-up must not crowd out what requests need). The writer closes the handle
+ * either way.
  */
-async function writeBatched(stream: Readable, handle: FileHandle, context: StoreContext): Promise<void> {
+async function writeFile(stream: Readable, handle: FileHandle, context: StoreContext): Promise<void> {
   const memory = context.memory;
-  const reserved = typeof memory?.tryReserveSpare === 'function' && memory.tryReserveSpare(2 * LARGE_BATCH);
+  const reserved = typeof memory?.tryReserveSpare === 'function' && memory.tryReserveSpare(LARGE_RESERVATION);
   try {
-    await streamInto(stream, new BatchedFileWriter(handle, reserved ? LARGE_BATCH : SMALL_BATCH, undefined, { eager: true }));
+    await streamInto(stream, new DirectFileWriter(handle, reserved ? LARGE_QUEUE : SMALL_QUEUE));
   } finally {
-    if (reserved) memory.release(2 * LARGE_BATCH);
+    if (reserved) memory.release(LARGE_RESERVATION);
   }
 }
 

@@ -3,7 +3,7 @@ const MAX_IDLE_BYTES = 16 * 1024 * 1024;
 const IDLE_MS = 10_000;
 
 /**
- * Buffers of one size, reused by writers that copy into buffers of their own (the disk engine's batches,
+ * Buffers of one size, reused by writers that copy into buffers of their own (the resumable disk store's batches,
  * the S3 engine's and the resumable S3 store's parts).
  *
  * Why: such a buffer lives as long as its upload (or part), so V8 promotes it to the old generation, and once

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import type { ChunkSink } from './chunk-sink';
 import type { Collected, Reservations } from './collect-chunks';
 import { ByteList } from './byte-list';
+import { claimChunk } from './chunk-release';
 
 /** A `collect()` in progress: chunks go straight from the source into `bytes`. */
 interface Collector {
@@ -209,7 +210,9 @@ export class FileTap extends Readable {
     const forward = this.#forward;
     if (forward === undefined) return;
     while (this.#hasPending()) {
-      if (!forward.sink.write(this.#nextPending(), this.#pump)) return;
+      const chunk = this.#nextPending();
+      claimChunk(chunk, forward.sink);
+      if (!forward.sink.write(chunk, this.#pump)) return;
     }
     if (this.#sourceEnded) this.#endForward(forward);
     else this.#source.resume();
@@ -243,11 +246,13 @@ export class FileTap extends Readable {
     const forward = this.#forward;
     if (forward !== undefined) {
       // The source is resumed only once nothing is pending; a chunk already on its way waits its turn.
+      // (Claimed when it goes to the sink: the sink alone holds it then, and may give it back once written.)
       if (this.#hasPending()) {
         this.#pending.push(chunk);
         this.#source.pause();
-      } else if (!forward.sink.write(chunk, this.#pump)) {
-        this.#source.pause();
+      } else {
+        claimChunk(chunk, forward.sink);
+        if (!forward.sink.write(chunk, this.#pump)) this.#source.pause();
       }
       return;
     }

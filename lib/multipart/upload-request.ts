@@ -14,6 +14,7 @@ import { toParserError, toStorageError } from '../core/error-mapping';
 import { createMultipartParser, type FileStreamInfo } from './multipart-parser';
 import { watchdog, type Watched } from '../core/watchdog';
 import { drainRequest } from '../core/drain';
+import { markParsedOnly } from '../core/chunk-release';
 
 function ignore(): void {}
 
@@ -212,13 +213,26 @@ export class UploadRequest implements Watched {
     // 'error' covers resets; a client that goes away closes the response before we answered.
     this.#req.on('error', this.#onClientAborted);
     this.#watch();
-    if (!streamHandler) return void this.#req.pipe(parser);
+    if (!streamHandler) {
+      // Before the pipe's own listener: it runs first for every chunk.
+      this.#req.on('data', this.#markParsedOnly);
+      return void this.#req.pipe(parser);
+    }
     try {
       streamHandler(this.#req, parser);
     } catch (err) {
       this.#fail(err instanceof Error ? err : new Error(String(err)));
     }
   }
+
+  /**
+   * A body chunk that the parser is the only reader of (this listener and the pipe's are the request's only
+   * ones): the disk engine may then free a file's chunk once written (lib/core/chunk-release.ts).
+   */
+  #markParsedOnly = (chunk: Buffer): void => {
+    const req = this.#req;
+    if (req.listenerCount('data') === 2 && req.listenerCount('readable') === 0) markParsedOnly(chunk);
+  };
 
   /** A text field's bytes as they arrive: the parser holds them until the field ends, so they count now. */
   #onFieldBytes = (bytes: number): void => {
@@ -433,6 +447,7 @@ export class UploadRequest implements Watched {
     const parser = this.#parser;
     if (!parser) return;
     this.#req.unpipe(parser);
+    this.#req.off('data', this.#markParsedOnly);
     // The parser is left to be collected: destroying it from inside its own event handlers is unsafe,
     // and with the request unpiped it receives nothing more.
   }
