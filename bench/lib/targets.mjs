@@ -124,7 +124,7 @@ function definitions(W) {
     if (!W[k].fresh && sp.minorFaults.med < 1000) return '';
     const mib = (n) => ((n * 4096) / MiB).toFixed(0);
     const counts = `; minor page faults per run (median; each a page the process took from the kernel: new memory, or memory malloc had given back; ~3–5 µs of kernel time each on the machine of bench/README.md, "New memory on a fresh server"): express-spool ${sp.minorFaults.med.toFixed(0)} (${mib(sp.minorFaults.med)} MiB), \`${reference}\` ${ref.minorFaults.med.toFixed(0)} (${mib(ref.minorFaults.med)} MiB)`;
-    if (W[k].fresh) return `${counts}; express-spool holds the first MiB of each file in memory by design (the spool threshold) and two 512 KiB write batches per file, the batches reused by later uploads`;
+    if (W[k].fresh) return `${counts}; express-spool holds the first MiB of each file in memory by design (the spool threshold) and up to 448 KiB of socket chunks queued behind each file's write in flight`;
     // The idle-heap explanation only where this run shows it: many more pages than the reference's.
     if (sp.minorFaults.med < 4 * ref.minorFaults.med + 1000) return counts;
     return `${counts}; the servers of a and b sit idle while the other workloads run, and after an idle minute V8 shrinks the bare heap: express-spool's server then takes back per file pages glibc's malloc had given back to the kernel`;

@@ -211,12 +211,17 @@ export class FileTap extends Readable {
     if (forward === undefined) return;
     while (this.#hasPending()) {
       const chunk = this.#nextPending();
-      claimChunk(chunk, forward.sink);
+      this.#claimFor(chunk, forward.sink);
       if (!forward.sink.write(chunk, this.#pump)) return;
     }
     if (this.#sourceEnded) this.#endForward(forward);
     else this.#source.resume();
   };
+
+  /** Lets `sink` free `chunk` once written (chunk-release.ts), unless the digest still holds it un-hashed. */
+  #claimFor(chunk: Buffer, sink: ChunkSink): void {
+    if (this.#hash?.holds(chunk) !== true) claimChunk(chunk, sink);
+  }
 
   #hasPending(): boolean {
     return this.#pendingAt < this.#pending.length;
@@ -251,7 +256,7 @@ export class FileTap extends Readable {
         this.#pending.push(chunk);
         this.#source.pause();
       } else {
-        claimChunk(chunk, forward.sink);
+        this.#claimFor(chunk, forward.sink);
         if (!forward.sink.write(chunk, this.#pump)) this.#source.pause();
       }
       return;

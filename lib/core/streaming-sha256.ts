@@ -29,6 +29,11 @@ export class StreamingSha256 {
     }
   }
 
+  /** Whether `chunk` is held un-hashed (the first one, until the next or the end): it must not be freed yet. */
+  holds(chunk: Buffer): boolean {
+    return this.#first === chunk;
+  }
+
   /** The hex digest of every byte given (once: the hash is finished). */
   hex(): string {
     if (this.#hash) return this.#hash.digest('hex');
