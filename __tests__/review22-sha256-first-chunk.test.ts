@@ -3,6 +3,7 @@
  * end. If that first chunk is a whole body chunk (the client sent the part headers in an earlier TCP
  * segment), the tap claims it for the DirectFileWriter, which detaches it once written: the digest then
  * hashes an empty buffer. The file on disk is right, `file.sha256` is wrong.
+ * (Found by that review; fixed: the tap does not claim a chunk the digest still holds.)
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';

@@ -214,8 +214,8 @@ export class UploadRequest implements Watched {
     this.#req.on('error', this.#onClientAborted);
     this.#watch();
     if (!streamHandler) {
-      // Before the pipe's own listener: it runs first for every chunk.
-      this.#req.on('data', this.#markParsedOnly);
+      // First of all 'data' listeners (an app's included): it counts them before any can remove itself.
+      this.#req.prependListener('data', this.#markParsedOnly);
       return void this.#req.pipe(parser);
     }
     try {
@@ -227,7 +227,8 @@ export class UploadRequest implements Watched {
 
   /**
    * A body chunk that the parser is the only reader of (this listener and the pipe's are the request's only
-   * ones): the disk engine may then free a file's chunk once written (lib/core/chunk-release.ts).
+   * ones): the disk engine may then free a file's chunk once written (lib/core/chunk-release.ts). It runs
+   * first in each emit, so an app's listener that removes itself on this chunk is still counted.
    */
   #markParsedOnly = (chunk: Buffer): void => {
     const req = this.#req;
