@@ -216,6 +216,7 @@ export class UploadRequest implements Watched {
     if (!streamHandler) {
       // First of all 'data' listeners (an app's included): it counts them before any can remove itself.
       this.#req.prependListener('data', this.#markParsedOnly);
+      this.#bufferedBeforeParse = this.#req.readableLength;
       return void this.#req.pipe(parser);
     }
     try {
@@ -231,9 +232,16 @@ export class UploadRequest implements Watched {
    * first in each emit, so an app's listener that removes itself on this chunk is still counted.
    */
   #markParsedOnly = (chunk: Buffer): void => {
+    // Bytes the request held before the parser came may have been read and put back (`unshift`) by a
+    // middleware that still holds them: never marked.
+    if (this.#bufferedBeforeParse > 0) {
+      this.#bufferedBeforeParse -= chunk.length;
+      return;
+    }
     const req = this.#req;
     if (req.listenerCount('data') === 2 && req.listenerCount('readable') === 0) markParsedOnly(chunk);
   };
+  #bufferedBeforeParse = 0;
 
   /** A text field's bytes as they arrive: the parser holds them until the field ends, so they count now. */
   #onFieldBytes = (bytes: number): void => {
