@@ -150,6 +150,7 @@ function filesFor(w) {
   return w.files.get(pool);
 }
 const primer = randomFillSync(Buffer.alloc(16 * 1024));
+const RUN_DEADLINE_MS = 5 * 60_000;
 
 const sameSorted = (a, b) => a.length === b.length && [...a].sort().every((x, i) => x === b[i]);
 
@@ -163,6 +164,14 @@ async function freshRun(ctx, name, w, { verify = false, env } = {}) {
   const { files, sha256 } = filesFor(w);
   const s = await startServer(name, join(ctx.base, `${name}-${ctx.serial++}`), { cpuProf: ctx.cpuProf, nodeFlags: ctx.nodeFlags, appHeapMiB: ctx.appHeapMiB, env });
   ctx.live.add(s);
+  // A run that has not finished in 5 minutes (the longest take seconds) is stuck: seen once, a local radosgw
+  // that stopped answering one request. The server is killed, which fails the run (an S3 run is retried once
+  // against a restarted S3 server, see resumablePhase) instead of holding the whole bench.
+  let stuck = false;
+  const deadline = setTimeout(() => {
+    stuck = true;
+    s.child.kill('SIGKILL');
+  }, RUN_DEADLINE_MS);
   try {
     await tusUpload(s.port, primer, CHUNK);
     await s.command('completed');
@@ -211,7 +220,10 @@ async function freshRun(ctx, name, w, { verify = false, env } = {}) {
       diskWrites,
       sha256Seen: spool ? completed.every((c) => c.sha256) : undefined,
     };
+  } catch (err) {
+    throw stuck ? new Error(`${name} / ${w.key}: no end after ${RUN_DEADLINE_MS / 60_000} minutes (server killed)`, { cause: err }) : err;
   } finally {
+    clearTimeout(deadline);
     ctx.live.delete(s);
     await s.stop();
     rmSync(s.dir, { recursive: true, force: true });

@@ -40,14 +40,20 @@ export class Server {
   command(cmd, extra = {}) {
     const id = ++this.seq;
     return new Promise((resolve, reject) => {
+      // (a server that dies first never answers)
+      const onExit = () => {
+        this.child.off('message', onMsg);
+        reject(new Error(`${this.name} ${cmd}: the server exited`));
+      };
       const onMsg = (m) => {
         if (m?.ack !== id) return;
-        this.child.off('message', onMsg);
+        this.child.off('message', onMsg).off('exit', onExit);
         if (m.error) reject(new Error(`${this.name} ${cmd}: ${m.error}`));
         else resolve(m);
       };
-      this.child.on('message', onMsg);
-      this.child.send({ cmd, id, ...extra });
+      if (this.exited) return onExit();
+      this.child.on('message', onMsg).once('exit', onExit);
+      this.child.send({ cmd, id, ...extra }, (err) => err && onExit());
     });
   }
 
@@ -88,10 +94,11 @@ export class Server {
   }
 
   async stop() {
-    if (this.exited) return;
+    if (this.exited || this.child.exitCode !== null || this.child.signalCode !== null) return;
     this.stopping = true;
     const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.send({ cmd: 'exit' });
+    // (a child that died meanwhile: the send fails, and it is killed for sure)
+    this.child.send({ cmd: 'exit' }, (err) => err && this.child.kill('SIGKILL'));
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
     await exited;
     clearTimeout(timer);
