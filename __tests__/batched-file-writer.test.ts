@@ -6,6 +6,7 @@ import { BatchedFileWriter } from '../engines/batched-file-writer';
 import { BufferPool } from '../lib/core/buffer-pool';
 import { streamInto } from '../lib/core/chunk-sink';
 import { eventually, tempDir } from './helpers/app';
+import { chunked, writevSizes } from './helpers/data-writes';
 import { randomData, sha256 } from './helpers/multipart';
 
 // The module object itself (not an ES namespace) so that its `writev` can be spied on.
@@ -18,29 +19,6 @@ afterEach(() => jest.restoreAllMocks());
 
 const KiB = 1024;
 
-/** `data` cut into chunks of random sizes between 1 byte and `max`, like a parser hands them out. */
-function chunked(data: Buffer, max: number): Readable {
-  const chunks: Buffer[] = [];
-  for (let at = 0; at < data.length; ) {
-    const size = Math.min(data.length - at, 1 + Math.floor(Math.random() * max));
-    chunks.push(data.subarray(at, at + size));
-    at += size;
-  }
-  return Readable.from(chunks, { objectMode: false });
-}
-
-/** Sizes of the writev calls made while `run` runs. */
-async function writevSizes(run: () => Promise<void>, onCall?: () => void): Promise<number[]> {
-  const sizes: number[] = [];
-  const real = fs.writev;
-  jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], position: number | null, cb: never) => {
-    sizes.push(buffers.reduce((n, b) => n + b.length, 0));
-    onCall?.();
-    return (real as (...a: unknown[]) => void)(fd, buffers, position, cb);
-  }) as never);
-  await run();
-  return sizes;
-}
 
 const openFds = () => readdirSync('/proc/self/fd').length;
 

@@ -15,6 +15,7 @@ import { FileTap } from '../lib/core/file-tap';
 import { claimChunk, markParsedOnly } from '../lib/core/chunk-release';
 import { streamInto } from '../lib/core/chunk-sink';
 import { tempDir } from './helpers/app';
+import { chunked, writevSizes } from './helpers/data-writes';
 import { randomData, sha256 } from './helpers/multipart';
 
 // The module object itself (not an ES namespace) so that its `writev` can be spied on.
@@ -68,13 +69,9 @@ test('writes byte-exact whatever the chunk sizes: the first chunk at once, then 
     at += size;
   }
   const path = newPath();
-  const sizes: number[] = [];
-  const real = fs.writev;
-  jest.spyOn(fs, 'writev').mockImplementation(((...args: unknown[]) => {
-    sizes.push((args[1] as Buffer[]).reduce((t, b) => t + b.length, 0));
-    return (real as (...a: unknown[]) => void)(...args);
-  }) as never);
-  await streamInto(Readable.from(chunks, { objectMode: false }), new DirectFileWriter(await open(path, 'wx'), 448 * KiB));
+  const sizes = await writevSizes(async () => {
+    await streamInto(Readable.from(chunks, { objectMode: false }), new DirectFileWriter(await open(path, 'wx'), 448 * KiB));
+  });
   expect(sha256(readFileSync(path))).toBe(sha256(data));
   expect(sizes[0]).toBe(chunks[0].length);
   expect(sizes.reduce((a, b) => a + b, 0)).toBe(data.length);
@@ -202,29 +199,6 @@ test('a failure while end() waits rejects end() with the error', async () => {
   expect(failures).toHaveLength(0); // reported through end(), not twice
 });
 
-/** `data` cut into chunks of random sizes between 1 byte and `max`, like a parser hands them out. */
-function chunked(data: Buffer, max: number): Readable {
-  const chunks: Buffer[] = [];
-  for (let at = 0; at < data.length; ) {
-    const size = Math.min(data.length - at, 1 + Math.floor(Math.random() * max));
-    chunks.push(data.subarray(at, at + size));
-    at += size;
-  }
-  return Readable.from(chunks, { objectMode: false });
-}
-
-/** Sizes of the writev calls made while `run` runs. */
-async function writevSizes(run: () => Promise<void>, onCall?: () => void): Promise<number[]> {
-  const sizes: number[] = [];
-  const real = fs.writev;
-  jest.spyOn(fs, 'writev').mockImplementation(((fd: number, buffers: Buffer[], position: number | null, cb: never) => {
-    sizes.push(buffers.reduce((n, b) => n + b.length, 0));
-    onCall?.();
-    return (real as (...a: unknown[]) => void)(fd, buffers, position, cb);
-  }) as never);
-  await run();
-  return sizes;
-}
 
 describe('diskEngine: 1 MiB of queued chunks reserved from the memory budget, only while it is at most half used', () => {
   const file: IncomingFile = { fieldname: 'f', originalname: 'a.bin', encoding: '7bit', mimetype: 'application/octet-stream' } as IncomingFile;

@@ -14,13 +14,11 @@ import { diskEngine, spool, type SpoolOptions, type UploadedFile } from '../lib/
 import { close, listen, tempDir } from './helpers/app';
 import { BOUNDARY, multipartBody, postChunks, randomData, seededRandom, type Part } from './helpers/multipart';
 import { rawConnection } from './helpers/raw-http';
+import { onDataWrites } from './helpers/data-writes';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-// The module object itself (not an ES namespace) so that its `writev` can be spied on.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const fs = require('node:fs') as typeof import('node:fs');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -185,11 +183,7 @@ test('with the memory budget more than half used, files are written one chunk be
   // 256 KiB: the request's share leaves no room for the 1 MiB the writer would reserve.
   const { app } = recordingApp({ memoryBudget: '256KiB', threshold: '64KiB' });
   const sizes: number[] = [];
-  const real = fs.writev;
-  jest.spyOn(fs, 'writev').mockImplementation(((...args: unknown[]) => {
-    sizes.push((args[1] as Buffer[]).reduce((t, b) => t + b.length, 0));
-    return (real as (...a: unknown[]) => void)(...args);
-  }) as never);
+  onDataWrites((bytes) => void sizes.push(bytes));
   const { res } = await post(app, [{ name: 'file', filename: 'big.bin', data }]);
   jest.restoreAllMocks();
   expect(res.json.files).toEqual([{ field: 'file', size: data.length, sha256: sha(data) }]);

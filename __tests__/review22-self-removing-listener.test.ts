@@ -7,6 +7,7 @@
  * (Found by that review; fixed: the mark listener is prepended, so it counts before any listener runs.)
  */
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
@@ -75,4 +76,30 @@ test('a sniffer that keeps the first chunks and then removes itself (req.off ins
   const lengths = kept.map((c) => c.length);
   // Every chunk the sniffer kept must still hold the bytes it was given.
   expect(lengths).not.toContain(0);
+});
+
+// (held in that review) A listener added after the parser's, in fileFilter: the count is 3 when the mark runs.
+test('a fileFilter that samples the next body chunk with events.once(req, "data") keeps it whole', async () => {
+  dir = tempDir('rev22-once-');
+  let sample: Buffer | undefined;
+  let sampleSha: string | undefined;
+  server = await listen(
+    appWith((_req, _res, next) => next(), {
+      storage: diskEngine({ directory: dir.path }),
+      fileFilter: (req, _file, cb) => {
+        cb(null, true);
+        void once(req, 'data').then((args: unknown[]) => {
+          const c = args[0] as Buffer;
+          sample = c;
+          sampleSha = sha(c);
+        });
+      },
+    }),
+  );
+  const data = randomData(256 * KiB);
+  expect(await upload((server.address() as AddressInfo).port, data)).toMatch(/ 200/);
+  await sleep(50);
+  expect(sample).toBeDefined();
+  expect(sample!.length).toBeGreaterThan(0);
+  expect(sha(sample!)).toBe(sampleSha);
 });

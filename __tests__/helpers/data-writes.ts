@@ -1,6 +1,7 @@
-// The disk writers' data writes, as tests see them: BatchedFileWriter calls `fs.writev(fd, buffers, position,
-// callback)` on the module object, so a spy there sees (and may fail) every batch the disk engine and the
-// resumable disk store write.
+// The disk writers' data writes, as tests see them: BatchedFileWriter and DirectFileWriter call `fs.writev(fd,
+// buffers, position, callback)` on the module object, so a spy there sees (and may fail) every write the disk
+// engine and the resumable disk store make.
+import { Readable } from 'node:stream';
 
 // The module object itself (not an ES namespace) so that its `writev` can be spied on.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -22,3 +23,25 @@ export function onDataWrites(inspect: (bytes: number) => NodeJS.ErrnoException |
 }
 
 export const enospc = (): NodeJS.ErrnoException => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28 });
+
+/** The sizes of the data writes made while `run` runs (`onCall` after each is seen). */
+export async function writevSizes(run: () => Promise<void>, onCall?: () => void): Promise<number[]> {
+  const sizes: number[] = [];
+  onDataWrites((bytes) => {
+    sizes.push(bytes);
+    onCall?.();
+  });
+  await run();
+  return sizes;
+}
+
+/** `data` cut into chunks of random sizes between 1 byte and `max`, like a parser hands them out. */
+export function chunked(data: Buffer, max: number): Readable {
+  const chunks: Buffer[] = [];
+  for (let at = 0; at < data.length; ) {
+    const size = Math.min(data.length - at, 1 + Math.floor(Math.random() * max));
+    chunks.push(data.subarray(at, at + size));
+    at += size;
+  }
+  return Readable.from(chunks, { objectMode: false });
+}
