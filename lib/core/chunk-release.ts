@@ -56,8 +56,9 @@ const owned = new WeakMap<Buffer, object>();
 /** Memory of request body chunks that the multipart parser alone read (see `markParsedOnly`). */
 const parsedOnly = new WeakSet<ArrayBuffer>();
 
+/** `chunk` is all of its ArrayBuffer (and not empty: a detached one is a zero-length whole). */
 function isWhole(chunk: Buffer): boolean {
-  return chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.byteLength;
+  return chunk.byteLength > 0 && chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.byteLength;
 }
 
 /** `by` hands `chunk` out and nobody else got it: whoever reads it from `by` alone may give it back once copied. */

@@ -214,8 +214,10 @@ export class UploadRequest implements Watched {
     this.#req.on('error', this.#onClientAborted);
     this.#watch();
     if (!streamHandler) {
-      // First of all 'data' listeners (an app's included): it counts them before any can remove itself.
-      this.#req.prependListener('data', this.#markParsedOnly);
+      // Only node:http's own parser hands out a fresh buffer per body chunk: a request fed by app code (an
+      // in-process harness, an adapter) may push its own buffers, or one buffer twice. First of all 'data'
+      // listeners (an app's included): it counts them before any can remove itself.
+      if (fedByNodeHttp(this.#req)) this.#req.prependListener('data', this.#markParsedOnly);
       this.#bufferedBeforeParse = this.#req.readableLength;
       return void this.#req.pipe(parser);
     }
@@ -543,4 +545,10 @@ export class UploadRequest implements Watched {
     if (!req.complete && !req.destroyed && !this.#res.headersSent) this.#res.setHeader('Connection', 'close');
     drainRequest(req, this.#config.drainTimeout, () => this.#next(err));
   }
+}
+
+/** Whether `req` is the message node:http's parser is reading from its socket (not a stream app code feeds). */
+function fedByNodeHttp(req: IncomingMessage): boolean {
+  const parser = (req.socket as { parser?: { incoming?: unknown } | null } | null | undefined)?.parser;
+  return parser?.incoming === req;
 }
