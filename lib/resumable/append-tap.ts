@@ -50,6 +50,8 @@ export class AppendTap extends Readable {
   #eof = false;
   /** Bytes the request held before the tap came: not the tap's alone (see `#pull`). */
   readonly #before: number;
+  /** When the store was last handed something (a chunk, the end), or the tap was made. */
+  #handedAt = Date.now();
 
   constructor(source: IncomingMessage, options: AppendTapOptions) {
     super({ highWaterMark: 0 });
@@ -83,11 +85,21 @@ export class AppendTap extends Readable {
     return this.#waitingSince;
   }
 
+  /**
+   * Since when (ms) the store has had the turn: it was handed something (or the tap was made, or the body
+   * ended) and has not asked for more since. Undefined while it waits for the client.
+   */
+  get storeBusySince(): number | undefined {
+    return this.#waitingSince === undefined ? this.#handedAt : undefined;
+  }
+
   fail(err: Error): void {
     // After a clean end (every byte in, the checksum matched) nothing can fail the body any more.
     if (this.#failure || this.readableEnded || this.#eof) return;
     this.#failure = err;
     this.#detach();
+    this.#waitingSince = undefined;
+    this.#handedAt = Date.now(); // the store's turn: to finish
     if (this.#options.verifier === undefined && !this.destroyed) return this.#end();
     this.destroy(err);
   }
@@ -95,6 +107,8 @@ export class AppendTap extends Readable {
   #end(): void {
     if (this.#eof) return;
     this.#eof = true;
+    this.#waitingSince = undefined;
+    this.#handedAt = Date.now(); // the store's turn: to finish
     this.push(null);
   }
 
@@ -130,6 +144,7 @@ export class AppendTap extends Readable {
       const chunk = this.#source.read() as Buffer | null;
       if (chunk === null) return;
       this.#waitingSince = undefined;
+      this.#handedAt = Date.now();
       if (this.#bytes + chunk.length > this.#options.max) return this.fail(this.#options.overflow());
       this.#bytes += chunk.length;
       this.#options.verifier?.update(chunk);

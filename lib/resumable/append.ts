@@ -71,6 +71,15 @@ export async function appendBody(
   res.once('close', onClose);
   if (res.destroyed) onClose(); // closed before the append started: no 'close' will come any more
   const stopWatching = config.idleTimeout > 0 ? watchIdle(tap, config.idleTimeout, end) : undefined;
+  /** The store went `storeTimeout` ms without reading or finishing: why the append was ended. */
+  let stalled: SpoolError | undefined;
+  const stopStallWatch =
+    config.storeTimeout > 0
+      ? watchStore(tap, config.storeTimeout, (reason) => {
+          stalled = reason;
+          end(reason);
+        })
+      : undefined;
   // Progress only while the body is still coming: once it ended (or failed) the final response is next.
   const streaming = () => !tap.readableEnded && !tap.destroyed && tap.failure === undefined;
   const interim = atomic ? undefined : context.progress;
@@ -81,9 +90,10 @@ export async function appendBody(
   let offset: number;
   try {
     const storing = config.store.append(upload, tap, { signal: controller.signal, memory: lease, atomic, request: req, progress, expiresAt: context.expiresAt });
-    // Bounded once the append was ended from outside (client gone, superseded, idle): a store that ignores
-    // its signal must not hold the request for ever. Not while a client waits for its answer, however slow
-    // the store (a limit or a checksum that failed the body is answered once the store settles).
+    // Bounded once the append was ended from outside (client gone, superseded, idle, the store stalled past
+    // storeTimeout): a store that ignores its signal must not hold the request for ever. A client waiting for
+    // its answer waits for a slow store that keeps going (a limit or a checksum that failed the body is
+    // answered once the store settles).
     const ended = () => controller.signal.aborted;
     offset = config.settleTimeout > 0 ? await settledWithin(storing, ended, config.settleTimeout, end, context.lingering) : await storing;
   } catch (err) {
@@ -94,9 +104,10 @@ export async function appendBody(
     interim?.close();
     res.off('close', onClose);
     stopWatching?.();
+    stopStallWatch?.();
   }
   if (running) hashes.settle(upload.id, running, running.bytes + tap.bytes, offset, before);
-  const failure = tap.failure ?? (tap.readableEnded ? undefined : new SpoolError('STORAGE_FAILED', 'The store stopped reading before the body ended'));
+  const failure = tap.failure ?? stalled ?? (tap.readableEnded ? undefined : new SpoolError('STORAGE_FAILED', 'The store stopped reading before the body ended'));
   // Let go of the request (the tap reads it in paused mode): the handler then drains the rest at once.
   if (failure !== undefined && tap.failure === undefined) tap.fail(failure);
   return { upload: { ...upload, offset }, failure: failure === undefined ? undefined : asSpoolError(failure) };
@@ -165,6 +176,24 @@ function watchIdle(tap: AppendTap, timeout: number, end: (reason: SpoolError) =>
           return false;
         }
         return true;
+      },
+    },
+    Math.min(timeout / 4, 1000),
+  );
+}
+
+/**
+ * Ends the append when the store has had the turn (handed a chunk or the body's end, and not asking for
+ * more) for `timeout` ms: a store stuck on a request that never returns, or one that stopped reading.
+ */
+function watchStore(tap: AppendTap, timeout: number, stalled: (reason: SpoolError) => void): () => void {
+  return watchdog.watch(
+    {
+      check(now) {
+        const since = tap.storeBusySince;
+        if (since === undefined || now - since < timeout) return true;
+        stalled(new SpoolError('STORAGE_FAILED', `The store made no progress on the append for ${timeout} ms`));
+        return false;
       },
     },
     Math.min(timeout / 4, 1000),

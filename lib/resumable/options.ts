@@ -80,6 +80,14 @@ export interface ResumableOptions {
    */
   settleTimeout?: number;
   /**
+   * How long (ms) a store may go during an append without reading the body while its client is sending
+   * (or has sent it all), or without finishing once the body is in: past it the append is ended as above
+   * (what the store recorded is kept) and the request answered 500 STORAGE_FAILED, so a store stuck on a
+   * request that never returns cannot hold a waiting client for ever. Time the store spends waiting for the
+   * client does not count (that is `idleTimeout`). 0: off. @default 120000
+   */
+  storeTimeout?: number;
+  /**
    * One writer per upload. The default works inside one process; behind a load balancer use `redisLocker()`
    * (and give it to the store as its `fence`). See README "Running many instances".
    * @default an in-process lock
@@ -123,6 +131,7 @@ export interface ResumableConfig {
   idleTimeout: number;
   lockTimeout: number;
   settleTimeout: number;
+  storeTimeout: number;
   locker: UploadLocker;
   admissionTimeout: number;
   terminateCompleted: boolean;
@@ -131,7 +140,7 @@ export interface ResumableConfig {
 
 const KNOWN = new Set([
   'store', 'limits', 'fileFilter', 'onComplete', 'sha256', 'expiration', 'sweepInterval', 'memoryBudget',
-  'protocols', 'interimResponses', 'interimProgress', 'idleTimeout', 'lockTimeout', 'settleTimeout', 'admissionTimeout', 'locker',
+  'protocols', 'interimResponses', 'interimProgress', 'idleTimeout', 'lockTimeout', 'settleTimeout', 'storeTimeout', 'admissionTimeout', 'locker',
   'terminateCompleted', 'concatenation',
 ]);
 
@@ -168,6 +177,7 @@ export function resolveResumableOptions(options: ResumableOptions = {}): Resumab
     idleTimeout: durationOption('idleTimeout', options.idleTimeout, 30_000),
     lockTimeout: durationOption('lockTimeout', options.lockTimeout, 5_000),
     settleTimeout: durationOption('settleTimeout', options.settleTimeout, 10_000),
+    storeTimeout: durationOption('storeTimeout', options.storeTimeout, 120_000),
     locker: lockerOption(options.locker),
     admissionTimeout: durationOption('admissionTimeout', options.admissionTimeout, 10_000),
     terminateCompleted: booleanOption('terminateCompleted', options.terminateCompleted, true),
