@@ -7,12 +7,10 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
-import express from 'express';
 import { resumable, resumableDiskStore, type Resumable, type ResumableOptions, type ResumableStore, type ResumableUpload } from '../lib/index';
-import { close, eventually, listen, tempDir } from './helpers/app';
-import { OCTETS, request, TUS } from './helpers/resumable';
+import { eventually, tempDir } from './helpers/app';
+import { createTusUpload, OCTETS, request, serveAtFiles, sha256Of, TUS } from './helpers/resumable';
 
 const KiB = 1024;
 
@@ -29,25 +27,14 @@ function withAppend(inner: ResumableStore, append: (original: Append, ...args: P
   }) as ResumableStore;
 }
 
+/** `resumable(options)` at /files of a new app; `close()` closes both. */
 async function serve(options: ResumableOptions): Promise<{ url: string; middleware: Resumable; close(): Promise<void> }> {
   const middleware = resumable({ sweepInterval: 0, ...options });
-  const app = express();
-  app.use('/files', middleware);
-  const server = await listen(app);
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, middleware, close: () => close(server) };
-}
-
-async function create(url: string, length: number): Promise<string> {
-  const res = await request(`${url}/files`, 'POST', { ...TUS, 'Upload-Length': length });
-  expect(res.status).toBe(201);
-  return url + res.headers.location!;
+  return { middleware, ...(await serveAtFiles(middleware)) };
 }
 
 async function storedSha256(store: ResumableStore, id: string): Promise<string> {
-  const upload = (await store.get(id)) as ResumableUpload;
-  const hash = createHash('sha256');
-  for await (const chunk of store.read(upload)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+  return sha256Of(store.read((await store.get(id)) as ResumableUpload));
 }
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
@@ -65,7 +52,7 @@ test('a store that stored the body and never settles (ignoring its signal): the 
   const srv = await serve({ store, storeTimeout: 300, settleTimeout: 300, lockTimeout: 500 });
   try {
     const data = randomBytes(100 * KiB);
-    const upload = await create(srv.url, 200 * KiB);
+    const upload = await createTusUpload(srv.url, 200 * KiB);
     const started = Date.now();
     const res = await request(upload, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, data);
     expect(res.status).toBe(500);
@@ -97,7 +84,7 @@ test('a store that never reads while its client waits mid-body: answered 500 STO
   // idleTimeout far away: the client is not what stalls here.
   const srv = await serve({ store, storeTimeout: 300, idleTimeout: 60_000 });
   try {
-    const upload = await create(srv.url, 4096 * KiB);
+    const upload = await createTusUpload(srv.url, 4096 * KiB);
     const started = Date.now();
     const status = await new Promise<number>((resolve) => {
       const req = http.request(upload, { method: 'PATCH', headers: { ...TUS, ...OCTETS, 'Upload-Offset': 0, 'Content-Length': 4096 * KiB } });
@@ -134,7 +121,7 @@ test('a slow store that keeps reading is not cut off, however long the whole app
   const srv = await serve({ store, storeTimeout: 300 });
   try {
     const data = randomBytes(2048 * KiB);
-    const upload = await create(srv.url, data.length);
+    const upload = await createTusUpload(srv.url, data.length);
     const started = Date.now();
     // Written 16 KiB at a time, so the store sees many chunks.
     const res = await new Promise<number>((resolve, reject) => {
@@ -158,7 +145,7 @@ test('time the store spends waiting for a slow client does not count: a client p
   const srv = await serve({ store, storeTimeout: 200, idleTimeout: 5_000 });
   try {
     const data = randomBytes(256 * KiB);
-    const upload = await create(srv.url, data.length);
+    const upload = await createTusUpload(srv.url, data.length);
     const res = await new Promise<number>((resolve, reject) => {
       const req = http.request(upload, { method: 'PATCH', headers: { ...TUS, ...OCTETS, 'Upload-Offset': 0, 'Content-Length': data.length } });
       req.on('error', reject);

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { resumable, resumableDiskStore, type Resumable, type ResumableOptions, type ResumableStore } from '../lib/index';
 import { close, eventually, listen, tempDir } from './helpers/app';
-import { OCTETS, request, TUS } from './helpers/resumable';
+import { createTusUpload, OCTETS, request, TUS } from './helpers/resumable';
 
 const KiB = 1024;
 
@@ -47,19 +47,13 @@ async function serve(options: ResumableOptions): Promise<{ url: string; middlewa
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, middleware, close: () => close(server) };
 }
 
-async function create(url: string, length: number): Promise<string> {
-  const res = await request(`${url}/files`, 'POST', { ...TUS, 'Upload-Length': length });
-  expect(res.status).toBe(201);
-  return url + res.headers.location!;
-}
-
 test('an append that does not settle, ended by a newer request, is answered 500 STORAGE_FAILED after settleTimeout; the upload stays locked until it settles', async () => {
   const dir = tempDir('spool-stuck-');
   const { store, release } = holdingStore(dir.path);
   const srv = await serve({ store, settleTimeout: 300, lockTimeout: 1000 });
   try {
     const data = randomBytes(100 * KiB);
-    const upload = await create(srv.url, 200 * KiB);
+    const upload = await createTusUpload(srv.url, 200 * KiB);
     const patching = request(upload, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, data);
     await new Promise((r) => setTimeout(r, 300)); // the body is in; the store does not settle
     // The client comes back (a HEAD ends the running append): held by the store's append, the upload is
@@ -90,7 +84,7 @@ test('a store that never reads: a newer request on the upload ends the append, w
   const { store, release } = holdingStore(dir.path, { readBody: false });
   const srv = await serve({ store, settleTimeout: 300, lockTimeout: 500, idleTimeout: 0 });
   try {
-    const upload = await create(srv.url, 4096 * KiB);
+    const upload = await createTusUpload(srv.url, 4096 * KiB);
     // 1 MiB of a 4 MiB body; the client waits (the server never reads, so it cannot tell a client that left).
     const patched = new Promise<number>((resolve) => {
       const req = http.request(upload, { method: 'PATCH', headers: { ...TUS, ...OCTETS, 'Upload-Offset': 0, 'Content-Length': 4096 * KiB } });
@@ -119,7 +113,7 @@ test('a client waiting for a slow store gets its answer: settleTimeout does not 
   const srv = await serve({ store, settleTimeout: 200 });
   try {
     const data = randomBytes(10 * KiB);
-    const upload = await create(srv.url, data.length);
+    const upload = await createTusUpload(srv.url, data.length);
     const answer = request(upload, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, data);
     setTimeout(release, 1500); // the store takes 1.5 s after the body's end
     expect((await answer).status).toBe(204);
@@ -136,7 +130,7 @@ test('settleTimeout 0 waits as long as the store takes, also once the append was
   const srv = await serve({ store, settleTimeout: 0, lockTimeout: 300 });
   try {
     const data = randomBytes(10 * KiB);
-    const upload = await create(srv.url, 20 * KiB);
+    const upload = await createTusUpload(srv.url, 20 * KiB);
     const answer = request(upload, 'PATCH', { ...TUS, ...OCTETS, 'Upload-Offset': 0 }, data);
     await new Promise((r) => setTimeout(r, 300));
     expect((await request(upload, 'HEAD', TUS)).status).toBe(423); // ends the append; the store still holds it

@@ -148,6 +148,13 @@ export function request(
 export const TUS = { 'Tus-Resumable': '1.0.0' } as const;
 export const OCTETS = { 'Content-Type': 'application/offset+octet-stream' } as const;
 
+/** A tus creation of a `length`-byte upload at `${url}/files`: the upload's URL. */
+export async function createTusUpload(url: string, length: number): Promise<string> {
+  const res = await request(`${url}/files`, 'POST', { ...TUS, 'Upload-Length': length });
+  if (res.status !== 201) throw new Error(`the creation was answered ${res.status}: ${res.body}`);
+  return url + res.headers.location!;
+}
+
 export { listen };
 
 export interface CuttingProxy {
