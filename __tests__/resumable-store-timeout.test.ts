@@ -10,22 +10,9 @@ import http from 'node:http';
 import { Readable } from 'node:stream';
 import { resumable, resumableDiskStore, type Resumable, type ResumableOptions, type ResumableStore, type ResumableUpload } from '../lib/index';
 import { eventually, tempDir } from './helpers/app';
-import { createTusUpload, OCTETS, request, serveAtFiles, sha256Of, TUS } from './helpers/resumable';
+import { createTusUpload, OCTETS, request, serveAtFiles, sha256Of, TUS, withAppend } from './helpers/resumable';
 
 const KiB = 1024;
-
-type Append = ResumableStore['append'];
-
-/** `inner` with its append replaced by `append(inner's append, ...args)`. */
-function withAppend(inner: ResumableStore, append: (original: Append, ...args: Parameters<Append>) => Promise<number>): ResumableStore {
-  return new Proxy(inner, {
-    get(target, key) {
-      if (key === 'append') return (...args: Parameters<Append>) => append(target.append.bind(target), ...args);
-      const value = Reflect.get(target, key) as unknown;
-      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-    },
-  }) as ResumableStore;
-}
 
 /** `resumable(options)` at /files of a new app; `close()` closes both. */
 async function serve(options: ResumableOptions): Promise<{ url: string; middleware: Resumable; close(): Promise<void> }> {

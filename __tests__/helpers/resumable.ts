@@ -241,3 +241,17 @@ export function slowDiskStore(directory: string, after: number): { store: Resuma
   }) as ResumableStore;
   return { store, inner, idle: () => pending };
 }
+
+type Append = ResumableStore['append'];
+
+/** `inner` with its append replaced by `append(inner's own append, ...args)`. */
+export function withAppend(inner: ResumableStore, append: (original: Append, ...args: Parameters<Append>) => Promise<number>): ResumableStore {
+  return new Proxy(inner, {
+    get(target, key) {
+      if (key === 'append') return (...args: Parameters<Append>) => append(target.append.bind(target), ...args);
+      const value = Reflect.get(target, key) as unknown;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  }) as ResumableStore;
+}
+

@@ -107,6 +107,8 @@ export class MemoryLease {
   /** Of `#held`, what stays held until the lease closes (the request's fixed share): see `keep`. */
   #kept = 0;
   #closed = false;
+  /** Reservations of this lease waiting for room. */
+  #waiting = 0;
 
   constructor(budget: MemoryBudget) {
     this.#budget = budget;
@@ -115,6 +117,11 @@ export class MemoryLease {
   /** Bytes this request holds. */
   get held(): number {
     return this.#held;
+  }
+
+  /** Whether a reservation of this lease is waiting for room (its holder waits on others, not stuck). */
+  get waiting(): boolean {
+    return this.#waiting > 0;
   }
 
   /** Takes `bytes` if they fit now; false (nothing taken) otherwise or once the lease is closed. */
@@ -146,7 +153,12 @@ export class MemoryLease {
     if (this.#kept > 0 && this.#kept + bytes > this.#budget.limit) {
       throw new SpoolError('MEMORY_BUDGET_EXCEEDED', `${bytes} bytes can never fit a memory budget of ${this.#budget.limit} beside the request's share of ${this.#kept}`);
     }
-    await this.#budget.reserve(bytes, signal);
+    this.#waiting++;
+    try {
+      await this.#budget.reserve(bytes, signal);
+    } finally {
+      this.#waiting--;
+    }
     if (this.#closed) {
       // Granted after the request ended: hand it straight back.
       this.#budget.release(bytes);

@@ -75,7 +75,7 @@ export async function appendBody(
   let stalled: SpoolError | undefined;
   const stopStallWatch =
     config.storeTimeout > 0
-      ? watchStore(tap, config.storeTimeout, (reason) => {
+      ? watchStore(tap, lease, config.storeTimeout, (reason) => {
           stalled = reason;
           end(reason);
         })
@@ -107,7 +107,9 @@ export async function appendBody(
     stopStallWatch?.();
   }
   if (running) hashes.settle(upload.id, running, running.bytes + tap.bytes, offset, before);
-  const failure = tap.failure ?? stalled ?? (tap.readableEnded ? undefined : new SpoolError('STORAGE_FAILED', 'The store stopped reading before the body ended'));
+  // A store ended for stalling that still recorded every byte it was handed, in time: no failure.
+  const short = stalled !== undefined && offset < upload.offset + tap.bytes ? stalled : undefined;
+  const failure = tap.failure ?? short ?? (tap.readableEnded ? undefined : new SpoolError('STORAGE_FAILED', 'The store stopped reading before the body ended'));
   // Let go of the request (the tap reads it in paused mode): the handler then drains the rest at once.
   if (failure !== undefined && tap.failure === undefined) tap.fail(failure);
   return { upload: { ...upload, offset }, failure: failure === undefined ? undefined : asSpoolError(failure) };
@@ -184,13 +186,21 @@ function watchIdle(tap: AppendTap, timeout: number, end: (reason: SpoolError) =>
 
 /**
  * Ends the append when the store has had the turn (handed a chunk or the body's end, and not asking for
- * more) for `timeout` ms: a store stuck on a request that never returns, or one that stopped reading.
+ * more) for `timeout` ms: a store stuck on a request that never returns, or one that stopped reading. Time
+ * the store spends waiting for memory (`lease.reserve`, first come first served) is not its own: the clock
+ * starts again after it.
  */
-function watchStore(tap: AppendTap, timeout: number, stalled: (reason: SpoolError) => void): () => void {
+function watchStore(tap: AppendTap, lease: MemoryLease, timeout: number, stalled: (reason: SpoolError) => void): () => void {
+  let memorySeen: number | undefined;
   return watchdog.watch(
     {
       check(now) {
-        const since = tap.storeBusySince;
+        if (lease.waiting) {
+          memorySeen = now;
+          return true;
+        }
+        const busy = tap.storeBusySince;
+        const since = busy === undefined || memorySeen === undefined ? busy : Math.max(busy, memorySeen);
         if (since === undefined || now - since < timeout) return true;
         stalled(new SpoolError('STORAGE_FAILED', `The store made no progress on the append for ${timeout} ms`));
         return false;

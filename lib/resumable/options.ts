@@ -84,7 +84,9 @@ export interface ResumableOptions {
    * (or has sent it all), or without finishing once the body is in: past it the append is ended as above
    * (what the store recorded is kept) and the request answered 500 STORAGE_FAILED, so a store stuck on a
    * request that never returns cannot hold a waiting client for ever. Time the store spends waiting for the
-   * client does not count (that is `idleTimeout`). 0: off. @default 120000
+   * client (that is `idleTimeout`) or for memory from the budget does not count. A store that reads a part at
+   * a time waits for its part uploads between reads (the S3 store: up to `queueSize + 1` parts): keep this
+   * above that time. 0: off. @default 120000
    */
   storeTimeout?: number;
   /**
